@@ -1,0 +1,3 @@
+from njtui.cli import main
+
+raise SystemExit(main())

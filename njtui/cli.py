@@ -1,0 +1,429 @@
+"""The `njtui` command: open a notebook, run it headless, read its results, manage runtimes.
+
+Exit status: 0 success, 1 a cell failed (or a runtime could not run it), 2 bad input (the
+message names the file and line), 130 interrupted with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import platformdirs
+
+from njtui import __version__
+from njtui.model import format_duration
+from njtui.model.output import ExecutionRecord
+from njtui.store import NotebookError, load_notebook
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+COMMANDS = ("open", "run", "show", "runtimes")
+
+
+class UsageError(Exception):
+    pass
+
+
+def runner_log_path() -> Path:
+    return platformdirs.user_state_path("njtui") / "runner.log"
+
+
+def _load(path: str):
+    return load_notebook(Path(path))
+
+
+def _select_cells(notebook, wanted: list[str] | None, path: str):
+    cells = notebook.code_cells()
+    if not wanted:
+        return cells
+    known = {cell.id: cell for cell in notebook.cells}
+    chosen = []
+    for cell_id in wanted:
+        if cell_id not in known:
+            raise NotebookError(path, f"no cell with id {cell_id!r}", hint=f"cell ids in this notebook: {', '.join(known) or 'none'}")
+        if not known[cell_id].is_code:
+            raise NotebookError(path, f"cell {cell_id!r} is a {known[cell_id].kind} cell, not code", hint="name a code cell")
+        chosen.append(known[cell_id])
+    return chosen
+
+
+# -- output of executions, shared by `run` and `show`
+class TextPrinter:
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.out, self.err = out, err
+        self.color = err.isatty() and "NO_COLOR" not in os.environ
+
+    def _dim(self, text: str) -> str:
+        return f"\x1b[2m{text}\x1b[0m" if self.color else text
+
+    def start(self, cell_id: str, label: str, count: int | None) -> None:
+        self.out.flush()
+        self.err.write(self._dim(f"── {cell_id} · {label}" + (f" · [{count}]" if count else "") + " ──") + "\n")
+        self.err.flush()
+
+    def event(self, cell_id: str, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "stream":
+            stream = self.err if message.get("name") == "stderr" else self.out
+            if stream is self.err:
+                self.out.flush()
+            stream.write(message.get("text", ""))
+            stream.flush()
+        elif kind == "result":
+            self.out.write(message.get("data", {}).get("text/plain", "") + "\n")
+            self.out.flush()
+        elif kind == "error" and message.get("traceback"):
+            self.out.flush()
+            self.err.write(message["traceback"] if message["traceback"].endswith("\n") else message["traceback"] + "\n")
+            self.err.flush()
+
+    def done(self, cell_id: str, status: str, duration: float | None, reason: str | None = None, extra: str = "") -> None:
+        self.out.flush()
+        mark = {"ok": "✓", "error": "✗", "interrupted": "■", "lost": "✗"}.get(status, "·")
+        text = f"{mark} {cell_id} {status}"
+        if duration is not None:
+            text += f" in {format_duration(duration)}"
+        if reason:
+            text += f" ({reason})"
+        self.err.write(self._dim(text + extra) + "\n")
+        self.err.flush()
+
+    def note(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
+
+
+class JsonPrinter:
+    """JSON Lines: one event per line, in the order the runtime produced them."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+
+    def _write(self, event: dict[str, Any]) -> None:
+        self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def start(self, cell_id: str, label: str, count: int | None, **extra: Any) -> None:
+        self._write({"event": "start", "cell": cell_id, "count": count, **extra})
+
+    def event(self, cell_id: str, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "stream":
+            self._write({"event": "stream", "cell": cell_id, "name": message.get("name"), "text": message.get("text", "")})
+        elif kind == "result":
+            self._write({"event": "result", "cell": cell_id, "count": message.get("count"), "data": message.get("data", {})})
+        elif kind == "error":
+            self._write(
+                {"event": "error", "cell": cell_id, "ename": message.get("ename"), "evalue": message.get("evalue"), "traceback": message.get("traceback", "")}
+            )
+
+    def done(self, cell_id: str, status: str, duration: float | None, reason: str | None = None, **extra: Any) -> None:
+        event = {"event": "done", "cell": cell_id, "status": status, "duration": duration}
+        if reason:
+            event["reason"] = reason
+        event.update({k: v for k, v in extra.items() if v is not None})
+        self._write(event)
+
+    def note(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
+
+
+# -- njtui run
+def cmd_run(args: argparse.Namespace) -> int:
+    from njtui.runner.backend import BackendError
+    from njtui.runner.log import RunnerLog
+    from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
+    from njtui.runner.state import RuntimeState
+
+    notebook = _load(args.notebook)
+    cells = _select_cells(notebook, args.cell, args.notebook)
+    printer: TextPrinter | JsonPrinter = JsonPrinter() if args.json else TextPrinter()
+    log = RunnerLog(runner_log_path())
+    log.subscribe(lambda entry: printer.note(f"njtui: {entry.runtime}: {entry.text}") if entry.level == "error" else None)
+    runner = Runner(args.notebook, notebook, log=log)
+    events: queue.Queue = queue.Queue()
+    runner.subscribe(events.put)
+    failures = 0
+    interrupted = False
+    try:
+        runner.sync_ended()
+        for cell in cells:
+            spec = runner.runtime_for(cell)
+            label = f"{spec.environment} · {cell.language}"
+            try:
+                exec_id = runner.execute(cell)
+            except BackendError as exc:
+                printer.done(cell.id, "error", None, reason=f"runtime {spec.id} did not start: {str(exc).splitlines()[0]}")
+                failures += 1
+                if not args.keep_going:
+                    break
+                continue
+            except KeyboardInterrupt:
+                interrupted = True
+                break
+            status, interrupted_now = _follow(runner, events, exec_id, cell, spec.id, label, printer, RuntimeChanged, RuntimeMessage, RuntimeState)
+            interrupted = interrupted or interrupted_now
+            if interrupted:
+                break
+            if status != "ok":
+                failures += 1
+                if not args.keep_going:
+                    break
+    finally:
+        runner.detach()
+        log.close()
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _follow(runner, events, exec_id, cell, runtime_id, label, printer, RuntimeChanged, RuntimeMessage, RuntimeState):
+    """Prints one execution's events until it is done; Ctrl-C interrupts it (twice: gives up)."""
+    interrupted = False
+    started = False
+    while True:
+        try:
+            event = events.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            if interrupted:
+                printer.done(cell.id, "interrupted", None, reason="gave up waiting for the runtime")
+                return "interrupted", True
+            interrupted = True
+            printer.note("njtui: interrupting… (Ctrl-C again to stop waiting)")
+            runner.interrupt(runtime_id)
+            continue
+        if isinstance(event, RuntimeChanged):
+            continue
+        message = event.message
+        if message.get("exec") != exec_id:
+            continue
+        kind = message.get("type")
+        if kind == "start":
+            started = True
+            if isinstance(printer, JsonPrinter):
+                printer.start(cell.id, label, message.get("count"), runtime=runtime_id, exec=exec_id)
+            else:
+                printer.start(cell.id, label, message.get("count"))
+        elif kind == "done":
+            if not started and isinstance(printer, JsonPrinter):
+                printer.start(cell.id, label, None, runtime=runtime_id, exec=exec_id)
+            status = message.get("status", "ok")
+            extra = {"count": message.get("count"), "exit_code": message.get("exit_code")} if isinstance(printer, JsonPrinter) else {}
+            printer.done(cell.id, status, message.get("duration"), reason=message.get("reason"), **extra)
+            return status, interrupted or status == "interrupted"
+        else:
+            printer.event(cell.id, message)
+
+
+# -- njtui show
+def cmd_show(args: argparse.Namespace) -> int:
+    from njtui.runner.runner import Runner
+    from njtui.store.results import ResultsStore
+
+    notebook = _load(args.notebook)
+    cells = _select_cells(notebook, args.cell, args.notebook)
+    runner = Runner(args.notebook, notebook)
+    try:
+        runner.attach_running()
+        for session in list(runner.sessions.values()):
+            session.caught_up.wait(timeout=10)
+    finally:
+        runner.detach()
+    store = ResultsStore(args.notebook)
+    printer: TextPrinter | JsonPrinter = JsonPrinter() if args.json else TextPrinter()
+    for cell in cells:
+        record = store.latest(cell.id)
+        spec = notebook.runtime_for(cell)
+        if record is None:
+            if not args.json:
+                printer.note(f"── {cell.id} · not run yet ──")
+            continue
+        _print_record(printer, store, record, cell, f"{spec.environment} · {cell.language}", args.json)
+    return EXIT_OK
+
+
+def _print_record(printer, store, record: ExecutionRecord, cell, label: str, as_json: bool) -> None:
+    stale = record.is_stale_for(cell.source_hash)
+    if as_json:
+        printer.start(cell.id, label, record.count, runtime=record.runtime, exec=record.exec_id, version=record.version)
+    else:
+        printer.start(cell.id, label + (" · stale: the source changed since" if stale else ""), record.count)
+    for event in store.events(record):
+        printer.event(cell.id, event)
+    if as_json:
+        printer.done(cell.id, record.status, record.duration, reason=record.reason, count=record.count, exit_code=record.exit_code, stale=stale or None)
+    else:
+        finished = "" if record.finished else " (still running; output so far)"
+        printer.done(cell.id, record.status, record.duration, reason=record.reason, extra=finished)
+
+
+# -- njtui runtimes
+def _all_backends() -> dict[str, Any]:
+    from njtui.runner.host import HostBackend
+
+    return {"host": HostBackend()}
+
+
+def _live_status(backend, info) -> dict[str, Any]:
+    """Asks a runtime what it is doing: busy or idle, and for how long."""
+    try:
+        connection = backend.connect(info)
+    except Exception:  # noqa: BLE001 - a runtime going away while listed is just not answering
+        return {}
+    try:
+        connection.send({"op": "attach", "since": 1 << 62})
+        connection.send({"op": "status"})
+        import threading
+
+        answer: dict[str, Any] = {}
+
+        def read() -> None:
+            for message in connection:
+                if message.get("type") == "status":
+                    answer.update(message)
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout=2)
+        return answer
+    finally:
+        connection.close()
+
+
+def cmd_runtimes(args: argparse.Namespace) -> int:
+    backends = _all_backends()
+    infos = [(backend, info) for backend in backends.values() for info in backend.list()]
+    if args.action == "stop":
+        if not args.all and not args.id:
+            raise UsageError("say which runtime to stop: njtui runtimes stop ID (from `njtui runtimes`) or --all")
+        chosen = [(b, i) for b, i in infos if args.all or i.key.startswith(args.id) or i.runtime_id == args.id]
+        if not chosen:
+            print(f"njtui: no running runtime matches {args.id!r}; `njtui runtimes` lists them", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        for backend, info in chosen:
+            backend.stop(info)
+            print(f"stopped {info.key} ({info.runtime_id} of {info.notebook})")
+        return EXIT_OK
+    rows = []
+    now = time.time()
+    for backend, info in infos:
+        live = _live_status(backend, info)
+        state = live.get("state", "unknown")
+        idle = live.get("idle_for")
+        rows.append(
+            {
+                "id": info.key,
+                "notebook": info.notebook,
+                "runtime": info.runtime_id,
+                "backend": info.backend,
+                "environment": info.environment,
+                "language": info.language,
+                "state": "running" if state in ("idle", "busy") else state,
+                "busy": state == "busy",
+                "pid": info.pid,
+                "idle_for": idle,
+                "uptime": now - info.started_at,
+            }
+        )
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return EXIT_OK
+    if not rows:
+        print("no runtimes running")
+        return EXIT_OK
+    header = ("ID", "NOTEBOOK", "RUNTIME", "BACKEND", "STATE", "PID", "IDLE")
+    table = [header] + [
+        (
+            r["id"],
+            _short_path(r["notebook"]),
+            r["runtime"],
+            r["backend"],
+            ("busy" if r["busy"] else r["state"]),
+            str(r["pid"] or "-"),
+            format_duration(r["idle_for"]) if r["idle_for"] is not None and not r["busy"] else "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def _short_path(path: str) -> str:
+    home = str(Path.home())
+    return "~" + path[len(home) :] if path.startswith(home + os.sep) else path
+
+
+# -- njtui NOTEBOOK
+def cmd_open(args: argparse.Namespace) -> int:
+    print(
+        "njtui: the terminal UI is not built yet; run the notebook headless with `njtui run "
+        f"{args.notebook}` and read results with `njtui show {args.notebook}`",
+        file=sys.stderr,
+    )
+    return EXIT_BAD_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="njtui", description="A keyboard-driven terminal notebook with reproducible runtimes.")
+    parser.add_argument("--version", action="version", version=f"njtui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    open_ = sub.add_parser("open", help="open a notebook in the terminal UI (the default: njtui NOTEBOOK)")
+    open_.add_argument("notebook")
+    open_.set_defaults(handler=cmd_open)
+
+    run = sub.add_parser("run", help="run a notebook's code cells headless, streaming output")
+    run.add_argument("notebook")
+    run.add_argument("--cell", action="append", metavar="ID", help="run only this cell (repeatable, in the order given)")
+    run.add_argument("--keep-going", action="store_true", help="run the remaining cells after one fails")
+    run.add_argument("--json", action="store_true", help="print JSON Lines events instead of text")
+    run.set_defaults(handler=cmd_run)
+
+    show = sub.add_parser("show", help="print the stored outputs of each cell's latest execution")
+    show.add_argument("notebook")
+    show.add_argument("--cell", action="append", metavar="ID")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_show)
+
+    runtimes = sub.add_parser("runtimes", help="list live runtimes; `runtimes stop ID|--all` stops them")
+    runtimes.add_argument("action", nargs="?", choices=("list", "stop"), default="list")
+    runtimes.add_argument("id", nargs="?")
+    runtimes.add_argument("--all", action="store_true")
+    runtimes.add_argument("--json", action="store_true")
+    runtimes.set_defaults(handler=cmd_runtimes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "open")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        return args.handler(args)
+    except NotebookError as exc:
+        print(f"njtui: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UsageError as exc:
+        print(f"njtui: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

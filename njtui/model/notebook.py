@@ -1,0 +1,145 @@
+"""A notebook: runtimes and the cells that run in them.
+
+The model mirrors the reference: every code cell has a runtime; cells of one language share
+that language's default runtime unless a cell names another; a notebook can hold several
+runtimes. Unknown keys from the file are kept in `extra` so a load/save round-trip keeps them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from njtui.model.duration import parse_duration
+
+FORMAT_VERSION = 1
+HOST_ENVIRONMENT = "host"
+DEFAULT_IDLE_TIMEOUT = 20 * 60.0
+LANGUAGES = ("python", "bash")
+CELL_KINDS = ("code", "markdown")
+LANGUAGE_DISPLAY_NAMES = {"python": "Python", "bash": "Bash"}
+
+
+def new_cell_id(taken: set[str] | frozenset[str] = frozenset()) -> str:
+    while True:
+        candidate = secrets.token_hex(3)
+        if candidate not in taken:
+            return candidate
+
+
+def source_hash(source: str) -> str:
+    """Identifies the source an execution ran, so a UI can mark stale output."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class RuntimeSpec:
+    id: str
+    language: str
+    name: str = ""
+    environment: str = HOST_ENVIRONMENT
+    default: bool = False
+    idle_timeout: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = LANGUAGE_DISPLAY_NAMES.get(self.language, self.id)
+
+    @property
+    def idle_timeout_seconds(self) -> float:
+        if self.idle_timeout is None:
+            return DEFAULT_IDLE_TIMEOUT
+        return parse_duration(self.idle_timeout)
+
+    @property
+    def is_host(self) -> bool:
+        return self.environment == HOST_ENVIRONMENT
+
+
+@dataclass
+class Cell:
+    id: str
+    kind: str
+    source: str = ""
+    language: str | None = None
+    runtime: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_code(self) -> bool:
+        return self.kind == "code"
+
+    @property
+    def source_hash(self) -> str:
+        return source_hash(self.source)
+
+
+@dataclass
+class Notebook:
+    title: str = ""
+    runtimes: dict[str, RuntimeSpec] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def cell(self, cell_id: str) -> Cell:
+        for cell in self.cells:
+            if cell.id == cell_id:
+                return cell
+        raise KeyError(cell_id)
+
+    def code_cells(self) -> list[Cell]:
+        return [cell for cell in self.cells if cell.is_code]
+
+    def cell_ids(self) -> set[str]:
+        return {cell.id for cell in self.cells}
+
+    def default_runtime(self, language: str) -> RuntimeSpec | None:
+        candidates = [spec for spec in self.runtimes.values() if spec.language == language]
+        for spec in candidates:
+            if spec.default:
+                return spec
+        # A language with a single runtime needs no explicit default flag.
+        return candidates[0] if len(candidates) == 1 else None
+
+    def runtime_for(self, cell: Cell) -> RuntimeSpec:
+        """The runtime a code cell runs in: its own, else its language's default."""
+        if cell.runtime is not None:
+            return self.runtimes[cell.runtime]
+        assert cell.language is not None, f"code cell {cell.id} has no language"
+        spec = self.default_runtime(cell.language)
+        if spec is None:
+            spec = self.add_default_runtime(cell.language)
+        return spec
+
+    def add_default_runtime(self, language: str, environment: str = HOST_ENVIRONMENT) -> RuntimeSpec:
+        """Adds the runtime a new cell of `language` gets, as Nextjournal does on a new cell."""
+        existing = self.default_runtime(language)
+        if existing is not None:
+            return existing
+        runtime_id = {"python": "py", "bash": "sh"}.get(language, language)
+        while runtime_id in self.runtimes:
+            runtime_id += "_"
+        spec = RuntimeSpec(
+            id=runtime_id,
+            language=language,
+            environment=environment,
+            default=not any(s.language == language for s in self.runtimes.values()),
+        )
+        self.runtimes[runtime_id] = spec
+        return spec
+
+    def cells_served_by(self, runtime_id: str) -> list[Cell]:
+        return [c for c in self.code_cells() if self.runtime_for(c).id == runtime_id]
+
+    def new_cell(self, kind: str = "code", language: str | None = "python", source: str = "") -> Cell:
+        return Cell(
+            id=new_cell_id(self.cell_ids()),
+            kind=kind,
+            source=source,
+            language=language if kind == "code" else None,
+        )

@@ -1,0 +1,54 @@
+"""What one execution of a cell produced: its record and its ordered output events.
+
+Events are the agent protocol's messages (see docs/protocol.md): `stream` (stdout/stderr
+text), `result` (the value of a last bare expression), `error` (exception or failing exit
+status), in the order the runtime produced them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+EXEC_STATUSES = ("queued", "running", "ok", "error", "interrupted", "lost")
+FINISHED_STATUSES = ("ok", "error", "interrupted", "lost")
+
+
+@dataclass
+class ExecutionRecord:
+    cell: str
+    version: int
+    exec_id: str
+    runtime: str
+    status: str = "running"
+    count: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration: float | None = None
+    source_hash: str | None = None
+    exit_code: int | None = None
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    events: int = 0
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    def is_stale_for(self, current_source_hash: str) -> bool:
+        return self.source_hash is not None and self.source_hash != current_source_hash
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {**extra, **{k: v for k, v in data.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionRecord:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(
+            **{k: v for k, v in data.items() if k in known},
+            extra={k: v for k, v in data.items() if k not in known},
+        )

@@ -1,0 +1,454 @@
+#!/usr/bin/env python3
+"""The njtui Python runtime agent (protocol 1, see docs/protocol.md).
+
+Standard library only, one file: it is copied into arbitrary images that have nothing but
+`python3`. It reads requests from stdin and writes messages to stdout, journaling each one.
+Usage: python3 agent.py --journal PATH [--idle-timeout SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import codecs
+import collections
+import io
+import json
+import linecache
+import os
+import queue
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+import _thread
+import types
+import uuid
+
+PROTOCOL = 1
+# Python-level writes are batched: one message per flush keeps a print loop fast.
+FLUSH_INTERVAL = 0.02
+FLUSH_BYTES = 1 << 16
+# How often a Python-level write checks the fd pipes for output of subprocesses: more often
+# than any subprocess can start and exit, so sequential code keeps its order.
+FD_CHECK_NS = 100_000
+READ_CHUNK = 1 << 16
+AGENT_FILE = os.path.abspath(__file__)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class Channel:
+    """Numbers every message, journals it, then writes it to the client."""
+
+    def __init__(self, out_fd: int, journal_path: str | None) -> None:
+        self._lock = threading.Lock()
+        self._out_fd: int | None = out_fd
+        self._journal_fd = (
+            os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+            if journal_path
+            else None
+        )
+        self.seq = 0
+
+    def emit(self, type_: str, exec_id: str | None = None, **fields: object) -> None:
+        with self._lock:
+            self.seq += 1
+            message = {"seq": self.seq, "exec": exec_id, "type": type_, "t": time.time()}
+            message.update(fields)
+            line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
+            data = line.encode("utf-8", "replace")
+            if self._journal_fd is not None:
+                _write_all(self._journal_fd, data)
+            if self._out_fd is not None:
+                try:
+                    _write_all(self._out_fd, data)
+                except OSError:
+                    # The client side is gone; the journal still has everything for replay.
+                    self._out_fd = None
+
+
+class CellStream(io.TextIOBase):
+    """sys.stdout / sys.stderr of cells: ordered, batched, without a syscall per print."""
+
+    def __init__(self, capture: Capture, name: str) -> None:
+        self._capture = capture
+        self._name = name
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 1 if self._name == "stdout" else 2
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        capture = self._capture
+        now = time.monotonic_ns()
+        if now - capture.last_fd_check > FD_CHECK_NS:
+            capture.check_fds(now)
+        capture.pending.append((self._name, text))
+        capture.pending_size += len(text)
+        if capture.pending_size > FLUSH_BYTES:
+            capture.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if time.monotonic() - self._capture.last_flush > FLUSH_INTERVAL:
+            self._capture.flush()
+
+
+class NoInput(io.TextIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        raise OSError("njtui cells have no standard input; read files or use variables instead")
+
+    readline = read  # type: ignore[assignment]
+
+
+class Capture:
+    """Captures fds 1 and 2 (subprocesses, C code) and Python-level writes, in order."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.exec_id: str | None = None
+        self.pending: collections.deque[tuple[str, str]] = collections.deque()
+        self.pending_size = 0
+        self.last_fd_check = 0
+        self.last_flush = 0.0
+        self._lock = threading.RLock()
+        self._fds: dict[int, tuple[str, codecs.IncrementalDecoder]] = {}
+        for target, name in ((1, "stdout"), (2, "stderr")):
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, target)
+            os.close(write_end)
+            os.set_blocking(read_end, False)
+            self._fds[read_end] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
+        self.stdout = CellStream(self, "stdout")
+        self.stderr = CellStream(self, "stderr")
+        threading.Thread(target=self._read_fds_forever, name="njtui-fd-reader", daemon=True).start()
+        threading.Thread(target=self._flush_forever, name="njtui-flusher", daemon=True).start()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.pending:
+            return
+        name, parts = None, []
+        pending = self.pending
+        while pending:
+            item_name, text = pending.popleft()
+            if item_name != name and parts:
+                self.channel.emit("stream", self.exec_id, name=name, text="".join(parts))
+                parts = []
+            name = item_name
+            parts.append(text)
+        self.pending_size = 0
+        if parts:
+            self.channel.emit("stream", self.exec_id, name=name, text="".join(parts))
+
+    def check_fds(self, now: int) -> None:
+        self.last_fd_check = now
+        readable, _, _ = select.select(list(self._fds), [], [], 0)
+        if readable:
+            with self._lock:
+                self._flush_pending()
+                for fd in readable:
+                    self._read_fd(fd)
+
+    def drain(self) -> None:
+        """Everything written so far, emitted: called before a cell's `done`."""
+        with self._lock:
+            self._flush_pending()
+            for fd in self._fds:
+                self._read_fd(fd)
+
+    def _read_fd(self, fd: int) -> None:
+        name, decoder = self._fds[fd]
+        chunks = []
+        while True:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            chunks.append(decoder.decode(data))
+            if len(data) < READ_CHUNK:
+                break
+        text = "".join(chunks)
+        if text:
+            self.channel.emit("stream", self.exec_id, name=name, text=text)
+
+    def _read_fds_forever(self) -> None:
+        fds = list(self._fds)
+        while True:
+            readable, _, _ = select.select(fds, [], [])
+            with self._lock:
+                # Python-level output printed before this fd output came first.
+                self._flush_pending()
+                for fd in readable:
+                    self._read_fd(fd)
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            if self.pending:
+                self.flush()
+
+
+class Agent:
+    def __init__(self, channel: Channel, capture: Capture, idle_timeout: float) -> None:
+        self.channel = channel
+        self.capture = capture
+        self.idle_timeout = idle_timeout
+        self.requests: queue.Queue[dict | None] = queue.Queue()
+        self.count = 0
+        self.running: str | None = None
+        self.last_activity = time.monotonic()
+        self.interrupt_requested = False
+        self._interrupt_raised = False
+        self.shutting_down = False
+        self.main_module = types.ModuleType("__main__")
+        self.main_module.__dict__["__builtins__"] = __builtins__
+        self.namespace = self.main_module.__dict__
+
+    # -- requests, read on their own thread so interrupt works while a cell runs
+    def read_requests(self, stream: io.BufferedReader) -> None:
+        for raw in stream:
+            try:
+                request = json.loads(raw)
+                op = request["op"]
+            except (ValueError, KeyError, TypeError):
+                self.channel.emit("log", level="error", text=f"bad request: {raw[:200]!r}")
+                continue
+            if op == "execute":
+                meta = request.get("meta") or {}
+                self.channel.emit(
+                    "queued", request.get("exec"), meta=meta, position=self.requests.qsize()
+                )
+                self.requests.put(request)
+            elif op == "interrupt":
+                self.interrupt()
+            elif op == "status":
+                self.emit_status()
+            elif op == "shutdown":
+                self.shutdown("shutdown")
+            else:
+                self.channel.emit("log", level="error", text=f"unknown op {op!r}")
+        self.shutdown("stdin closed")
+
+    def emit_status(self) -> None:
+        self.channel.emit(
+            "status",
+            self.running,
+            state="busy" if self.running else "idle",
+            running=self.running,
+            queued=self.requests.qsize(),
+            count=self.count,
+            idle_for=0.0 if self.running else round(time.monotonic() - self.last_activity, 3),
+        )
+
+    def interrupt(self) -> None:
+        self.interrupt_requested = True
+        if self.running is None:
+            return
+        # os.system() ignores SIGINT while it waits: interrupt_main raises KeyboardInterrupt
+        # as soon as control is back in Python, so the rest of the cell does not run.
+        _thread.interrupt_main()
+        if os.getpgrp() == os.getpid():
+            # As a terminal's Ctrl-C (and jupyter_client): the cell and its child processes.
+            os.killpg(os.getpgrp(), signal.SIGINT)
+        else:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def shutdown(self, reason: str) -> None:
+        self.shutting_down = True
+        self.interrupt()
+        self.requests.put(None)
+        self._shutdown_reason = reason
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        # Raised once per cell: the interrupt arrives both as a signal and through
+        # interrupt_main, and a second KeyboardInterrupt would hit the agent's own code.
+        if self.running is not None and not self._interrupt_raised:
+            self._interrupt_raised = True
+            raise KeyboardInterrupt
+
+    # -- the main thread: runs cells one at a time
+    def serve(self) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)
+        while True:
+            timeout = self.idle_timeout - (time.monotonic() - self.last_activity)
+            try:
+                request = self.requests.get(timeout=max(timeout, 0.0))
+            except queue.Empty:
+                self.exit("idle")
+                return
+            if request is None or self.shutting_down:
+                self._drop_queued()
+                self.exit(getattr(self, "_shutdown_reason", "shutdown"))
+                return
+            if self.interrupt_requested:
+                self.interrupt_requested = False
+                self._finish_dropped(request)
+                self._drop_queued()
+                continue
+            self.run_cell(request["exec"], request.get("code", ""), request.get("meta") or {})
+            self.last_activity = time.monotonic()
+            if self.interrupt_requested:
+                self.interrupt_requested = False
+                self._drop_queued()
+
+    def _finish_dropped(self, request: dict) -> None:
+        self.channel.emit("done", request.get("exec"), status="interrupted", count=None, duration=0.0)
+
+    def _drop_queued(self) -> None:
+        while True:
+            try:
+                request = self.requests.get_nowait()
+            except queue.Empty:
+                return
+            if request is not None:
+                self._finish_dropped(request)
+
+    def exit(self, reason: str) -> None:
+        self.capture.drain()
+        self.channel.emit("exit", reason=reason)
+
+    def run_cell(self, exec_id: str, code: str, meta: dict) -> None:
+        self.count += 1
+        count = self.count
+        self.capture.exec_id = exec_id
+        self._interrupt_raised = False
+        self.channel.emit("start", exec_id, meta=meta, count=count)
+        started = time.perf_counter()
+        status = "ok"
+        filename = f"<cell {meta.get('cell') or exec_id}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        try:
+            try:
+                self.running = exec_id
+                self._execute(code, filename, exec_id, count)
+            finally:
+                self.running = None
+        except KeyboardInterrupt as exc:
+            status = "interrupted"
+            self._report_error(exc, exec_id)
+        except BaseException as exc:  # noqa: BLE001 - a cell's failure, whatever it is
+            status = "error"
+            self._report_error(exc, exec_id)
+        self.capture.drain()
+        self.channel.emit(
+            "done", exec_id, status=status, count=count, duration=time.perf_counter() - started
+        )
+
+    def _execute(self, code: str, filename: str, exec_id: str, count: int) -> None:
+        tree = ast.parse(code, filename, "exec")
+        last_expression = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
+            last_expression = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, filename, "exec"), self.namespace)  # noqa: S102 - running cells is the job
+        if last_expression is None:
+            return
+        value = eval(compile(last_expression, filename, "eval"), self.namespace)  # noqa: S307
+        if value is None:
+            return
+        self.namespace["_"] = value
+        self.capture.flush()
+        self.channel.emit("result", exec_id, count=count, data={"text/plain": repr(value)})
+
+    def _report_error(self, exc: BaseException, exec_id: str) -> None:
+        self.capture.flush()
+        report = traceback.TracebackException.from_exception(exc)
+        _drop_agent_frames(report)
+        self.channel.emit(
+            "error",
+            exec_id,
+            ename=type(exc).__name__,
+            evalue=str(exc),
+            traceback="".join(report.format()),
+        )
+
+
+def _drop_agent_frames(report: traceback.TracebackException) -> None:
+    """Tracebacks show the user's code, not the agent's frames, in every chained exception."""
+    seen = set()
+    while report is not None and id(report) not in seen:
+        seen.add(id(report))
+        kept = [frame for frame in report.stack if frame.filename != AGENT_FILE]
+        report.stack = traceback.StackSummary.from_list(kept)
+        _drop_agent_frames(report.__cause__) if report.__cause__ else None
+        report = report.__context__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--journal", required=True)
+    parser.add_argument("--idle-timeout", type=float, default=1200.0)
+    parser.add_argument("--language", default="python")
+    args = parser.parse_args(argv)
+
+    # The protocol keeps the original stdin/stdout; cells get /dev/null and capture pipes.
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    if os.getpid() != 1 and os.getpgrp() != os.getpid():
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+
+    channel = Channel(proto_out, args.journal)
+    capture = Capture(channel)
+    agent = Agent(channel, capture, args.idle_timeout)
+    sys.stdout, sys.stderr, sys.stdin = capture.stdout, capture.stderr, NoInput()
+    sys.modules["__main__"] = agent.main_module
+    sys.argv = [""]
+    if sys.path and os.path.dirname(AGENT_FILE) == os.path.abspath(sys.path[0] or "."):
+        sys.path[0] = ""
+
+    channel.emit(
+        "hello",
+        agent="python",
+        protocol=PROTOCOL,
+        instance=uuid.uuid4().hex,
+        pid=os.getpid(),
+        language=args.language,
+        idle_timeout=args.idle_timeout,
+        python=sys.version.split()[0],
+    )
+    reader = threading.Thread(
+        target=agent.read_requests, args=(os.fdopen(proto_in, "rb"),), daemon=True
+    )
+    reader.start()
+    agent.serve()
+    # User threads may still run; the runtime ends here regardless.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""The host runtime relay: keeps an agent alive without any client, and serves it on a socket.
+
+A host runtime must outlive the client that started it (a dropped SSH session, a SIGKILL), so
+the agent's pipes are held by this small detached process, in its own session. Clients connect
+to a unix socket, send `attach` with the first sequence number they lack, and get the agent's
+journal from there followed by its live messages; every other request goes to the agent as is.
+
+Each client is a cursor into the journal: messages just read from the agent are copied to
+clients that are caught up, and a client that lags reads on from the file, so a slow or late
+client costs no memory and never sees a gap or a duplicate.
+
+Only the standard library and njtui.runner.protocol are imported: this starts on every boot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from njtui.runner.protocol import AGENT_STDERR, RUNTIME_EXIT
+
+CLIENT_BUFFER_LIMIT = 4 << 20
+JOURNAL_READ_CHUNK = 1 << 18
+HELLO_TIMEOUT = 60.0
+DRAIN_TIMEOUT = 5.0
+
+
+class Client:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbox = bytearray()
+        self.out = bytearray()
+        self.pos: int | None = None  # journal offset of the next byte to queue; None: not attached
+
+
+class Relay:
+    def __init__(self, runtime_dir: Path, socket_path: Path, agent: subprocess.Popen) -> None:
+        self.dir = runtime_dir
+        self.socket_path = socket_path
+        self.agent = agent
+        self.journal_path = runtime_dir / "journal.jsonl"
+        self.journal = open(self.journal_path, "rb")  # noqa: SIM115 - open for the relay's lifetime
+        self.offsets = array.array("q")  # offsets[seq - 1]: where message `seq` starts
+        self.end = 0  # journal offset after the last complete line seen on the agent's stdout
+        self.partial = bytearray()
+        self.clients: dict[int, Client] = {}
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.agent_log = open(runtime_dir / "agent.log", "ab")  # noqa: SIM115
+
+    # -- agent side
+    def on_agent_stdout(self, data: bytes) -> None:
+        self.partial += data
+        cut = self.partial.rfind(b"\n") + 1
+        if not cut:
+            return
+        complete = bytes(self.partial[:cut])
+        del self.partial[:cut]
+        offset = self.end
+        for line in complete.splitlines(keepends=True):
+            self.offsets.append(offset)
+            offset += len(line)
+        old_end, self.end = self.end, offset
+        for client in self.clients.values():
+            if client.pos == old_end and len(client.out) < CLIENT_BUFFER_LIMIT:
+                client.out += complete
+                client.pos = self.end
+            self._want_write(client)
+
+    def on_agent_stderr(self, data: bytes) -> None:
+        self.agent_log.write(data)
+        self.agent_log.flush()
+        self.broadcast({"type": AGENT_STDERR, "text": data.decode("utf-8", "replace")})
+
+    def broadcast(self, message: dict) -> None:
+        line = (json.dumps(message, ensure_ascii=False) + "\n").encode()
+        for client in self.clients.values():
+            if client.pos is not None:
+                client.out += line
+                self._want_write(client)
+
+    # -- client side
+    def accept(self, listener: socket.socket) -> None:
+        sock, _ = listener.accept()
+        sock.setblocking(False)
+        client = Client(sock)
+        self.clients[sock.fileno()] = client
+        self.selector.register(sock, selectors.EVENT_READ, ("client", client))
+
+    def on_client_readable(self, client: Client) -> None:
+        try:
+            data = client.sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(client)
+            return
+        client.inbox += data
+        while b"\n" in client.inbox:
+            line, _, rest = bytes(client.inbox).partition(b"\n")
+            client.inbox = bytearray(rest)
+            self.on_request(client, line + b"\n")
+
+    def on_request(self, client: Client, line: bytes) -> None:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            request = {}
+        if request.get("op") == "attach":
+            since = int(request.get("since") or 1)
+            client.pos = self.offsets[since - 1] if 1 <= since <= len(self.offsets) else (0 if since < 1 else self.end)
+            self._want_write(client)
+            return
+        try:
+            self.agent.stdin.write(line)
+            self.agent.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def on_client_writable(self, client: Client) -> None:
+        if not client.out and client.pos is not None and client.pos < self.end:
+            self.journal.seek(client.pos)
+            chunk = self.journal.read(min(JOURNAL_READ_CHUNK, self.end - client.pos))
+            client.out += chunk
+            client.pos += len(chunk)
+        if client.out:
+            try:
+                sent = client.sock.send(client.out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.drop(client)
+                return
+            del client.out[:sent]
+        self._want_write(client)
+
+    def _want_write(self, client: Client) -> None:
+        pending = bool(client.out) or (client.pos is not None and client.pos < self.end)
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
+        try:
+            self.selector.modify(client.sock, events, ("client", client))
+        except (KeyError, ValueError):
+            pass
+
+    def drop(self, client: Client) -> None:
+        self.clients.pop(client.sock.fileno(), None)
+        try:
+            self.selector.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        client.sock.close()
+
+    def caught_up(self) -> bool:
+        return all(not c.out and (c.pos is None or c.pos >= self.end) for c in self.clients.values())
+
+    # -- the loop
+    def run(self, listener: socket.socket) -> int:
+        self.selector.register(listener, selectors.EVENT_READ, ("listen", None))
+        self.selector.register(self.agent.stdout, selectors.EVENT_READ, ("stdout", None))
+        self.selector.register(self.agent.stderr, selectors.EVENT_READ, ("stderr", None))
+        open_streams = 2
+        drain_deadline = None
+        while True:
+            timeout = None if drain_deadline is None else max(0.0, drain_deadline - time.monotonic())
+            for key, events in self.selector.select(timeout):
+                kind, client = key.data
+                if kind == "listen":
+                    self.accept(listener)
+                elif kind in ("stdout", "stderr"):
+                    data = os.read(key.fd, 1 << 16)
+                    if not data:
+                        self.selector.unregister(key.fileobj)
+                        open_streams -= 1
+                    elif kind == "stdout":
+                        self.on_agent_stdout(data)
+                    else:
+                        self.on_agent_stderr(data)
+                else:
+                    if events & selectors.EVENT_READ and client.sock.fileno() in self.clients:
+                        self.on_client_readable(client)
+                    if events & selectors.EVENT_WRITE and client.sock.fileno() in self.clients:
+                        self.on_client_writable(client)
+            if open_streams == 0 and drain_deadline is None:
+                drain_deadline = time.monotonic() + DRAIN_TIMEOUT
+            if drain_deadline is not None and (self.caught_up() or time.monotonic() >= drain_deadline):
+                break
+        code = self.agent.wait()
+        reason = exit_reason(self.journal_path, code)
+        (self.dir / "exit.json").write_text(json.dumps({"code": code, "reason": reason, "at": time.time()}))
+        self.broadcast({"type": RUNTIME_EXIT, "code": code, "reason": reason})
+        for client in list(self.clients.values()):
+            client.sock.setblocking(True)
+            try:
+                client.sock.sendall(client.out)
+            except OSError:
+                pass
+            client.sock.close()
+        return 0
+
+
+def exit_reason(journal_path: Path, code: int) -> str:
+    """Why the agent ended, in words: its own `exit` message, else how it died."""
+    try:
+        with open(journal_path, "rb") as journal:
+            journal.seek(max(0, os.path.getsize(journal_path) - 4096))
+            tail = journal.read().splitlines()
+        last = json.loads(tail[-1]) if tail else {}
+    except (OSError, ValueError):
+        last = {}
+    if last.get("type") == "exit":
+        return {"idle": "stopped: idle timeout", "shutdown": "stopped"}.get(last.get("reason"), f"stopped: {last.get('reason')}")
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        return f"agent killed by {name}"
+    return f"agent exited with status {code}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="njtui host runtime relay")
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--cwd", type=Path, default=None)
+    parser.add_argument("agent", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    agent_argv = args.agent[1:] if args.agent[:1] == ["--"] else args.agent
+    ready = os.fdopen(args.ready_fd, "w")
+
+    def fail(message: str) -> int:
+        ready.write(f"error {message}\n")
+        ready.close()
+        return 1
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    alive = open(args.dir / "alive.lock", "w")  # noqa: SIM115 - held for the relay's lifetime
+    try:
+        fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return fail("this runtime is already running")
+    for stale in ("exit.json", "journal.jsonl"):
+        (args.dir / stale).unlink(missing_ok=True)
+    (args.dir / "journal.jsonl").touch(mode=0o600)
+    try:
+        agent = subprocess.Popen(
+            agent_argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=args.cwd,
+            start_new_session=True,
+            bufsize=0,
+        )
+    except OSError as exc:
+        return fail(f"cannot start the agent: {exc}")
+
+    # Booted means the agent said hello; its first line proves it runs.
+    relay = Relay(args.dir, args.socket, agent)
+    deadline = time.monotonic() + HELLO_TIMEOUT
+    first = b""
+    while b"\n" not in first:
+        remaining = deadline - time.monotonic()
+        readable = selectors.DefaultSelector()
+        readable.register(agent.stdout, selectors.EVENT_READ)
+        if remaining <= 0 or not readable.select(remaining):
+            agent.kill()
+            return fail("the agent did not start within a minute")
+        chunk = os.read(agent.stdout.fileno(), 1 << 16)
+        if not chunk:
+            err = agent.stderr.read().decode("utf-8", "replace").strip()
+            return fail(f"the agent exited at start (status {agent.wait()}): {err[-500:]}")
+        first += chunk
+    hello = json.loads(first.split(b"\n", 1)[0])
+    relay.on_agent_stdout(first)
+
+    args.socket.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(args.socket))
+    os.chmod(args.socket, 0o600)
+    listener.listen(16)
+    listener.setblocking(False)
+
+    def forward_stop(signum: int, frame: object) -> None:
+        try:
+            agent.stdin.write(b'{"op":"shutdown"}\n')
+            agent.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    signal.signal(signal.SIGTERM, forward_stop)
+    info_path = args.dir / "relay.json"
+    info_path.write_text(
+        json.dumps({"relay_pid": os.getpid(), "agent_pid": agent.pid, "instance": hello.get("instance"), "socket": str(args.socket)})
+    )
+    ready.write("ok\n")
+    ready.close()
+    try:
+        return relay.run(listener)
+    finally:
+        listener.close()
+        args.socket.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

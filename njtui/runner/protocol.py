@@ -1,0 +1,30 @@
+"""Client side of the runtime agent protocol (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+PROTOCOL = 1
+
+# Messages a relay adds that are not the agent's (they carry no seq and are not journaled).
+AGENT_STDERR = "agent_stderr"
+RUNTIME_EXIT = "runtime_exit"
+
+
+def new_exec_id() -> str:
+    return secrets.token_hex(6)
+
+
+def encode(request: dict[str, Any]) -> bytes:
+    return (json.dumps(request, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def execute_request(exec_id: str, code: str, meta: dict[str, Any]) -> dict[str, Any]:
+    # Key order is part of the contract with the bash agent, which scans rather than parses.
+    return {"op": "execute", "exec": exec_id, "code": code, "meta": meta}
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    return json.loads(line.decode("utf-8", "replace"))

@@ -1,0 +1,162 @@
+"""Records one runtime's messages into the results store, exactly once.
+
+Only the client holding the runtime's recorder lock writes; others only watch. The cursor
+(the last journal seq recorded, and which executions are still open) lets the next client
+resume after a client died mid-cell: it attaches from the cursor, and the runtime's journal
+replays what nobody recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import IO, Any
+
+from njtui.store.results import RecordWriter, ResultsStore
+
+CURSOR_SAVE_INTERVAL = 0.25
+
+
+class Recorder:
+    def __init__(self, store: ResultsStore, runtime_key: str, runtime_id: str) -> None:
+        self.store = store
+        self.key = runtime_key
+        self.runtime_id = runtime_id
+        self._lock: IO[str] | None = None
+        self.cursor: dict[str, Any] = {}
+        self._writers: dict[str, RecordWriter] = {}
+        self._queued_meta: dict[str, dict[str, Any]] = {}
+        self._last_save = 0.0
+        self._dirty = False
+
+    @property
+    def active(self) -> bool:
+        return self._lock is not None
+
+    def try_activate(self) -> bool:
+        if self._lock is None:
+            self._lock = self.store.try_lock_recorder(self.key)
+            if self._lock is not None:
+                self.cursor = self.store.cursor(self.key)
+        return self._lock is not None
+
+    def bind(self, instance: str | None, lost_reason: str = "the runtime ended before the cell finished") -> None:
+        """Start recording runtime `instance`; executions left open by an earlier instance are lost."""
+        if not self.active or self.cursor.get("instance") == instance:
+            return
+        self.close_open(lost_reason)
+        self.cursor = {"instance": instance, "seq": 0, "open": {}}
+        self._save_cursor()
+
+    def since(self) -> int:
+        return int(self.cursor.get("seq", 0)) + 1
+
+    def handle(self, message: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        seq = message.get("seq")
+        if seq is None or seq <= self.cursor.get("seq", 0):
+            return
+        kind = message.get("type")
+        exec_id = message.get("exec")
+        if kind == "queued":
+            self._queued_meta[exec_id] = message.get("meta") or {}
+        elif kind == "start":
+            self._start(exec_id, message)
+        elif kind in ("stream", "result", "error"):
+            writer = self._writer(exec_id)
+            if writer is not None:
+                writer.add(message)
+        elif kind == "done":
+            self._done(exec_id, message)
+        self.cursor["seq"] = seq
+        self._dirty = True
+        if kind in ("start", "done") or time.monotonic() - self._last_save > CURSOR_SAVE_INTERVAL:
+            self.flush()
+
+    def _start(self, exec_id: str, message: dict[str, Any]) -> RecordWriter | None:
+        meta = message.get("meta") or self._queued_meta.get(exec_id) or {}
+        cell = meta.get("cell")
+        if not cell:
+            return None
+        record = self.store.find_exec(cell, exec_id)
+        if record is not None:
+            writer = self.store.resume(record)
+        else:
+            writer = self.store.begin(
+                cell,
+                exec_id,
+                self.runtime_id,
+                status="running",
+                count=message.get("count"),
+                started_at=message.get("t"),
+                source_hash=meta.get("source_hash"),
+            )
+        self._writers[exec_id] = writer
+        self.cursor.setdefault("open", {})[exec_id] = [cell, writer.record.version]
+        return writer
+
+    def _writer(self, exec_id: str) -> RecordWriter | None:
+        writer = self._writers.get(exec_id)
+        if writer is None and exec_id in self.cursor.get("open", {}):
+            cell, version = self.cursor["open"][exec_id]
+            try:
+                writer = self.store.resume(self.store.load(cell, version))
+            except OSError:
+                return None
+            self._writers[exec_id] = writer
+        return writer
+
+    def _done(self, exec_id: str, message: dict[str, Any]) -> None:
+        writer = self._writer(exec_id)
+        if writer is None and message.get("status") == "interrupted" and exec_id in self._queued_meta:
+            # A queued cell dropped by an interrupt never started; its record says so.
+            writer = self._start(exec_id, {"t": message.get("t"), "meta": self._queued_meta[exec_id]})
+        if writer is None:
+            return
+        started = writer.record.started_at or message.get("t")
+        writer.finish(
+            status=message.get("status", "ok"),
+            count=message.get("count") if message.get("count") is not None else writer.record.count,
+            ended_at=message.get("t"),
+            duration=message.get("duration", (message.get("t") or 0) - (started or 0)),
+            exit_code=message.get("exit_code"),
+        )
+        self._writers.pop(exec_id, None)
+        self._queued_meta.pop(exec_id, None)
+        self.cursor.get("open", {}).pop(exec_id, None)
+
+    def close_open(self, reason: str) -> None:
+        """Executions that can no longer finish (their runtime is gone) end as `lost`."""
+        if not self.active:
+            return
+        for exec_id in list(self.cursor.get("open", {})):
+            writer = self._writer(exec_id)
+            if writer is not None and not writer.record.finished:
+                writer.finish(status="lost", ended_at=time.time(), reason=reason)
+            self._writers.pop(exec_id, None)
+            self.cursor["open"].pop(exec_id, None)
+        self._dirty = True
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.active:
+            return
+        for writer in self._writers.values():
+            writer.flush()
+        if self._dirty:
+            self._save_cursor()
+
+    def _save_cursor(self) -> None:
+        self.store.save_cursor(self.key, self.cursor)
+        self._last_save = time.monotonic()
+        self._dirty = False
+
+    def release(self) -> None:
+        if self._lock is None:
+            return
+        for writer in self._writers.values():
+            writer.save()
+        self.flush()
+        self._lock.close()
+        self._lock = None
+        self._writers.clear()

@@ -1,0 +1,351 @@
+"""The runner facade: everything the CLI and the UI do with runtimes goes through `Runner`.
+
+One Runner serves one notebook. It finds runtimes that are already running (any njtui process
+may have started them), boots the ones a cell needs, sends cells, and reports what happens as
+events to its subscribers: `RuntimeChanged` (state) and `RuntimeMessage` (protocol messages of
+executions). Calls that boot or stop block; the UI makes them from worker threads. Events are
+delivered on the runner's reader threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from njtui.model import Cell, Notebook, RuntimeSpec
+from njtui.runner import protocol
+from njtui.runner.backend import Backend, BackendError, Connection, RuntimeInfo
+from njtui.runner.host import HostBackend
+from njtui.runner.log import RunnerLog
+from njtui.runner.recorder import Recorder
+from njtui.runner.state import RuntimeState, RuntimeStatus
+from njtui.store.results import ResultsStore
+
+RECORDER_RETRY_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class RuntimeChanged:
+    runtime_id: str
+    status: RuntimeStatus
+
+
+@dataclass(frozen=True)
+class RuntimeMessage:
+    runtime_id: str
+    message: dict[str, Any]
+
+
+RunnerEvent = RuntimeChanged | RuntimeMessage
+Listener = Callable[[RunnerEvent], None]
+
+
+class RuntimeSession:
+    """One client's attachment to one running runtime."""
+
+    def __init__(self, runner: Runner, spec: RuntimeSpec, backend: Backend, info: RuntimeInfo) -> None:
+        self.runner = runner
+        self.spec = spec
+        self.backend = backend
+        self.info = info
+        self.recorder = Recorder(runner.store, info.key, spec.id)
+        self.last_seq = 0
+        self.open_execs: dict[str, str] = {}  # exec id → cell id, for executions not yet done
+        self.running_exec: str | None = None
+        self.connection: Connection | None = None
+        self.closed = threading.Event()
+        # Set when the answer to the status request sent on open arrives: replay is done.
+        self.caught_up = threading.Event()
+        self._opened_at = time.time()
+        self._thread: threading.Thread | None = None
+        self._last_recorder_try = 0.0
+
+    def open(self) -> None:
+        self._opened_at = time.time()
+        if self.recorder.try_activate():
+            self.recorder.bind(self.info.instance)
+            since = self.recorder.since()
+        else:
+            cursor = self.runner.store.cursor(self.info.key)
+            since = cursor.get("seq", 0) + 1 if cursor.get("instance") == self.info.instance else 1
+        self.connection = self.backend.connect(self.info)
+        self.connection.send({"op": "attach", "since": since})
+        self.connection.send({"op": "status"})
+        self._thread = threading.Thread(target=self._read, name=f"njtui-runtime-{self.spec.id}", daemon=True)
+        self._thread.start()
+
+    def submit(self, exec_id: str, code: str, meta: dict[str, Any]) -> None:
+        assert self.connection is not None
+        self.open_execs[exec_id] = meta.get("cell", "")
+        self.connection.send(protocol.execute_request(exec_id, code, meta))
+
+    def send(self, request: dict[str, Any]) -> None:
+        if self.connection is not None:
+            self.connection.send(request)
+
+    def _read(self) -> None:
+        assert self.connection is not None
+        exit_reason = "the connection to the runtime closed"
+        crashed = True
+        for message in self.connection:
+            if "seq" not in message:
+                kind = message.get("type")
+                if kind == protocol.AGENT_STDERR:
+                    for line in message.get("text", "").splitlines():
+                        self.runner.log.write(self.spec.id, line, "agent")
+                elif kind == protocol.RUNTIME_EXIT:
+                    exit_reason = message.get("reason") or "stopped"
+                    crashed = not exit_reason.startswith("stopped")
+                continue
+            self.recorder.handle(message)
+            if message["seq"] > self.last_seq:
+                self.last_seq = message["seq"]
+                self._track(message)
+                self.runner._emit(RuntimeMessage(self.spec.id, message))
+            self._maybe_take_recording()
+        self._ended(exit_reason, crashed)
+
+    def _maybe_take_recording(self) -> None:
+        """A watching client becomes the recorder when the recording client has gone."""
+        if self.recorder.active or time.monotonic() - self._last_recorder_try < RECORDER_RETRY_INTERVAL:
+            return
+        self._last_recorder_try = time.monotonic()
+        if self.recorder.try_activate():
+            self.recorder.bind(self.info.instance)
+            self.send({"op": "attach", "since": self.recorder.since()})
+
+    def _track(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        exec_id = message.get("exec")
+        if kind == "queued":
+            self.open_execs[exec_id] = (message.get("meta") or {}).get("cell", "")
+        elif kind == "start":
+            self.running_exec = exec_id
+            self.open_execs.setdefault(exec_id, (message.get("meta") or {}).get("cell", ""))
+            self.runner._update(self.spec.id, busy=True)
+        elif kind == "done":
+            self.open_execs.pop(exec_id, None)
+            if self.running_exec == exec_id:
+                self.running_exec = None
+            if not self.open_execs:
+                self.runner._update(self.spec.id, busy=False, idle_since=message.get("t"))
+        elif kind == "status":
+            if (message.get("t") or 0) >= self._opened_at - 0.001:
+                self.caught_up.set()
+            busy = message.get("state") == "busy"
+            self.running_exec = message.get("running")
+            idle_since = None if busy else (message.get("t") or time.time()) - (message.get("idle_for") or 0)
+            self.runner._update(self.spec.id, busy=busy, idle_since=idle_since)
+        elif kind == "exit":
+            self.runner.log.info(self.spec.id, f"agent exiting: {message.get('reason')}")
+        elif kind == "log":
+            self.runner.log.write(self.spec.id, message.get("text", ""), message.get("level", "info"))
+
+    def _ended(self, reason: str, crashed: bool) -> None:
+        if self.closed.is_set():
+            return  # detached on purpose: the runtime runs on
+        self.closed.set()
+        lost = f"lost: {reason}"
+        for exec_id, cell in list(self.open_execs.items()):
+            self.runner._emit(
+                RuntimeMessage(self.spec.id, {"seq": None, "exec": exec_id, "type": "done", "status": "lost", "reason": lost, "meta": {"cell": cell}, "t": time.time()})
+            )
+        self.open_execs.clear()
+        was_recording = self.recorder.active
+        self.recorder.close_open(reason)
+        self.recorder.release()
+        if was_recording:
+            self.backend.discard(self.info)
+        self.runner._session_ended(self, reason, crashed)
+
+    def detach(self) -> None:
+        self.closed.set()
+        if self.connection is not None:
+            self.connection.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.recorder.release()
+
+
+class Runner:
+    def __init__(
+        self,
+        notebook_path: Path | str,
+        notebook: Notebook,
+        *,
+        log: RunnerLog | None = None,
+        backends: dict[str, Backend] | None = None,
+    ) -> None:
+        self.path = str(Path(notebook_path).resolve())
+        self.notebook = notebook
+        self.store = ResultsStore(self.path)
+        self.log = log or RunnerLog()
+        self.backends: dict[str, Backend] = backends or {"host": HostBackend()}
+        self.sessions: dict[str, RuntimeSession] = {}
+        self._statuses: dict[str, RuntimeStatus] = {}
+        self._listeners: list[Listener] = []
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    # -- events
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _emit(self, event: RunnerEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    def status(self, runtime_id: str) -> RuntimeStatus:
+        return self._statuses.get(runtime_id) or RuntimeStatus()
+
+    def _move(self, runtime_id: str, state: RuntimeState, **changes: Any) -> None:
+        status = self.status(runtime_id).moved(state, **changes)
+        self._statuses[runtime_id] = status
+        self._emit(RuntimeChanged(runtime_id, status))
+
+    def _update(self, runtime_id: str, **changes: Any) -> None:
+        self._move(runtime_id, self.status(runtime_id).state, **changes)
+
+    # -- runtimes
+    def backend_for(self, spec: RuntimeSpec) -> Backend:
+        name = "host" if spec.is_host else "docker"
+        backend = self.backends.get(name)
+        if backend is None:
+            raise BackendError(f"runtime {spec.id}: no {name} backend is available for environment {spec.environment!r}")
+        return backend
+
+    def _lock(self, runtime_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(runtime_id, threading.Lock())
+
+    def attach_running(self) -> None:
+        """Attach to this notebook's runtimes that are already running; record what ended unseen."""
+        self.sync_ended()
+        for spec in self.notebook.runtimes.values():
+            try:
+                backend = self.backend_for(spec)
+                info = backend.find(self.path, spec.id)
+            except BackendError as exc:
+                self.log.warning(spec.id, str(exc))
+                continue
+            if info is not None:
+                with self._lock(spec.id):
+                    if spec.id not in self.sessions:
+                        self._open_session(spec, backend, info, attached=True)
+
+    def ensure(self, runtime_id: str) -> RuntimeSession:
+        """The session of a running runtime, booting it first if it is stopped."""
+        with self._lock(runtime_id):
+            session = self.sessions.get(runtime_id)
+            if session is not None and not session.closed.is_set():
+                return session
+            spec = self.notebook.runtimes[runtime_id]
+            try:
+                backend = self.backend_for(spec)
+                info = backend.find(self.path, spec.id)
+                if info is not None:
+                    return self._open_session(spec, backend, info, attached=True)
+                self._move(runtime_id, RuntimeState.BOOTING, phase="Starting", reason=None, backend=backend.name)
+                self.log.info(runtime_id, f"booting {spec.language} runtime in {spec.environment}")
+
+                def progress(phase: str, detail: dict[str, Any]) -> None:
+                    self._move(runtime_id, RuntimeState.BOOTING, phase=phase, progress=dict(detail))
+
+                info = backend.start(self.path, spec, progress)
+                return self._open_session(spec, backend, info, attached=False)
+            except BackendError as exc:
+                reason = str(exc).splitlines()[0]
+                self.log.error(runtime_id, f"failed to start: {exc}")
+                self._move(runtime_id, RuntimeState.ERROR, reason=reason, phase=None)
+                raise
+
+    def _open_session(self, spec: RuntimeSpec, backend: Backend, info: RuntimeInfo, *, attached: bool) -> RuntimeSession:
+        session = RuntimeSession(self, spec, backend, info)
+        session.open()
+        self.sessions[spec.id] = session
+        self.log.info(spec.id, f"{'attached to' if attached else 'started'} {backend.name} runtime (pid {info.pid})")
+        self._move(spec.id, RuntimeState.RUNNING, phase=None, progress={}, reason=None, backend=backend.name, pid=info.pid)
+        return session
+
+    def _session_ended(self, session: RuntimeSession, reason: str, crashed: bool) -> None:
+        if self.sessions.get(session.spec.id) is session:
+            del self.sessions[session.spec.id]
+        if crashed:
+            self.log.error(session.spec.id, reason)
+            self._move(session.spec.id, RuntimeState.ERROR, reason=reason, busy=False)
+        else:
+            self.log.info(session.spec.id, reason)
+            self._move(session.spec.id, RuntimeState.STOPPED, reason=reason, busy=False)
+
+    def runtime_for(self, cell: Cell) -> RuntimeSpec:
+        return self.notebook.runtime_for(cell)
+
+    def execute(self, cell: Cell, code: str | None = None) -> str:
+        """Sends a code cell to its runtime (booting it if needed); returns the execution id."""
+        spec = self.runtime_for(cell)
+        session = self.ensure(spec.id)
+        exec_id = protocol.new_exec_id()
+        source = cell.source if code is None else code
+        session.submit(exec_id, source, {"cell": cell.id, "source_hash": cell.source_hash})
+        return exec_id
+
+    def interrupt(self, runtime_id: str) -> None:
+        session = self.sessions.get(runtime_id)
+        if session is not None:
+            self.log.info(runtime_id, "interrupt")
+            session.send({"op": "interrupt"})
+
+    def stop(self, runtime_id: str) -> None:
+        spec = self.notebook.runtimes[runtime_id]
+        backend = self.backend_for(spec)
+        session = self.sessions.get(runtime_id)
+        info = session.info if session is not None else backend.find(self.path, runtime_id)
+        if info is None:
+            return
+        self.log.info(runtime_id, "stopping")
+        backend.stop(info)
+        if session is not None:
+            session.closed.wait(timeout=5)
+
+    def restart(self, runtime_id: str) -> RuntimeSession:
+        self.log.info(runtime_id, "restart")
+        self.stop(runtime_id)
+        return self.ensure(runtime_id)
+
+    def stop_all(self) -> None:
+        for runtime_id in list(self.notebook.runtimes):
+            self.stop(runtime_id)
+
+    def sync_ended(self) -> None:
+        """Records what runtimes of this notebook did after their last client went away."""
+        for backend in self.backends.values():
+            try:
+                ended = backend.ended(self.path)
+            except BackendError:
+                continue
+            for info in ended:
+                recorder = Recorder(self.store, info.key, info.runtime_id)
+                if not recorder.try_activate():
+                    continue
+                try:
+                    recorder.bind(info.instance)
+                    for message in backend.journal(info):
+                        recorder.handle(message)
+                    recorder.close_open(info.exit_reason or "the runtime ended")
+                finally:
+                    recorder.release()
+                backend.discard(info)
+
+    def detach(self) -> None:
+        """Lets go of every runtime; they keep running and shut themselves down when idle."""
+        for session in list(self.sessions.values()):
+            session.detach()
+        self.sessions.clear()

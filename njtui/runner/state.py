@@ -1,0 +1,66 @@
+"""Runtime states, as the reference names them, and the moves between them.
+
+stopped (grey) → booting (yellow; sub-phases such as Starting, Preparing Download,
+Downloading, Restoring, Uploading) → running (green) → stopped, or error (red, with the reason
+in words) from any of them. A restart goes running → booting.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class RuntimeState(str, Enum):
+    STOPPED = "stopped"
+    BOOTING = "booting"
+    RUNNING = "running"
+    ERROR = "error"
+
+
+ALLOWED = {
+    RuntimeState.STOPPED: {RuntimeState.BOOTING, RuntimeState.RUNNING, RuntimeState.ERROR},
+    RuntimeState.BOOTING: {RuntimeState.BOOTING, RuntimeState.RUNNING, RuntimeState.ERROR, RuntimeState.STOPPED},
+    RuntimeState.RUNNING: {RuntimeState.RUNNING, RuntimeState.STOPPED, RuntimeState.ERROR, RuntimeState.BOOTING},
+    RuntimeState.ERROR: {RuntimeState.BOOTING, RuntimeState.STOPPED, RuntimeState.RUNNING, RuntimeState.ERROR},
+}
+
+
+class TransitionError(RuntimeError):
+    pass
+
+
+@dataclass
+class RuntimeStatus:
+    state: RuntimeState = RuntimeState.STOPPED
+    phase: str | None = None  # the booting sub-state
+    progress: dict[str, Any] = field(default_factory=dict)  # e.g. {"done": bytes, "total": bytes}
+    reason: str | None = None  # why it stopped or failed, in words
+    since: float = field(default_factory=time.time)
+    busy: bool = False
+    idle_since: float | None = None
+    backend: str | None = None
+    pid: int | None = None
+
+    def moved(self, state: RuntimeState, **changes: Any) -> RuntimeStatus:
+        if state not in ALLOWED[self.state]:
+            raise TransitionError(f"a runtime cannot go from {self.state.value} to {state.value}")
+        keep = {"backend": self.backend, "pid": self.pid} if state == self.state or state == RuntimeState.RUNNING else {}
+        base = {"state": state, "since": time.time() if state != self.state else self.since, **keep}
+        if state == self.state:
+            base.update(busy=self.busy, idle_since=self.idle_since, phase=self.phase, progress=self.progress, reason=self.reason)
+        base.update(changes)
+        return RuntimeStatus(**base)
+
+    def describe(self) -> str:
+        if self.state == RuntimeState.BOOTING:
+            text = self.phase or "booting"
+            done, total = self.progress.get("done"), self.progress.get("total")
+            if total:
+                text += f" {done or 0}/{total}"
+            return text
+        if self.state == RuntimeState.RUNNING:
+            return "busy" if self.busy else "idle"
+        return self.reason or self.state.value
