@@ -139,8 +139,7 @@ class JsonPrinter:
 def cmd_run(args: argparse.Namespace) -> int:
     from njtui.runner.backend import BackendError
     from njtui.runner.log import RunnerLog
-    from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
-    from njtui.runner.state import RuntimeState
+    from njtui.runner.runner import Runner, RuntimeMessage
 
     notebook = _load(args.notebook)
     cells = _select_cells(notebook, args.cell, args.notebook)
@@ -152,6 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.subscribe(events.put)
     failures = 0
     interrupted = False
+    ctrl_c = CtrlC()
     try:
         runner.sync_ended()
         for cell in cells:
@@ -165,10 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if not args.keep_going:
                     break
                 continue
-            except KeyboardInterrupt:
-                interrupted = True
-                break
-            status, interrupted_now = _follow(runner, events, exec_id, cell, spec.id, label, printer, RuntimeChanged, RuntimeMessage, RuntimeState)
+            status, interrupted_now = _follow(runner, events, exec_id, cell, spec.id, label, printer, ctrl_c, RuntimeMessage)
             interrupted = interrupted or interrupted_now
             if interrupted:
                 break
@@ -177,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if not args.keep_going:
                     break
     finally:
+        ctrl_c.restore()
         runner.detach()
         log.close()
     if interrupted:
@@ -184,24 +182,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _follow(runner, events, exec_id, cell, runtime_id, label, printer, RuntimeChanged, RuntimeMessage, RuntimeState):
+class CtrlC:
+    """Counts Ctrl-C presses instead of raising, so a press is never lost mid-bookkeeping."""
+
+    def __init__(self) -> None:
+        self.presses = 0
+        self._previous = signal.signal(signal.SIGINT, self._pressed)
+
+    def _pressed(self, signum: int, frame: object) -> None:
+        self.presses += 1
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def _follow(runner, events, exec_id, cell, runtime_id, label, printer, ctrl_c: CtrlC, RuntimeMessage):
     """Prints one execution's events until it is done; Ctrl-C interrupts it (twice: gives up)."""
-    interrupted = False
+    handled_presses = 0
     started = False
     while True:
-        try:
-            event = events.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        except KeyboardInterrupt:
-            if interrupted:
+        if ctrl_c.presses > handled_presses:
+            if handled_presses:
                 printer.done(cell.id, "interrupted", None, reason="gave up waiting for the runtime")
                 return "interrupted", True
-            interrupted = True
+            handled_presses = ctrl_c.presses
             printer.note("njtui: interrupting… (Ctrl-C again to stop waiting)")
             runner.interrupt(runtime_id)
+        try:
+            event = events.get(timeout=0.1)
+        except queue.Empty:
             continue
-        if isinstance(event, RuntimeChanged):
+        if not isinstance(event, RuntimeMessage):
             continue
         message = event.message
         if message.get("exec") != exec_id:
@@ -219,7 +230,7 @@ def _follow(runner, events, exec_id, cell, runtime_id, label, printer, RuntimeCh
             status = message.get("status", "ok")
             extra = {"count": message.get("count"), "exit_code": message.get("exit_code")} if isinstance(printer, JsonPrinter) else {}
             printer.done(cell.id, status, message.get("duration"), reason=message.get("reason"), **extra)
-            return status, interrupted or status == "interrupted"
+            return status, bool(handled_presses) or status == "interrupted"
         else:
             printer.event(cell.id, message)
 

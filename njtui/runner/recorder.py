@@ -70,7 +70,7 @@ class Recorder:
             self._done(exec_id, message)
         self.cursor["seq"] = seq
         self._dirty = True
-        if kind in ("start", "done") or time.monotonic() - self._last_save > CURSOR_SAVE_INTERVAL:
+        if time.monotonic() - self._last_save > CURSOR_SAVE_INTERVAL:
             self.flush()
 
     def _start(self, exec_id: str, message: dict[str, Any]) -> RecordWriter | None:
@@ -78,31 +78,27 @@ class Recorder:
         cell = meta.get("cell")
         if not cell:
             return None
-        record = self.store.find_exec(cell, exec_id)
-        if record is not None:
-            writer = self.store.resume(record)
-        else:
-            writer = self.store.begin(
-                cell,
-                exec_id,
-                self.runtime_id,
-                status="running",
-                count=message.get("count"),
-                started_at=message.get("t"),
-                source_hash=meta.get("source_hash"),
-            )
+        # begin() finds the version this execution already has when a recording is resumed.
+        writer = self.store.begin(
+            cell,
+            exec_id,
+            self.runtime_id,
+            status="running",
+            count=message.get("count"),
+            started_at=message.get("t"),
+            source_hash=meta.get("source_hash"),
+        )
         self._writers[exec_id] = writer
-        self.cursor.setdefault("open", {})[exec_id] = [cell, writer.record.version]
+        self.cursor.setdefault("open", {})[exec_id] = cell
         return writer
 
     def _writer(self, exec_id: str) -> RecordWriter | None:
         writer = self._writers.get(exec_id)
         if writer is None and exec_id in self.cursor.get("open", {}):
-            cell, version = self.cursor["open"][exec_id]
-            try:
-                writer = self.store.resume(self.store.load(cell, version))
-            except OSError:
+            record = self.store.find_exec(self.cursor["open"][exec_id], exec_id)
+            if record is None:
                 return None
+            writer = self.store.begin(record.cell, exec_id, self.runtime_id)
             self._writers[exec_id] = writer
         return writer
 
@@ -131,7 +127,7 @@ class Recorder:
             return
         for exec_id in list(self.cursor.get("open", {})):
             writer = self._writer(exec_id)
-            if writer is not None and not writer.record.finished:
+            if writer is not None:
                 writer.finish(status="lost", ended_at=time.time(), reason=reason)
             self._writers.pop(exec_id, None)
             self.cursor["open"].pop(exec_id, None)
@@ -154,9 +150,9 @@ class Recorder:
     def release(self) -> None:
         if self._lock is None:
             return
-        for writer in self._writers.values():
-            writer.save()
         self.flush()
+        for writer in self._writers.values():
+            writer.close()
         self._lock.close()
         self._lock = None
         self._writers.clear()

@@ -101,11 +101,12 @@ class RuntimeSession:
                     exit_reason = message.get("reason") or "stopped"
                     crashed = not exit_reason.startswith("stopped")
                 continue
-            self.recorder.handle(message)
             if message["seq"] > self.last_seq:
                 self.last_seq = message["seq"]
                 self._track(message)
                 self.runner._emit(RuntimeMessage(self.spec.id, message))
+            # Recorded after the listeners have it: file writes stay off the latency path.
+            self.recorder.handle(message)
             self._maybe_take_recording()
         self._ended(exit_reason, crashed)
 

@@ -202,6 +202,14 @@ def _describe(value: Any) -> str:
 
 
 def parse_notebook(raw: bytes, path: Path) -> Notebook:
+    if b"\x00" in raw[:8192]:
+        offset = raw.index(b"\x00")
+        raise NotebookError(
+            path,
+            "not a text file (it contains NUL bytes), so not a notebook",
+            line=raw.count(b"\n", 0, offset) + 1,
+            hint=f"open the .toml notebook file itself; {_DONT_CHANGE}",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -229,7 +237,11 @@ def parse_notebook(raw: bytes, path: Path) -> Notebook:
             f"not valid TOML: {message[:1].lower() + message[1:]}",
             line=line,
             column=column,
-            hint=f"fix the TOML at that spot (a notebook is a TOML file, see README); {_DONT_CHANGE}",
+            hint=(
+                f"this looks like JSON (a Jupyter .ipynb?), not an njtui notebook; {_DONT_CHANGE}"
+                if text.lstrip().startswith("{")
+                else f"fix the TOML at that spot (a notebook is a TOML file, see README); {_DONT_CHANGE}"
+            ),
         ) from None
     return _Validator(path, text).notebook(data)
 
