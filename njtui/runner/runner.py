@@ -75,6 +75,8 @@ class RuntimeSession:
         self.connection = self.backend.connect(self.info)
         self.connection.send({"op": "attach", "since": since})
         self.connection.send({"op": "status"})
+
+    def start_reading(self) -> None:
         self._thread = threading.Thread(target=self._read, name=f"njtui-runtime-{self.spec.id}", daemon=True)
         self._thread.start()
 
@@ -88,6 +90,13 @@ class RuntimeSession:
             self.connection.send(request)
 
     def _read(self) -> None:
+        try:
+            self._read_messages()
+        except Exception as exc:  # a bug here must turn the runtime red, not hang its clients
+            self.runner.log.error(self.spec.id, f"reading the runtime failed: {type(exc).__name__}: {exc}")
+            self._ended(f"njtui failed reading the runtime: {exc}", True)
+
+    def _read_messages(self) -> None:
         assert self.connection is not None
         exit_reason = "the connection to the runtime closed"
         crashed = True
@@ -191,6 +200,7 @@ class Runner:
         self._listeners: list[Listener] = []
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._state_guard = threading.Lock()
 
     # -- events
     def subscribe(self, listener: Listener) -> None:
@@ -208,12 +218,18 @@ class Runner:
         return self._statuses.get(runtime_id) or RuntimeStatus()
 
     def _move(self, runtime_id: str, state: RuntimeState, **changes: Any) -> None:
-        status = self.status(runtime_id).moved(state, **changes)
-        self._statuses[runtime_id] = status
+        # Reader threads and the caller's thread both move states; one at a time keeps them whole.
+        with self._state_guard:
+            status = self.status(runtime_id).moved(state, **changes)
+            self._statuses[runtime_id] = status
         self._emit(RuntimeChanged(runtime_id, status))
 
     def _update(self, runtime_id: str, **changes: Any) -> None:
-        self._move(runtime_id, self.status(runtime_id).state, **changes)
+        with self._state_guard:
+            status = self.status(runtime_id)
+            status = status.moved(status.state, **changes)
+            self._statuses[runtime_id] = status
+        self._emit(RuntimeChanged(runtime_id, status))
 
     # -- runtimes
     def backend_for(self, spec: RuntimeSpec) -> Backend:
@@ -274,6 +290,8 @@ class Runner:
         self.sessions[spec.id] = session
         self.log.info(spec.id, f"{'attached to' if attached else 'started'} {backend.name} runtime (pid {info.pid})")
         self._move(spec.id, RuntimeState.RUNNING, phase=None, progress={}, reason=None, backend=backend.name, pid=info.pid)
+        # Reading starts only once the runtime shows as running, so busy/idle updates land on it.
+        session.start_reading()
         return session
 
     def _session_ended(self, session: RuntimeSession, reason: str, crashed: bool) -> None:

@@ -45,7 +45,7 @@ class RuntimeStatus:
     pid: int | None = None
 
     def moved(self, state: RuntimeState, **changes: Any) -> RuntimeStatus:
-        if state not in ALLOWED[self.state]:
+        if state != self.state and state not in ALLOWED[self.state]:
             raise TransitionError(f"a runtime cannot go from {self.state.value} to {state.value}")
         keep = {"backend": self.backend, "pid": self.pid} if state == self.state or state == RuntimeState.RUNNING else {}
         base = {"state": state, "since": time.time() if state != self.state else self.since, **keep}
