@@ -379,12 +379,32 @@ def _short_path(path: str) -> str:
 
 # -- njtui NOTEBOOK
 def cmd_open(args: argparse.Namespace) -> int:
-    print(
-        "njtui: the terminal UI is not built yet; run the notebook headless with `njtui run "
-        f"{args.notebook}` and read results with `njtui show {args.notebook}`",
-        file=sys.stderr,
-    )
-    return EXIT_BAD_INPUT
+    from njtui.model import Notebook
+    from njtui.runner.log import RunnerLog
+    from njtui.runner.runner import Runner
+    from njtui.store import save_notebook
+    from njtui.ui.app import NotebookApp
+
+    path = Path(args.notebook)
+    if path.exists() or path.is_symlink():
+        notebook = _load(args.notebook)
+    else:
+        if path.suffix != ".toml":
+            raise UsageError(f"{path}: no such notebook; a new notebook needs a name ending in .toml, e.g. {path.with_suffix('.toml')}")
+        if not path.parent.is_dir():
+            raise UsageError(f"{path}: the directory {path.parent} does not exist")
+        notebook = Notebook(title=path.stem.replace("-", " ").replace("_", " ").capitalize())
+        notebook.add_default_runtime("python")
+        notebook.cells.append(notebook.new_cell(language="python"))
+        save_notebook(notebook, path)
+        print(f"njtui: created {path} with a default Python runtime", file=sys.stderr)
+    runner = Runner(path, notebook, log=RunnerLog(runner_log_path()))
+    app = NotebookApp(path, notebook, runner, theme_name=args.theme)
+    message = app.run()
+    runner.log.close()
+    if message:
+        print(message, file=sys.stderr)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     open_ = sub.add_parser("open", help="open a notebook in the terminal UI (the default: njtui NOTEBOOK)")
     open_.add_argument("notebook")
+    open_.add_argument("--theme", metavar="NAME", help="colour theme (remembered), e.g. njtui-dark or njtui-light")
     open_.set_defaults(handler=cmd_open)
 
     run = sub.add_parser("run", help="run a notebook's code cells headless, streaming output")

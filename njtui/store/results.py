@@ -235,6 +235,28 @@ class ResultsStore:
                 last = seq or last
                 yield event
 
+    def tail_events(self, record: ExecutionRecord, max_bytes: int = 1 << 16) -> tuple[list[dict[str, Any]], bool]:
+        """The events in the last `max_bytes` of the execution's file, and whether earlier ones
+        exist: what a cell shows of a long output without reading all of it."""
+        path = self.path_of(record)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return [], False
+        if size <= max_bytes:
+            return list(self.events(record)), False
+        events = []
+        for line in reversed(_tail_lines(path, max_bytes)):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if "end" in event:
+                break
+            if "record" not in event:
+                events.append(event)
+        return events, True
+
     def find_exec(self, cell_id: str, exec_id: str) -> ExecutionRecord | None:
         wanted = _file_name(exec_id)
         for _, (name, path) in sorted(self._files(cell_id).items(), reverse=True):

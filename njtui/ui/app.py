@@ -1,0 +1,727 @@
+"""The njtui terminal app: a notebook's cells beside its runtimes panel and the runner log.
+
+The app talks to runtimes only through `njtui.runner.runner.Runner` (the facade). Calls that
+may block (booting, stopping) run in thread workers; what the runner reports arrives on its
+threads, is queued by `RunnerBridge`, and reaches the app as one `RunnerEventsReady` message
+per batch, so a cell printing 200,000 lines costs a few redraws, not 200,000.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Footer, OptionList, TextArea
+
+from njtui.model import LANGUAGES, Cell, Notebook, RuntimeSpec
+from njtui.runner.backend import BackendError
+from njtui.runner.log import LogEntry, RunnerLog
+from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
+from njtui.runner.state import RuntimeState, RuntimeStatus
+from njtui.store import StoreError, save_notebook
+from njtui.store.results import ResultsStore
+from njtui.ui.cell import CellEditor
+from njtui.ui.cell_output import CellOutput
+from njtui.ui.notebook_view import NotebookView
+from njtui.ui.panels import RunnerLogPanel, RuntimesPanel
+from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen, key_label
+
+CHORD_SECONDS = 1.0
+NEW_RUNTIME = "\0new"
+
+
+class RunnerEventsReady(Message):
+    """Runner events are waiting in the bridge's queue."""
+
+
+class RunnerBridge:
+    """Carries runner events and log entries from runner threads to the app, in batches."""
+
+    def __init__(self, app: App, runner: Runner) -> None:
+        self.app = app
+        self.runner = runner
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._posted = False
+        runner.subscribe(self._put)
+        runner.log.subscribe(self._put)
+
+    def _put(self, item: Any) -> None:
+        with self._lock:
+            self._items.append(item)
+            if self._posted:
+                return
+            self._posted = True
+        self.app.post_message(RunnerEventsReady())
+
+    def drain(self) -> list[Any]:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self._posted = False
+        return items
+
+    def close(self) -> None:
+        self.runner.unsubscribe(self._put)
+        self.runner.log.unsubscribe(self._put)
+
+
+@dataclass
+class PaletteCommand:
+    name: str
+    action: str
+    help: str = ""
+
+
+class NotebookCommands(Provider):
+    """Every action of the app in the command palette, named "category: action"."""
+
+    async def discover(self) -> Hits:
+        for command in self.app.palette_commands():
+            yield DiscoveryHit(command.name, partial(self.app.run_action, command.action), help=command.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for command in self.app.palette_commands():
+            score = matcher.match(command.name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(command.name), partial(self.app.run_action, command.action), help=command.help)
+
+
+class NotebookApp(App[str]):
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {NotebookCommands}
+    TITLE = "njtui"
+
+    BINDINGS = [
+        # Terminals and tmux often send Shift/Ctrl+Enter as plain Enter: every run action also has
+        # a Ctrl+letter that arrives intact through xterm, tmux and SSH, shown in the footer.
+        Binding("shift+enter,ctrl+n", "run_cell('next')", "run·next", key_display="⇧⏎/^N", priority=True),
+        Binding("ctrl+enter,ctrl+r", "run_cell('stay')", "run", key_display="^⏎/^R", priority=True),
+        Binding("alt+enter,ctrl+b", "run_cell('insert')", "run·new", key_display="M-⏎/^B", priority=True),
+        Binding("ctrl+s", "save", "save", priority=True),
+        Binding("ctrl+q", "quit_app", "quit", priority=True),
+        Binding("f2", "toggle_panel('runtimes')", "runtimes", show=False),
+        Binding("f3", "toggle_panel('log')", "log", show=False),
+        Binding("left_square_bracket", "resize_sidebar(4)", "wider side panel", show=False),
+        Binding("right_square_bracket", "resize_sidebar(-4)", "narrower side panel", show=False),
+        Binding("left_curly_bracket", "resize_runtimes(-2)", "shorter runtimes panel", show=False),
+        Binding("right_curly_bracket", "resize_runtimes(2)", "taller runtimes panel", show=False),
+    ]
+
+    def __init__(self, path: Path, notebook: Notebook, runner: Runner | None = None, *, theme_name: str | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.notebook = notebook
+        self.runner = runner or Runner(self.path, notebook)
+        self.store = self.runner.store
+        self.outputs: dict[str, CellOutput] = {}
+        self.exec_cells: dict[str, str] = {}
+        self.statuses: dict[str, RuntimeStatus] = {}
+        self.dirty = False
+        self.sidebar_width = 38
+        self.runtimes_height = 12
+        self.deleted: list[tuple[int, Cell]] = []
+        self.cell_clipboard: list[Cell] = []
+        self._chord: tuple[str, float] | None = None
+        self._bridge: RunnerBridge | None = None
+        self._loaded = threading.Event()
+        self.initial_theme = theme_name
+
+    # -- layout
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield NotebookView(self.notebook.cells, self.outputs, self.environment_label, id="notebook")
+            with Vertical(id="sidebar"):
+                yield RuntimesPanel(id="runtimes")
+                yield RunnerLogPanel(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = self.notebook.title or self.path.name
+        self.sub_title = str(self.path)
+        if self.initial_theme:
+            self.theme = self.initial_theme
+        self._apply_sizes()
+        self.view.dark = self.current_theme.dark if self.current_theme else True
+        self._bridge = RunnerBridge(self, self.runner)
+        self.runtimes_panel.show(self.notebook, self.statuses)
+        self.runner_log_panel.add(list(self.runner.log.history))
+        self.view.focus()
+        self.set_interval(1.0, self._tick)
+        self._open_results()
+
+    @property
+    def view(self) -> NotebookView:
+        return self.query_one(NotebookView)
+
+    @property
+    def runtimes_panel(self) -> RuntimesPanel:
+        return self.query_one(RuntimesPanel)
+
+    @property
+    def runner_log_panel(self) -> RunnerLogPanel:
+        return self.query_one(RunnerLogPanel)
+
+    def environment_label(self, cell: Cell) -> str:
+        if not cell.is_code:
+            return ""
+        try:
+            return self.notebook.runtime_for(cell).environment
+        except KeyError:
+            return "?"
+
+    def _apply_sizes(self) -> None:
+        self.query_one("#sidebar").styles.width = self.sidebar_width
+        self.runtimes_panel.styles.height = self.runtimes_height
+
+    # -- outputs from the results store, then live runtimes
+    @work(thread=True, exclusive=True, group="open")
+    def _open_results(self) -> None:
+        """Latest stored output of each cell, then attach to runtimes still running."""
+        loaded = []
+        for cell in list(self.notebook.cells):
+            if not cell.is_code:
+                continue
+            record = self.store.latest(cell.id)
+            if record is None:
+                continue
+            events, truncated = self.store.tail_events(record)
+            loaded.append((cell.id, record, events, truncated))
+        self.call_from_thread(self._show_loaded, loaded)
+        try:
+            self.runner.attach_running()
+        except Exception as exc:  # noqa: BLE001 - a runtime that can't be reached must not stop the app
+            self.runner.log.error(None, f"attaching to running runtimes failed: {exc}")
+        self._loaded.set()
+
+    def _show_loaded(self, loaded: list) -> None:
+        for cell_id, record, events, truncated in loaded:
+            output = self.outputs.setdefault(cell_id, CellOutput())
+            output.load(record, events, truncated)
+            if record.exec_id:
+                self.exec_cells[record.exec_id] = cell_id
+        self.view.refresh_all()
+
+    # -- runner events
+    @on(RunnerEventsReady)
+    def _runner_events(self) -> None:
+        if self._bridge is None:
+            return
+        changed_cells: set[str] = set()
+        runtimes_changed = False
+        log_entries: list[LogEntry] = []
+        for item in self._bridge.drain():
+            if isinstance(item, RuntimeChanged):
+                self.statuses[item.runtime_id] = item.status
+                runtimes_changed = True
+            elif isinstance(item, RuntimeMessage):
+                cell_id = self._apply_message(item.message)
+                if cell_id is not None:
+                    changed_cells.add(cell_id)
+            elif isinstance(item, LogEntry):
+                log_entries.append(item)
+        if log_entries:
+            self.runner_log_panel.add(log_entries)
+        if runtimes_changed:
+            self.runtimes_panel.show(self.notebook, self.statuses)
+        for cell_id in changed_cells:
+            self.view.refresh_cell(cell_id)
+        if changed_cells:
+            self.view.schedule_window()
+
+    def _apply_message(self, message: dict[str, Any]) -> str | None:
+        exec_id = message.get("exec")
+        if exec_id is None:
+            return None
+        cell_id = self.exec_cells.get(exec_id) or (message.get("meta") or {}).get("cell")
+        if not cell_id:
+            return None
+        self.exec_cells[exec_id] = cell_id
+        output = self.outputs.setdefault(cell_id, CellOutput())
+        if output.exec_id is None and output.status in (None, "queued") or output.exec_id == exec_id:
+            output.exec_id = exec_id
+        elif message.get("type") in ("queued", "start") and output.finished:
+            # An execution this app did not send (another client ran the cell): show it.
+            output.begin(exec_id, None)
+        else:
+            return None
+        return cell_id if output.apply(message) else None
+
+    def _tick(self) -> None:
+        self.view.tick()
+        if any(status.state == RuntimeState.RUNNING for status in self.statuses.values()):
+            self.runtimes_panel.show(self.notebook, self.statuses)
+
+    # -- selection and editing
+    def action_select_relative(self, delta: int) -> None:
+        self.view.select(self.view.selected + delta)
+
+    def action_select_index(self, index: int) -> None:
+        self.view.select(index if index >= 0 else len(self.notebook.cells) - 1)
+
+    def action_select_page(self, direction: int) -> None:
+        view = self.view
+        target = view.scroll_y + direction * view.viewport_height
+        tops = 0
+        for index, cell in enumerate(view.cells):
+            tops += view._height_of(cell)
+            if tops > target:
+                view.select(index)
+                return
+        view.select(len(view.cells) - 1)
+
+    async def action_edit_cell(self) -> None:
+        view = self.view
+        if view.selected_cell is None:
+            await self._insert(0, self.notebook.new_cell(language="python"))
+        view.scroll_to_cell(view.selected)
+        await view.settle()
+        widget = view.widget_at(view.selected)
+        if widget is not None:
+            await widget.start_editing()
+
+    @on(TextArea.Changed)
+    def _source_changed(self, event: TextArea.Changed) -> None:
+        editor = event.text_area
+        if not isinstance(editor, CellEditor):
+            return
+        widget = editor.parent
+        cell = getattr(widget, "cell", None)
+        if cell is None:
+            return
+        text = editor.text
+        source = text + "\n" if text and not text.endswith("\n") else text
+        if source != cell.source:
+            cell.source = source
+            self.dirty = True
+            widget.refresh_cell()
+
+    @on(CellEditor.Leave)
+    async def _leave_edit(self, event: CellEditor.Leave) -> None:
+        await self._stop_editing()
+        self.view.focus()
+
+    async def _stop_editing(self) -> None:
+        for widget in list(self.view.widgets.values()):
+            if widget.editing:
+                await widget.stop_editing()
+        self.view.schedule_window()
+
+    # -- running
+    async def action_run_cell(self, mode: str) -> None:
+        view = self.view
+        cell = view.selected_cell
+        if cell is None:
+            return
+        await self._stop_editing()
+        self.view.focus()
+        if cell.is_code:
+            self.run_cells([cell])
+        if mode == "next":
+            if view.selected == len(self.notebook.cells) - 1:
+                await self._insert(view.selected + 1, self._new_cell_like(cell))
+            else:
+                view.select(view.selected + 1)
+        elif mode == "insert":
+            await self._insert(view.selected + 1, self._new_cell_like(cell))
+            await self.action_edit_cell()
+
+    def run_cells(self, cells: list[Cell]) -> None:
+        for cell in cells:
+            output = self.outputs.setdefault(cell.id, CellOutput())
+            output.begin(None, cell.source_hash)
+            self.view.refresh_cell(cell.id)
+        self.view.schedule_window()
+        self._execute(cells)
+
+    @work(thread=True, group="runner")
+    def _execute(self, cells: list[Cell]) -> None:
+        for cell in cells:
+            try:
+                exec_id = self.runner.execute(cell)
+            except (BackendError, KeyError) as exc:
+                self.call_from_thread(self._execute_failed, cell, str(exc))
+                return
+            self.call_from_thread(self._executing, cell, exec_id)
+
+    def _executing(self, cell: Cell, exec_id: str) -> None:
+        self.exec_cells[exec_id] = cell.id
+        output = self.outputs.get(cell.id)
+        if output is not None and output.exec_id is None:
+            output.exec_id = exec_id
+
+    def _execute_failed(self, cell: Cell, reason: str) -> None:
+        output = self.outputs.setdefault(cell.id, CellOutput())
+        output.apply({"type": "done", "status": "error", "reason": reason})
+        output.add_text("note", f"[could not run: {reason}]\n")
+        self.view.refresh_cell(cell.id)
+        self.view.schedule_window()
+        self.notify(reason, title="Runtime failed", severity="error")
+
+    def action_run_all(self) -> None:
+        self.run_cells(self.notebook.code_cells())
+
+    def _selected_runtime(self) -> RuntimeSpec | None:
+        cell = self.view.selected_cell
+        if cell is None or not cell.is_code:
+            return None
+        return self.notebook.runtime_for(cell)
+
+    def action_chord(self, name: str) -> None:
+        """Two presses of the same key (d d, i i, 0 0) within a second, as Jupyter has it."""
+        now = time.monotonic()
+        if self._chord is not None and self._chord[0] == name and now - self._chord[1] < CHORD_SECONDS:
+            self._chord = None
+            self.run_action({"delete": "delete_cell", "interrupt": "interrupt_cell", "restart": "restart_cell"}[name])
+            return
+        self._chord = (name, now)
+
+    def action_interrupt_cell(self) -> None:
+        spec = self._selected_runtime()
+        if spec is not None:
+            self.runtime_do(spec.id, "interrupt")
+
+    def action_restart_cell(self) -> None:
+        spec = self._selected_runtime()
+        if spec is not None:
+            self.runtime_do(spec.id, "restart")
+
+    @work(thread=True, group="runner")
+    def runtime_do(self, runtime_id: str, what: str) -> None:
+        try:
+            if what == "start":
+                self.runner.ensure(runtime_id)
+            elif what == "stop":
+                self.runner.stop(runtime_id)
+            elif what == "restart":
+                self.runner.restart(runtime_id)
+            elif what == "interrupt":
+                self.runner.interrupt(runtime_id)
+        except BackendError as exc:
+            self.call_from_thread(self.notify, str(exc), title=f"{what} {runtime_id} failed", severity="error")
+
+    def action_runtime_action(self, what: str) -> None:
+        runtime_id = self.runtimes_panel.highlighted_runtime
+        if runtime_id is None:
+            return
+        if what == "log":
+            self.runner_log_panel.display = True
+            self.runner_log_panel.set_filter(runtime_id)
+            self.runner_log_panel.query_one("RichLog").focus()
+            return
+        self.runtime_do(runtime_id, what)
+
+    @on(OptionList.OptionSelected, "#runtime-list")
+    def _runtime_selected(self, event: OptionList.OptionSelected) -> None:
+        self.action_runtime_action("log")
+
+    def action_cycle_log_filter(self) -> None:
+        choices: list[str | None] = [None, *self.notebook.runtimes]
+        panel = self.runner_log_panel
+        current = choices.index(panel.filter) if panel.filter in choices else 0
+        panel.set_filter(choices[(current + 1) % len(choices)])
+
+    # -- structure
+    def _new_cell_like(self, cell: Cell | None) -> Cell:
+        language = cell.language if cell is not None and cell.is_code else "python"
+        return self.notebook.new_cell(language=language or "python")
+
+    async def _insert(self, index: int, cell: Cell) -> None:
+        index = max(0, min(index, len(self.notebook.cells)))
+        self.notebook.cells.insert(index, cell)
+        self.dirty = True
+        self.view.selected = index
+        self.view.rebuild()
+        self.view.select(index)
+        self.runtimes_panel.show(self.notebook, self.statuses)
+
+    async def action_insert_cell(self, where: str) -> None:
+        selected = self.view.selected_cell
+        index = self.view.selected + (1 if where == "below" and selected is not None else 0)
+        await self._insert(index, self._new_cell_like(selected))
+
+    def action_delete_cell(self) -> None:
+        view = self.view
+        if not self.notebook.cells:
+            return
+        index = view.selected
+        cell = self.notebook.cells.pop(index)
+        self.deleted.append((index, cell))
+        self.dirty = True
+        view.selected = min(index, len(self.notebook.cells) - 1)
+        view.rebuild()
+        view.select(view.selected)
+        self.runtimes_panel.show(self.notebook, self.statuses)
+
+    async def action_undo_delete(self) -> None:
+        if not self.deleted:
+            self.notify("nothing to undo")
+            return
+        index, cell = self.deleted.pop()
+        if cell.id in self.notebook.cell_ids():
+            cell = copy.deepcopy(cell)
+            cell.id = self.notebook.new_cell().id
+        await self._insert(index, cell)
+
+    def action_copy_cells(self) -> None:
+        cell = self.view.selected_cell
+        if cell is not None:
+            self.cell_clipboard = [copy.deepcopy(cell)]
+            self.notify("cell copied", timeout=1.5)
+
+    def action_cut_cells(self) -> None:
+        cell = self.view.selected_cell
+        if cell is not None:
+            self.cell_clipboard = [copy.deepcopy(cell)]
+            self.action_delete_cell()
+
+    async def action_paste_cells(self) -> None:
+        if not self.cell_clipboard:
+            self.notify("nothing to paste")
+            return
+        index = self.view.selected + (1 if self.notebook.cells else 0)
+        for offset, original in enumerate(self.cell_clipboard):
+            cell = copy.deepcopy(original)
+            cell.id = self.notebook.new_cell().id
+            if cell.runtime is not None and cell.runtime not in self.notebook.runtimes:
+                cell.runtime = None
+            await self._insert(index + offset, cell)
+
+    def action_set_kind(self, kind: str) -> None:
+        cell = self.view.selected_cell
+        if cell is None or cell.kind == kind:
+            return
+        if kind == "markdown":
+            cell.extra["language"] = cell.language
+            cell.kind, cell.language, cell.runtime = "markdown", None, None
+        else:
+            cell.kind = "code"
+            cell.language = cell.extra.pop("language", None) or "python"
+            self.notebook.runtime_for(cell)  # the language gets its default runtime if it has none
+        self.dirty = True
+        self.view.rebuild()
+        self.view.select(self.view.selected)
+        self.runtimes_panel.show(self.notebook, self.statuses)
+
+    def action_pick_runtime(self) -> None:
+        cell = self.view.selected_cell
+        if cell is None or not cell.is_code:
+            self.notify("select a code cell to choose its runtime")
+            return
+        current = self.notebook.runtime_for(cell)
+        options = [
+            (spec.id, f"{spec.name} ({spec.id}) · {spec.environment} · {spec.language}{' · default' if spec.default else ''}")
+            for spec in self.notebook.runtimes.values()
+        ]
+        options.append((NEW_RUNTIME, f"new runtime… ({cell.language}, host)"))
+        self.push_screen(PickerScreen(f"Runtime of cell {cell.id}", options, current.id), partial(self._runtime_picked, cell))
+
+    def _runtime_picked(self, cell: Cell, runtime_id: str | None) -> None:
+        if runtime_id is None:
+            return
+        if runtime_id == NEW_RUNTIME:
+            spec = self._new_runtime(cell.language or "python")
+        else:
+            spec = self.notebook.runtimes[runtime_id]
+        cell.language = spec.language
+        default = self.notebook.default_runtime(spec.language)
+        cell.runtime = None if default is not None and default.id == spec.id else spec.id
+        self.dirty = True
+        self.view.refresh_all()
+        self.runtimes_panel.show(self.notebook, self.statuses)
+        self.notify(f"cell {cell.id} runs in {spec.name} ({spec.id})", timeout=2)
+
+    def _new_runtime(self, language: str) -> RuntimeSpec:
+        base = {"python": "py", "bash": "sh"}.get(language, language)
+        number = 2
+        while f"{base}{number}" in self.notebook.runtimes:
+            number += 1
+        spec = RuntimeSpec(id=f"{base}{number}", language=language)
+        spec.name = f"{spec.name} {number}"
+        if self.notebook.default_runtime(language) is None:
+            spec.default = True
+        self.notebook.runtimes[spec.id] = spec
+        return spec
+
+    def action_pick_language(self) -> None:
+        cell = self.view.selected_cell
+        if cell is None or not cell.is_code:
+            self.notify("select a code cell to change its language")
+            return
+        self.push_screen(PickerScreen(f"Language of cell {cell.id}", [(lang, lang) for lang in LANGUAGES], cell.language), partial(self._language_picked, cell))
+
+    def _language_picked(self, cell: Cell, language: str | None) -> None:
+        if language is None or language == cell.language:
+            return
+        cell.language, cell.runtime = language, None
+        self.notebook.runtime_for(cell)
+        self.dirty = True
+        self.view.rebuild()
+        self.view.select(self.view.selected)
+        self.runtimes_panel.show(self.notebook, self.statuses)
+
+    # -- screens
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_sections()))
+
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        def rows(bindings) -> list[tuple[str, str]]:
+            return [(key_label(binding.key), binding.description) for binding in bindings if binding.description]
+
+        return [
+            ("Command mode (Esc)", rows(NotebookView.BINDINGS)),
+            ("Everywhere", rows(self.BINDINGS) + [("Ctrl+P", "command palette"), ("Esc", "leave edit mode")]),
+            ("Runtimes panel (Tab to reach it)", rows(RuntimesPanel.BINDINGS)),
+            ("Runner log", rows(RunnerLogPanel.BINDINGS)),
+        ]
+
+    def action_open_pager(self) -> None:
+        cell = self.view.selected_cell
+        if cell is None or not cell.is_code:
+            return
+        output = self.outputs.get(cell.id)
+        record = None
+        if output is not None and output.exec_id:
+            record = self.store.find_exec(cell.id, output.exec_id)
+        record = record or self.store.latest(cell.id)
+        if record is None:
+            self.notify("this cell has no stored output yet")
+            return
+        self.push_screen(PagerScreen(self.store, record, f"Output of cell {cell.id} · [{record.count}] {record.status}"))
+
+    def action_toggle_panel(self, which: str) -> None:
+        panel = self.runtimes_panel if which == "runtimes" else self.runner_log_panel
+        panel.display = not panel.display
+        self.query_one("#sidebar").display = self.runtimes_panel.display or self.runner_log_panel.display
+
+    def action_resize_sidebar(self, delta: int) -> None:
+        self.sidebar_width = max(20, min(100, self.sidebar_width + delta))
+        self._apply_sizes()
+
+    def action_resize_runtimes(self, delta: int) -> None:
+        self.runtimes_height = max(4, min(40, self.runtimes_height + delta))
+        self._apply_sizes()
+
+    def action_cycle_focus(self) -> None:
+        order = [self.view, self.runtimes_panel.query_one(OptionList), self.runner_log_panel.query_one("RichLog")]
+        order = [widget for widget in order if widget.display and widget.parent.display]
+        focused = self.focused
+        index = next((i for i, widget in enumerate(order) if widget is focused), -1)
+        order[(index + 1) % len(order)].focus()
+
+    # -- saving and quitting
+    def action_save(self) -> bool:
+        try:
+            save_notebook(self.notebook, self.path)
+        except (StoreError, OSError) as exc:
+            self.notify(str(exc), title="Not saved", severity="error", timeout=10)
+            return False
+        self.dirty = False
+        self.notify(f"saved {self.path.name}", timeout=2)
+        return True
+
+    def action_quit_app(self) -> None:
+        if self.dirty:
+            self.push_screen(SavePromptScreen(str(self.path)), self._save_prompt_answered)
+        else:
+            self._leave()
+
+    def _save_prompt_answered(self, answer: str | None) -> None:
+        if answer == "save":
+            if self.action_save():
+                self._leave()
+        elif answer == "discard":
+            self._leave()
+
+    def _leave(self) -> None:
+        running = [rid for rid, status in self.statuses.items() if status.state == RuntimeState.RUNNING]
+        self.runner.detach()
+        if running:
+            names = ", ".join(running)
+            self.exit(
+                f"njtui: left {len(running)} runtime{'s' if len(running) > 1 else ''} running ({names}); "
+                f"each stops by itself when idle, or now with `njtui runtimes stop --all`"
+            )
+        else:
+            self.exit("")
+
+    def action_stop_all_and_quit(self) -> None:
+        self._stop_all_then_exit()
+
+    @work(thread=True, group="runner")
+    def _stop_all_then_exit(self) -> None:
+        self.runner.stop_all()
+        self.call_from_thread(self._leave)
+
+    def action_stop_all(self) -> None:
+        self._stop_all()
+
+    @work(thread=True, group="runner")
+    def _stop_all(self) -> None:
+        self.runner.stop_all()
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        commands = [
+            PaletteCommand("cell: run and select next", "run_cell('next')", "Shift+Enter / Ctrl+N"),
+            PaletteCommand("cell: run", "run_cell('stay')", "Ctrl+Enter / Ctrl+R"),
+            PaletteCommand("cell: run and insert below", "run_cell('insert')", "Alt+Enter / Ctrl+B"),
+            PaletteCommand("cell: edit", "edit_cell", "Enter"),
+            PaletteCommand("cell: insert above", "insert_cell('above')", "a"),
+            PaletteCommand("cell: insert below", "insert_cell('below')", "b"),
+            PaletteCommand("cell: delete", "delete_cell", "d d"),
+            PaletteCommand("cell: undo delete", "undo_delete", "z"),
+            PaletteCommand("cell: copy", "copy_cells", "c"),
+            PaletteCommand("cell: cut", "cut_cells", "x"),
+            PaletteCommand("cell: paste below", "paste_cells", "v"),
+            PaletteCommand("cell: make markdown", "set_kind('markdown')", "m"),
+            PaletteCommand("cell: make code", "set_kind('code')", "y"),
+            PaletteCommand("cell: change runtime", "pick_runtime", "r"),
+            PaletteCommand("cell: change language", "pick_language", "l"),
+            PaletteCommand("cell: interrupt its runtime", "interrupt_cell", "i i"),
+            PaletteCommand("cell: restart its runtime", "restart_cell", "0 0"),
+            PaletteCommand("cell: open full output", "open_pager", "o"),
+            PaletteCommand("notebook: run all cells", "run_all"),
+            PaletteCommand("notebook: save", "save", "Ctrl+S"),
+            PaletteCommand("runtimes: stop all", "stop_all"),
+            PaletteCommand("view: toggle runtimes panel", "toggle_panel('runtimes')", "F2"),
+            PaletteCommand("view: toggle runner log", "toggle_panel('log')", "F3"),
+            PaletteCommand("view: next pane", "cycle_focus", "Tab"),
+            PaletteCommand("log: cycle runtime filter", "cycle_log_filter", "f in the log"),
+            PaletteCommand("app: help", "help", "?"),
+            PaletteCommand("app: quit (runtimes keep running)", "quit_app", "Ctrl+Q"),
+            PaletteCommand("app: stop all runtimes and quit", "stop_all_and_quit"),
+        ]
+        for runtime_id, spec in self.notebook.runtimes.items():
+            for what in ("start", "stop", "restart", "interrupt"):
+                commands.append(PaletteCommand(f"runtime: {what} {spec.name} ({runtime_id})", f"runtime_do({runtime_id!r}, {what!r})"))
+        for name in sorted(self.available_themes):
+            commands.append(PaletteCommand(f"theme: {name}", f"switch_theme({name!r})"))
+        return commands
+
+    def action_switch_theme(self, name: str) -> None:
+        self.theme = name
+
+    def watch_theme(self, name: str) -> None:
+        try:
+            view = self.view
+        except Exception:  # noqa: BLE001 - not composed yet
+            return
+        view.dark = self.current_theme.dark
+        view.rebuild()
+
+    async def on_unmount(self) -> None:
+        if self._bridge is not None:
+            self._bridge.close()

@@ -1,0 +1,206 @@
+"""One notebook cell on screen: its source (highlighted, or a TextArea while edited), its output
+tail, its status at the top left and "environment · language" at the bottom right."""
+
+from __future__ import annotations
+
+import time
+
+from rich.markdown import Markdown as RichMarkdown
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Static, TextArea
+
+from njtui.model import Cell
+from njtui.ui.cell_output import CellOutput
+
+LEXERS = {"python": "python", "bash": "bash"}
+STATUS_MARKS = {"ok": "✓", "error": "✗", "interrupted": "■", "lost": "✗", "queued": "…", "running": "●"}
+OUTPUT_STYLES = {"stdout": "", "stderr": "red", "result": "bold", "error": "red", "note": "dim italic"}
+OUTPUT_GUTTERS = {"stdout": "  ", "stderr": "▌ ", "result": "  ", "error": "▌ ", "note": "  "}
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def status_title(cell: Cell, output: CellOutput, now: float | None = None) -> str:
+    if not cell.is_code:
+        return ""
+    count = f"[{output.count}]" if output.count is not None else "[ ]"
+    if output.status is None:
+        return count
+    parts = [count, f"{STATUS_MARKS.get(output.status, '')} {output.status}"]
+    if output.status == "running":
+        parts.append(format_seconds(output.elapsed(now)))
+    elif output.duration is not None and output.status != "queued":
+        parts.append(format_seconds(output.duration))
+    if output.is_stale_for(cell.source_hash):
+        parts.append("stale")
+    return " ".join(parts)
+
+
+def output_lines_for(output: CellOutput) -> int:
+    """Rows the output area takes: the height of a cell is known before it is mounted."""
+    rows = len(output.visible_lines())
+    if output.has_hidden:
+        rows += 1
+    return rows + 1 if rows else 0  # + the separator above the output
+
+
+def source_rows(cell: Cell) -> int:
+    return max(1, cell.source.rstrip("\n").count("\n") + 1)
+
+
+def estimate_height(cell: Cell, output: CellOutput | None) -> int:
+    """A cell's height in rows: exact for code cells (nothing wraps), a guess for markdown."""
+    rows = source_rows(cell)
+    if not cell.is_code:
+        rows += cell.source.count("\n#") + 1  # headings get a blank line
+    elif output is not None:
+        rows += output_lines_for(output)
+    return rows + 2  # the border
+
+
+class CellEditor(TextArea):
+    """The source editor of a cell in edit mode. Esc leaves edit mode (TextArea would move focus)."""
+
+    class Leave(Message):
+        pass
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "escape":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Leave())
+            return
+        await super()._on_key(event)
+
+
+class CellWidget(Widget):
+    """Shows one cell; the notebook view mounts these only near the viewport."""
+
+    def __init__(self, cell: Cell, output: CellOutput, environment: str, *, dark: bool = True) -> None:
+        super().__init__(classes="cell " + ("code" if cell.is_code else "markdown"))
+        self.cell = cell
+        self.output = output
+        self.environment = environment
+        self.dark = dark
+        self.editing = False
+        self._shown_generation = -1
+        self._shown_source: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._source_renderable(), id="source", classes="source")
+        yield Static("", id="output", classes="output")
+
+    def on_mount(self) -> None:
+        self.refresh_cell()
+
+    def on_resize(self) -> None:
+        note_height = getattr(self.parent, "note_height", None)
+        if note_height is not None:
+            note_height(self, self.outer_size.height)
+
+    # -- rendering
+    def _source_renderable(self):
+        source = self.cell.source.rstrip("\n")
+        self._shown_source = self.cell.source
+        if not self.cell.is_code:
+            return RichMarkdown(source) if source.strip() else Text("(empty markdown cell)", style="dim")
+        if not source.strip():
+            return Text("(empty cell)", style="dim")
+        return Syntax(
+            source,
+            LEXERS.get(self.cell.language or "", "text"),
+            theme="ansi_dark" if self.dark else "ansi_light",
+            background_color="default",
+            word_wrap=False,
+        )
+
+    def _output_renderable(self) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        if self.output.has_hidden:
+            hidden = self.output.hidden
+            what = f"{hidden:,} earlier lines hidden" if hidden else "earlier output hidden"
+            text.append(f"  … {what} · o opens the full output\n", style="dim italic")
+        lines = self.output.visible_lines()
+        for index, (kind, line) in enumerate(lines):
+            text.append(OUTPUT_GUTTERS[kind], style=OUTPUT_STYLES[kind])
+            text.append(line, style=OUTPUT_STYLES[kind])
+            if index < len(lines) - 1:
+                text.append("\n")
+        return text
+
+    def refresh_cell(self, *, now: float | None = None) -> None:
+        """Brings the widget up to date with its cell and output; cheap when nothing changed."""
+        self.border_title = status_title(self.cell, self.output, now)
+        self.border_subtitle = f"{self.environment} · {self.cell.language}" if self.cell.is_code else "markdown"
+        self.set_class(self.output.status in ("error", "lost"), "failed")
+        self.set_class(self.output.status in ("running", "queued"), "busy")
+        self.set_class(self.cell.is_code and self.output.is_stale_for(self.cell.source_hash), "stale")
+        if not self.editing and self._shown_source != self.cell.source:
+            self.query_one("#source", Static).update(self._source_renderable())
+        if self._shown_generation != self.output.generation:
+            self._shown_generation = self.output.generation
+            output = self.query_one("#output", Static)
+            output.display = self.cell.is_code and bool(self.output.visible_lines() or self.output.has_hidden)
+            output.update(self._output_renderable())
+
+    def tick(self, now: float) -> None:
+        if self.output.status == "running":
+            self.border_title = status_title(self.cell, self.output, now)
+
+    # -- edit mode
+    async def start_editing(self) -> CellEditor:
+        if self.editing:
+            editor = self.query_one(CellEditor)
+            editor.focus()
+            return editor
+        self.editing = True
+        language = self.cell.language if self.cell.is_code else "markdown"
+        editor = CellEditor(
+            self.cell.source.rstrip("\n"),
+            language=language if language in ("python", "bash", "markdown") else None,
+            theme="monokai" if self.dark else "github_light",
+            soft_wrap=False,
+            tab_behavior="indent",
+            show_line_numbers=False,
+            id="editor",
+        )
+        source = self.query_one("#source", Static)
+        source.display = False
+        await self.mount(editor, after=source)
+        editor.focus()
+        editor.move_cursor(editor.document.end)
+        self.add_class("editing")
+        return editor
+
+    async def stop_editing(self) -> None:
+        if not self.editing:
+            return
+        self.editing = False
+        for editor in self.query(CellEditor):
+            await editor.remove()
+        source = self.query_one("#source", Static)
+        source.display = True
+        self._shown_source = None
+        self.remove_class("editing")
+        self.refresh_cell(now=time.time())
+
+    def editor_text(self) -> str | None:
+        editors = self.query(CellEditor)
+        return editors.first().text if editors else None

@@ -1,0 +1,151 @@
+"""The side panels: the notebook's runtimes with their state, and the live runner log."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import OptionList, RichLog
+from textual.widgets.option_list import Option
+
+from njtui.model import Notebook
+from njtui.runner.log import LogEntry
+from njtui.runner.state import RuntimeState, RuntimeStatus
+from njtui.ui.cell import format_seconds
+
+STATE_STYLES = {
+    RuntimeState.STOPPED: "grey50",
+    RuntimeState.BOOTING: "yellow",
+    RuntimeState.RUNNING: "green",
+    RuntimeState.ERROR: "red",
+}
+LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red", "agent": "cyan"}
+PROGRESS_WIDTH = 12
+
+
+def _size(value: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1000
+    return f"{value:.1f}GB"
+
+
+def progress_bar(done: float, total: float, width: int = PROGRESS_WIDTH) -> str:
+    filled = int(width * min(1.0, done / total)) if total else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, now: float) -> Text:
+    """Two lines: state dot, name and state; then environment · language · cells served."""
+    style = STATE_STYLES[status.state]
+    row = Text(no_wrap=True, overflow="ellipsis")
+    row.append("● ", style=style)
+    row.append(name, style="bold")
+    row.append(f" ({runtime_id})  ", style="dim")
+    if status.state == RuntimeState.RUNNING:
+        if status.busy:
+            row.append("busy", style=style)
+        elif status.idle_since:
+            row.append(f"idle {format_seconds(max(0.0, now - status.idle_since))}", style=style)
+        else:
+            row.append("running", style=style)
+    elif status.state == RuntimeState.BOOTING:
+        row.append(status.phase or "booting", style=style)
+    else:
+        row.append(status.state.value, style=style)
+    row.append(f"\n  {environment} · {language} · {cells} cell{'s' if cells != 1 else ''}", style="dim")
+    if status.state == RuntimeState.BOOTING and status.progress.get("total"):
+        done, total = status.progress.get("done") or 0, status.progress["total"]
+        row.append(f"\n  {progress_bar(done, total)} {_size(done)}/{_size(total)}", style=style)
+    if status.state in (RuntimeState.ERROR, RuntimeState.STOPPED) and status.reason:
+        row.append(f"\n  {status.reason}", style=style if status.state == RuntimeState.ERROR else "dim")
+    return row
+
+
+class RuntimesPanel(Vertical):
+    """Each runtime of the notebook: dot, name, state, environment, language, cells, idle time."""
+
+    BINDINGS = [
+        Binding("s", "app.runtime_action('start')", "start", show=True),
+        Binding("x", "app.runtime_action('stop')", "stop", show=True),
+        Binding("R", "app.runtime_action('restart')", "restart", show=True),
+        Binding("i", "app.runtime_action('interrupt')", "interrupt", show=True),
+        Binding("L", "app.runtime_action('log')", "log", show=True),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield OptionList(id="runtime-list")
+
+    def on_mount(self) -> None:
+        self.border_title = "Runtimes"
+
+    @property
+    def highlighted_runtime(self) -> str | None:
+        options = self.query_one(OptionList)
+        if options.highlighted is None or options.option_count == 0:
+            return None
+        return options.get_option_at_index(options.highlighted).id
+
+    def show(self, notebook: Notebook, statuses: dict[str, RuntimeStatus]) -> None:
+        options = self.query_one(OptionList)
+        highlighted = self.highlighted_runtime
+        now = time.time()
+        rows = []
+        for runtime_id, spec in notebook.runtimes.items():
+            status = statuses.get(runtime_id) or RuntimeStatus()
+            served = len(notebook.cells_served_by(runtime_id))
+            rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment, spec.language, served, status, now), id=runtime_id))
+        options.clear_options()
+        options.add_options(rows)
+        if rows:
+            ids = [option.id for option in rows]
+            options.highlighted = ids.index(highlighted) if highlighted in ids else 0
+
+
+class RunnerLogPanel(Vertical):
+    """What the runtimes do, live; `f` cycles the filter through the notebook's runtimes."""
+
+    BINDINGS = [Binding("f", "app.cycle_log_filter", "filter", show=True)]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.filter: str | None = None
+        self.entries: list[LogEntry] = []
+
+    def compose(self) -> ComposeResult:
+        yield RichLog(id="runner-log", max_lines=2000, wrap=True, min_width=16, markup=False, auto_scroll=True)
+
+    def on_mount(self) -> None:
+        self._retitle()
+
+    def _retitle(self) -> None:
+        self.border_title = "Runner log" + (f" · {self.filter}" if self.filter else "")
+
+    @staticmethod
+    def _line(entry: LogEntry) -> Text:
+        line = Text(no_wrap=False)
+        line.append(time.strftime("%H:%M:%S ", time.localtime(entry.at)), style="dim")
+        line.append(f"{entry.runtime or '-'} ", style="bold")
+        line.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
+        return line
+
+    def add(self, entries: list[LogEntry]) -> None:
+        self.entries.extend(entries)
+        del self.entries[:-2000]
+        log = self.query_one(RichLog)
+        for entry in entries:
+            if self.filter is None or entry.runtime == self.filter:
+                log.write(self._line(entry))
+
+    def set_filter(self, runtime_id: str | None) -> None:
+        self.filter = runtime_id
+        self._retitle()
+        log = self.query_one(RichLog)
+        log.clear()
+        for entry in self.entries:
+            if runtime_id is None or entry.runtime == runtime_id:
+                log.write(self._line(entry))

@@ -1,0 +1,170 @@
+"""Screens over the notebook: help, the full-output pager, pickers and the save prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Log, OptionList, Static
+from textual.widgets.option_list import Option
+
+from njtui.model import ExecutionRecord
+from njtui.store.results import ResultsStore
+
+PAGER_BATCH = 5000
+
+
+def key_label(keys: str) -> str:
+    names = {"question_mark": "?", "escape": "Esc", "enter": "Enter", "pageup": "PgUp", "pagedown": "PgDn"}
+    labels = []
+    for key in keys.split(","):
+        parts = [names.get(part, part) for part in key.split("+")]
+        labels.append("+".join(part.capitalize() if len(part) > 1 and part not in names.values() else part for part in parts))
+    return " / ".join(labels)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key binding, grouped: generated from the bindings themselves."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
+
+    def __init__(self, sections: list[tuple[str, Iterable[tuple[str, str]]]]) -> None:
+        super().__init__()
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        for title, rows in self.sections:
+            text.append(f"{title}\n", style="bold underline")
+            for keys, description in rows:
+                text.append(f"  {keys:<28}", style="bold")
+                text.append(f"{description}\n")
+            text.append("\n")
+        text.append("Esc closes this help. Ctrl+P lists every action by name.", style="dim")
+        with Vertical(id="help-box"):
+            yield Static(text, id="help-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-box").border_title = "Keys"
+
+
+class PagerScreen(Screen[None]):
+    """A cell's full output, read from the results store in batches (never held by the cell)."""
+
+    BINDINGS = [
+        Binding("escape,q", "app.pop_screen", "close", show=True),
+        Binding("g,home", "top", "top", show=True),
+        Binding("G,end", "bottom", "bottom", show=True),
+    ]
+
+    def __init__(self, store: ResultsStore, record: ExecutionRecord, title: str) -> None:
+        super().__init__()
+        self.store = store
+        self.record = record
+        self.title_text = title
+        self.lines_read = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.title_text, id="pager-title")
+        yield Log(id="pager-log", max_lines=None, auto_scroll=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(Log).focus()
+        self.load()
+
+    @work(thread=True, exclusive=True)
+    def load(self) -> None:
+        log = self.query_one(Log)
+        batch: list[str] = []
+        pending = ""
+        for event in self.store.events(self.record):
+            kind = event.get("type")
+            if kind == "stream":
+                text = pending + event.get("text", "")
+            elif kind == "result":
+                text = pending + f"Out[{event.get('count')}]: " + (event.get("data") or {}).get("text/plain", "") + "\n"
+            elif kind == "error":
+                text = pending + (event.get("traceback") or f"{event.get('ename')}: {event.get('evalue')}") + "\n"
+            else:
+                continue
+            *complete, pending = text.split("\n")
+            batch.extend(complete)
+            if len(batch) >= PAGER_BATCH:
+                self.app.call_from_thread(self._append, batch)
+                batch = []
+        if pending:
+            batch.append(pending)
+        self.app.call_from_thread(self._append, batch, True)
+
+    def _append(self, lines: list[str], last: bool = False) -> None:
+        log = self.query_one(Log)
+        if lines:
+            log.write_lines(lines)
+            self.lines_read += len(lines)
+        if last:
+            self.query_one("#pager-title", Static).update(f"{self.title_text} · {self.lines_read:,} lines")
+
+    def action_top(self) -> None:
+        self.query_one(Log).scroll_home(animate=False)
+
+    def action_bottom(self) -> None:
+        self.query_one(Log).scroll_end(animate=False)
+
+
+class PickerScreen(ModalScreen[str | None]):
+    """Choose one of a few options (a runtime, a language); Esc cancels."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+
+    def __init__(self, title: str, options: list[tuple[str, str | Text]], selected: str | None = None) -> None:
+        super().__init__()
+        self.title_text = title
+        self.options = options
+        self.selected = selected
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker-box"):
+            yield OptionList(*[Option(label, id=value) for value, label in self.options], id="picker")
+
+    def on_mount(self) -> None:
+        self.query_one("#picker-box").border_title = self.title_text
+        picker = self.query_one(OptionList)
+        ids = [value for value, _ in self.options]
+        if self.selected in ids:
+            picker.highlighted = ids.index(self.selected)
+        picker.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(event.option.id)
+
+
+class SavePromptScreen(ModalScreen[str]):
+    """Quitting with unsaved changes: save, discard or stay."""
+
+    BINDINGS = [
+        Binding("s,y", "dismiss('save')", "save and quit", show=True),
+        Binding("d,n", "dismiss('discard')", "quit without saving", show=True),
+        Binding("escape,c", "dismiss('cancel')", "cancel", show=True),
+    ]
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt-box"):
+            yield Static(
+                Text.assemble(
+                    ("Unsaved changes\n\n", "bold"),
+                    f"{self.path} has changes that are not saved.\n\n",
+                    ("s", "bold"), " save and quit   ", ("d", "bold"), " quit without saving   ", ("Esc", "bold"), " cancel",
+                ),
+                id="prompt-text",
+            )
