@@ -15,20 +15,8 @@ import pytest
 from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.store import save_notebook
 from njtui.store.results import KEEP_VERSIONS, ResultsStore
+from tests.helpers import make_notebook
 from tests.conftest import SAMPLES, njtui
-
-
-def make_notebook(tmp_path: Path, cells: list[tuple[str, str, str]], name: str = "nb.toml", **runtime_settings) -> Path:
-    """cells: (id, language, source); one host runtime per language."""
-    notebook = Notebook(title="test")
-    for language in sorted({language for _, language, _ in cells}):
-        runtime_id = {"python": "py", "bash": "sh"}[language]
-        notebook.runtimes[runtime_id] = RuntimeSpec(runtime_id, language, default=True, **runtime_settings)
-    for cell_id, language, source in cells:
-        notebook.cells.append(Cell(id=cell_id, kind="code", language=language, source=source))
-    path = tmp_path / name
-    save_notebook(notebook, path)
-    return path
 
 
 def json_events(result: subprocess.CompletedProcess) -> list[dict]:

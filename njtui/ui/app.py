@@ -241,6 +241,7 @@ class NotebookApp(App[str]):
             self.view.refresh_cell(cell_id)
         if changed_cells:
             self.view.schedule_window()
+            self.view.call_after_refresh(self.view.reveal_selected)
 
     def _apply_message(self, message: dict[str, Any]) -> str | None:
         exec_id = message.get("exec")
@@ -380,12 +381,12 @@ class NotebookApp(App[str]):
             return None
         return self.notebook.runtime_for(cell)
 
-    def action_chord(self, name: str) -> None:
+    async def action_chord(self, name: str) -> None:
         """Two presses of the same key (d d, i i, 0 0) within a second, as Jupyter has it."""
         now = time.monotonic()
         if self._chord is not None and self._chord[0] == name and now - self._chord[1] < CHORD_SECONDS:
             self._chord = None
-            self.run_action({"delete": "delete_cell", "interrupt": "interrupt_cell", "restart": "restart_cell"}[name])
+            await self.run_action({"delete": "delete_cell", "interrupt": "interrupt_cell", "restart": "restart_cell"}[name])
             return
         self._chord = (name, now)
 

@@ -75,6 +75,8 @@ class NotebookView(VerticalScroll, can_focus=True):
         self._bottom = Spacer(id="bottom-spacer")
         self._window_pending = False
         self._mounting: list = []
+        # The selected cell stays in view as outputs above it grow, until the user scrolls away.
+        self.follow_selection = True
 
     def compose(self):
         yield self._top
@@ -184,6 +186,17 @@ class NotebookView(VerticalScroll, can_focus=True):
         super().watch_scroll_y(old_value, new_value)
         self.schedule_window()
 
+    def on_mouse_scroll_down(self) -> None:
+        self.follow_selection = False
+
+    def on_mouse_scroll_up(self) -> None:
+        self.follow_selection = False
+
+    def reveal_selected(self) -> None:
+        """After outputs changed: keep the selected cell on screen if it is being followed."""
+        if self.follow_selection and self.cells:
+            self.scroll_to_cell(self.selected)
+
     def on_resize(self) -> None:
         self.schedule_window()
 
@@ -224,6 +237,7 @@ class NotebookView(VerticalScroll, can_focus=True):
             target = top if self._heights[index] > viewport else bottom - viewport
         if target is not None:
             self.scroll_to(y=target, animate=False, immediate=True, force=True)
+        self.follow_selection = True
         self.refresh_window()
 
     # -- updates
