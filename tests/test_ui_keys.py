@@ -286,8 +286,15 @@ async def test_panels_toggle_and_resize(tmp_path):
         assert not app.runtimes_panel.display
         await pilot.press("f3")
         assert not app.query_one("#sidebar").display
-        await pilot.press("f2", "f3", "left_square_bracket")
-        assert app.query_one("#sidebar").styles.width.value == 42
+        await pilot.press("f2", "f3")
+        width = app.query_one("#sidebar").outer_size.width
+        await pilot.press("left_square_bracket")
+        await pilot.pause()
+        assert app.query_one("#sidebar").outer_size.width == width + 4
+        height = app.runtimes_panel.outer_size.height
+        await pilot.press("right_curly_bracket")
+        await pilot.pause()
+        assert app.runtimes_panel.outer_size.height == height + 2
 
 
 async def test_a_huge_notebook_mounts_only_cells_near_the_viewport(tmp_path):

@@ -131,8 +131,8 @@ class NotebookApp(App[str]):
         self.exec_cells: dict[str, str] = {}
         self.statuses: dict[str, RuntimeStatus] = {}
         self.dirty = False
-        self.sidebar_width = 38
-        self.runtimes_height = 12
+        self.sidebar_width: int | None = None  # None: a third of the terminal, 26 to 40 columns
+        self.runtimes_height: int | None = None  # None: as tall as its runtimes need, up to half
         self.deleted: list[tuple[int, Cell]] = []
         self.cell_clipboard: list[Cell] = []
         self._chord: tuple[str, float] | None = None
@@ -184,8 +184,10 @@ class NotebookApp(App[str]):
             return "?"
 
     def _apply_sizes(self) -> None:
-        self.query_one("#sidebar").styles.width = self.sidebar_width
-        self.runtimes_panel.styles.height = self.runtimes_height
+        self.query_one("#sidebar").styles.width = self.sidebar_width or max(30, min(40, self.size.width // 3))
+        if self.runtimes_height is not None:
+            self.runtimes_panel.styles.height = self.runtimes_height
+            self.runtimes_panel.styles.max_height = self.runtimes_height
 
     # -- outputs from the results store, then live runtimes
     @work(thread=True, exclusive=True, group="open")
@@ -609,11 +611,24 @@ class NotebookApp(App[str]):
         self.query_one("#sidebar").display = self.runtimes_panel.display or self.runner_log_panel.display
 
     def action_resize_sidebar(self, delta: int) -> None:
-        self.sidebar_width = max(20, min(100, self.sidebar_width + delta))
+        current = self.sidebar_width or self.query_one("#sidebar").outer_size.width
+        self.sidebar_width = max(20, min(100, current + delta))
         self._apply_sizes()
 
     def action_resize_runtimes(self, delta: int) -> None:
-        self.runtimes_height = max(4, min(40, self.runtimes_height + delta))
+        current = self.runtimes_height or self.runtimes_panel.outer_size.height
+        self.runtimes_height = max(4, min(40, current + delta))
+        self._apply_sizes()
+
+    NOTEBOOK_SCREEN_ACTIONS = {"run_cell", "save", "toggle_panel", "resize_sidebar", "resize_runtimes"}
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Over a pager or a picker, the notebook's own keys are neither shown nor acted on.
+        if action in self.NOTEBOOK_SCREEN_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        return True
+
+    def on_resize(self) -> None:
         self._apply_sizes()
 
     def action_cycle_focus(self) -> None:

@@ -160,6 +160,9 @@ class CellWidget(Widget):
             output.display = self.cell.is_code and bool(self.output.visible_lines() or self.output.has_hidden)
             output.update(self._output_renderable())
 
+    def forget_shown_output(self) -> None:
+        self._shown_generation = -1
+
     def tick(self, now: float) -> None:
         if self.output.status == "running":
             self.border_title = status_title(self.cell, self.output, now)

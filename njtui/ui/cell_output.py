@@ -120,7 +120,9 @@ class CellOutput:
             traceback = event.get("traceback") or ""
             if traceback:
                 self.add_text("error", traceback if traceback.endswith("\n") else traceback + "\n")
-            elif event.get("ename") != "ExitStatus" or event.get("evalue"):
+            elif event.get("ename") == "ExitStatus":
+                self.add_text("error", f"{event.get('evalue') or 'non-zero exit status'}\n")
+            else:
                 self.add_text("error", f"{event.get('ename', 'Error')}: {event.get('evalue', '')}\n")
 
     def add_text(self, kind: str, text: str) -> None:

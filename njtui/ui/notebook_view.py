@@ -39,15 +39,15 @@ class NotebookView(VerticalScroll, can_focus=True):
         Binding("enter", "app.edit_cell", "edit", show=True),
         Binding("a", "app.insert_cell('above')", "insert above", show=False),
         Binding("b", "app.insert_cell('below')", "insert below", show=False),
-        Binding("d", "app.chord('delete')", "d d delete", show=False),
+        Binding("d", "app.chord('delete')", "delete (press twice)", show=False),
         Binding("z", "app.undo_delete", "undo delete", show=False),
         Binding("c", "app.copy_cells", "copy", show=False),
         Binding("x", "app.cut_cells", "cut", show=False),
         Binding("v", "app.paste_cells", "paste below", show=False),
         Binding("m", "app.set_kind('markdown')", "to markdown", show=False),
         Binding("y", "app.set_kind('code')", "to code", show=False),
-        Binding("i", "app.chord('interrupt')", "i i interrupt", show=False),
-        Binding("0", "app.chord('restart')", "0 0 restart", show=False),
+        Binding("i", "app.chord('interrupt')", "interrupt (press twice)", show=False),
+        Binding("0", "app.chord('restart')", "restart runtime (press twice)", show=False),
         Binding("r", "app.pick_runtime", "runtime", show=False),
         Binding("l", "app.pick_language", "language", show=False),
         Binding("o", "app.open_pager", "full output", show=False),
@@ -244,16 +244,19 @@ class NotebookView(VerticalScroll, can_focus=True):
     def refresh_cell(self, cell_id: str) -> None:
         widget = self.widgets.get(cell_id)
         if widget is not None:
-            widget.environment = self._environment_for(widget.cell)
-            widget.refresh_cell()
+            self._update(widget)
 
-    def _environment_for(self, cell: Cell) -> str:
-        return self.environment_of(cell)
+    def _update(self, widget: CellWidget) -> None:
+        output = self.outputs.setdefault(widget.cell.id, CellOutput())
+        if widget.output is not output:
+            widget.output = output
+            widget.forget_shown_output()
+        widget.environment = self.environment_of(widget.cell)
+        widget.refresh_cell()
 
     def refresh_all(self) -> None:
         for widget in self.widgets.values():
-            widget.environment = self.environment_of(widget.cell)
-            widget.refresh_cell()
+            self._update(widget)
         self.schedule_window()
 
     def tick(self) -> None:

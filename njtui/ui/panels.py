@@ -45,7 +45,7 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
     row = Text(no_wrap=True, overflow="ellipsis")
     row.append("● ", style=style)
     row.append(name, style="bold")
-    row.append(f" ({runtime_id})  ", style="dim")
+    row.append(f" ({runtime_id}) ", style="dim")
     if status.state == RuntimeState.RUNNING:
         if status.busy:
             row.append("busy", style=style)

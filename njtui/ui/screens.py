@@ -8,7 +8,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Log, OptionList, Static
 from textual.widgets.option_list import Option
@@ -19,12 +19,28 @@ from njtui.store.results import ResultsStore
 PAGER_BATCH = 5000
 
 
+KEY_NAMES = {
+    "question_mark": "?",
+    "escape": "Esc",
+    "enter": "Enter",
+    "pageup": "PgUp",
+    "pagedown": "PgDn",
+    "left_square_bracket": "[",
+    "right_square_bracket": "]",
+    "left_curly_bracket": "{",
+    "right_curly_bracket": "}",
+}
+
+
 def key_label(keys: str) -> str:
-    names = {"question_mark": "?", "escape": "Esc", "enter": "Enter", "pageup": "PgUp", "pagedown": "PgDn"}
+    """"shift+enter,ctrl+n" → "Shift+Enter / Ctrl+N", as people write keys."""
     labels = []
     for key in keys.split(","):
-        parts = [names.get(part, part) for part in key.split("+")]
-        labels.append("+".join(part.capitalize() if len(part) > 1 and part not in names.values() else part for part in parts))
+        *modifiers, name = key.split("+")
+        name = KEY_NAMES.get(name, name.capitalize() if len(name) > 1 else name)
+        if modifiers and len(name) == 1:
+            name = name.upper()
+        labels.append("+".join([*(modifier.capitalize() for modifier in modifiers), name]))
     return " / ".join(labels)
 
 
@@ -46,11 +62,13 @@ class HelpScreen(ModalScreen[None]):
                 text.append(f"{description}\n")
             text.append("\n")
         text.append("Esc closes this help. Ctrl+P lists every action by name.", style="dim")
-        with Vertical(id="help-box"):
+        with VerticalScroll(id="help-box"):
             yield Static(text, id="help-text")
 
     def on_mount(self) -> None:
-        self.query_one("#help-box").border_title = "Keys"
+        box = self.query_one("#help-box")
+        box.border_title = "Keys"
+        box.focus()
 
 
 class PagerScreen(Screen[None]):

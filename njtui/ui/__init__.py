@@ -1,0 +1,1 @@
+"""The Textual terminal UI; it reaches runtimes only through njtui.runner.runner.Runner."""
