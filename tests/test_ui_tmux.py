@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -177,3 +178,34 @@ def test_a_new_notebook_gets_a_default_python_runtime(tmux, tmp_path):
     tmux.wait_for(r"NJTUI-EXITED 0")
     notebook = load_notebook(tmp_path / "fresh.toml")
     assert notebook.runtimes["py"].language == "python" and notebook.cells[0].source == "1 + 41\n"
+
+
+def test_reattach_after_the_app_is_killed_with_sighup(tmux, tmp_path):
+    from tests.helpers import make_notebook
+
+    make_notebook(tmp_path, [("long", "python", "import time\nfor i in range(40):\n    print(f'tick {i:02d}', flush=True)\n    time.sleep(0.1)\n")], name="long.toml")
+    command = f"{sys.executable} -m njtui long.toml; echo NJTUI-EXITED $?; sleep 600"
+    tmux.start(command, tmp_path)
+    tmux.wait_for(r"Python \(py\)")
+    tmux.keys("C-r")
+    tmux.wait_for(r"tick 05")
+    app_pid = subprocess.run([*tmux.base, "list-panes", "-t", "t", "-F", "#{pane_pid}"], capture_output=True, text=True, check=True).stdout.strip()
+    njtui_pid = subprocess.run(["pgrep", "-P", app_pid, "-f", "njtui"], capture_output=True, text=True).stdout.split()[0]
+    os.kill(int(njtui_pid), signal.SIGHUP)
+    tmux.wait_for(r"NJTUI-EXITED")
+    tmux.kill()
+    time.sleep(0.5)  # the cell prints on while nobody is attached
+    tmux.start(command, tmp_path)
+    screen = tmux.wait_for(r"\[1\] ● running")
+    tmux.wait_for(r"\[1\] ✓ ok", timeout=30)
+    # Every tick is in the cell, in order: the ones printed before the kill, while nobody was
+    # attached, and after reopening (the cell shows the last 30; the pager shows them all).
+    tmux.keys("o")
+    tmux.wait_for(r"40 lines")
+    screen = tmux.wait_for(r"tick 00")
+    ticks = [line.split()[0] + " " + line.split()[1] for line in screen.splitlines() if line.strip().startswith("tick")]
+    assert ticks == [f"tick {i:02d}" for i in range(len(ticks))] and len(ticks) >= 20
+    tmux.keys("G")
+    screen = tmux.wait_for(r"tick 39")
+    ticks = [line.split()[0] + " " + line.split()[1] for line in screen.splitlines() if line.strip().startswith("tick")]
+    assert ticks == [f"tick {i:02d}" for i in range(40 - len(ticks), 40)]

@@ -32,7 +32,7 @@ from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
 from njtui.runner.state import RuntimeState, RuntimeStatus
 from njtui.store import StoreError, save_notebook
 from njtui.store.results import ResultsStore
-from njtui.ui.cell import CellEditor
+from njtui.ui.cell import RUN_BINDINGS, CellEditor
 from njtui.ui.cell_output import CellOutput
 from njtui.ui.notebook_view import NotebookView
 from njtui.ui.panels import RunnerLogPanel, RuntimesPanel
@@ -106,11 +106,6 @@ class NotebookApp(App[str]):
     TITLE = "njtui"
 
     BINDINGS = [
-        # Terminals and tmux often send Shift/Ctrl+Enter as plain Enter: every run action also has
-        # a Ctrl+letter that arrives intact through xterm, tmux and SSH, shown in the footer.
-        Binding("shift+enter,ctrl+n", "run_cell('next')", "run·next", key_display="⇧⏎/^N", priority=True),
-        Binding("ctrl+enter,ctrl+r", "run_cell('stay')", "run", key_display="^⏎/^R", priority=True),
-        Binding("alt+enter,ctrl+b", "run_cell('insert')", "run·new", key_display="M-⏎/^B", priority=True),
         Binding("ctrl+s", "save", "save", priority=True),
         Binding("ctrl+q", "quit_app", "quit", priority=True),
         Binding("f2", "toggle_panel('runtimes')", "runtimes", show=False),
@@ -585,7 +580,8 @@ class NotebookApp(App[str]):
             return [(key_label(binding.key), binding.description) for binding in bindings if binding.description]
 
         return [
-            ("Command mode (Esc)", rows(NotebookView.BINDINGS)),
+            ("Command mode (Esc)", rows([b for b in NotebookView.BINDINGS if b not in RUN_BINDINGS])),
+            ("Run (command and edit mode)", rows(RUN_BINDINGS)),
             ("Everywhere", rows(self.BINDINGS) + [("Ctrl+P", "command palette"), ("Esc", "leave edit mode")]),
             ("Runtimes panel (Tab to reach it)", rows(RuntimesPanel.BINDINGS)),
             ("Runner log", rows(RunnerLogPanel.BINDINGS)),

@@ -10,6 +10,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static, TextArea
@@ -75,8 +76,21 @@ def estimate_height(cell: Cell, output: CellOutput | None) -> int:
     return rows + 2  # the border
 
 
+# Terminals and tmux often send Shift/Ctrl+Enter as plain Enter: every run action also has a
+# Ctrl+letter that arrives intact through xterm, tmux and SSH, and the footer shows both. They
+# are bound on the focused widgets (the notebook view, the cell editor), not as app-wide priority
+# bindings, so a run key typed right after a move key acts on the cell that key selected.
+RUN_BINDINGS = [
+    Binding("shift+enter,ctrl+n", "app.run_cell('next')", "run·next", key_display="⇧⏎/^N"),
+    Binding("ctrl+enter,ctrl+r", "app.run_cell('stay')", "run", key_display="^⏎/^R"),
+    Binding("alt+enter,ctrl+b", "app.run_cell('insert')", "run·new", key_display="M-⏎/^B"),
+]
+
+
 class CellEditor(TextArea):
     """The source editor of a cell in edit mode. Esc leaves edit mode (TextArea would move focus)."""
+
+    BINDINGS = RUN_BINDINGS
 
     class Leave(Message):
         pass

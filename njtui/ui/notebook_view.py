@@ -18,7 +18,7 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 
 from njtui.model import Cell
-from njtui.ui.cell import CellWidget, estimate_height
+from njtui.ui.cell import RUN_BINDINGS, CellWidget, estimate_height
 from njtui.ui.cell_output import CellOutput
 
 
@@ -30,6 +30,7 @@ class NotebookView(VerticalScroll, can_focus=True):
     """Command mode lives here: its bindings are the notebook's keyboard model."""
 
     BINDINGS = [
+        *RUN_BINDINGS,
         Binding("up,k", "app.select_relative(-1)", "up", show=False),
         Binding("down,j", "app.select_relative(1)", "down", show=False),
         Binding("home,g", "app.select_index(0)", "first", show=False),
