@@ -309,6 +309,9 @@ class NotebookApp(App[str]):
 
     @on(CellEditor.Leave)
     async def _leave_edit(self, event: CellEditor.Leave) -> None:
+        await self.action_leave_edit()
+
+    async def action_leave_edit(self) -> None:
         await self._stop_editing()
         self.view.focus()
 
@@ -621,6 +624,8 @@ class NotebookApp(App[str]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Over a pager or a picker, the notebook's own keys are neither shown nor acted on.
         if action in self.NOTEBOOK_SCREEN_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        if action == "edit_cell" and isinstance(self.focused, CellEditor):
             return False
         return True
 

@@ -90,7 +90,7 @@ RUN_BINDINGS = [
 class CellEditor(TextArea):
     """The source editor of a cell in edit mode. Esc leaves edit mode (TextArea would move focus)."""
 
-    BINDINGS = RUN_BINDINGS
+    BINDINGS = [*RUN_BINDINGS, Binding("escape", "app.leave_edit", "command mode", key_display="Esc")]
 
     class Leave(Message):
         pass
