@@ -279,9 +279,23 @@ def _print_record(printer, store, record: ExecutionRecord, cell, label: str, as_
 
 # -- njtui runtimes
 def _all_backends() -> dict[str, Any]:
-    from njtui.runner.host import HostBackend
+    from njtui.runner.runner import default_backends
 
-    return {"host": HostBackend()}
+    return default_backends()
+
+
+def _listed(backends: dict[str, Any]) -> list[tuple[Any, Any]]:
+    from njtui.runner.backend import BackendError
+
+    infos = []
+    for name, backend in backends.items():
+        try:
+            infos.extend((backend, info) for info in backend.list())
+        except BackendError as exc:
+            # No engine: host runtimes are still listed; say why Docker ones are not.
+            if name != "docker" or "unreachable" not in str(exc) or os.environ.get("DOCKER_HOST"):
+                print(f"njtui: {name} runtimes not listed: {exc}", file=sys.stderr)
+    return infos
 
 
 def _live_status(backend, info) -> dict[str, Any]:
@@ -312,13 +326,15 @@ def _live_status(backend, info) -> dict[str, Any]:
 
 
 def cmd_runtimes(args: argparse.Namespace) -> int:
-    backends = _all_backends()
-    infos = [(backend, info) for backend in backends.values() for info in backend.list()]
+    infos = _listed(_all_backends())
     if args.action == "stop":
         if not args.all and not args.id:
             raise UsageError("say which runtime to stop: njtui runtimes stop ID (from `njtui runtimes`) or --all")
         chosen = [(b, i) for b, i in infos if args.all or i.key.startswith(args.id) or i.runtime_id == args.id]
         if not chosen:
+            if args.all:
+                print("no runtimes running")
+                return EXIT_OK
             print(f"njtui: no running runtime matches {args.id!r}; `njtui runtimes` lists them", file=sys.stderr)
             return EXIT_BAD_INPUT
         for backend, info in chosen:

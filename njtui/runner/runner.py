@@ -181,6 +181,13 @@ class RuntimeSession:
         self.recorder.release()
 
 
+def default_backends() -> dict[str, Backend]:
+    from njtui.runner.docker_backend import DockerBackend
+
+    # The Docker backend reaches for an engine only when a runtime needs one.
+    return {"host": HostBackend(), "docker": DockerBackend()}
+
+
 class Runner:
     def __init__(
         self,
@@ -194,7 +201,7 @@ class Runner:
         self.notebook = notebook
         self.store = ResultsStore(self.path)
         self.log = log or RunnerLog()
-        self.backends: dict[str, Backend] = backends or {"host": HostBackend()}
+        self.backends: dict[str, Backend] = backends or default_backends()
         self.sessions: dict[str, RuntimeSession] = {}
         self._statuses: dict[str, RuntimeStatus] = {}
         self._listeners: list[Listener] = []
