@@ -24,7 +24,7 @@ from njtui.model.output import ExecutionRecord
 from njtui.store import NotebookError, load_notebook
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("open", "run", "show", "runtimes")
+COMMANDS = ("open", "run", "show", "runtimes", "results")
 
 
 class UsageError(Exception):
@@ -393,6 +393,53 @@ def _short_path(path: str) -> str:
     return "~" + path[len(home) :] if path.startswith(home + os.sep) else path
 
 
+# -- njtui results
+def cmd_results(args: argparse.Namespace) -> int:
+    import shutil
+
+    from njtui.model.size import format_size
+    from njtui.store.results import ResultsStore
+
+    notebook = _load(args.notebook)
+    store = ResultsStore(args.notebook)
+    cells = _select_cells(notebook, [args.cell] if args.cell else None, args.notebook)
+    found = 0
+    for cell in cells:
+        versions = store.versions(cell.id)
+        if args.version is not None:
+            if args.version not in versions:
+                if args.cell:
+                    known = ", ".join(map(str, versions)) or "none"
+                    raise UsageError(f"cell {cell.id} has no version {args.version}; its versions: {known}")
+                continue
+            versions = [args.version]
+        for version in versions:
+            record = store.load(cell.id, version)
+            files = store.files(record)
+            if not files:
+                continue
+            found += len(files)
+            if args.extract:
+                target = Path(args.extract) / (cell.id if not args.cell else "") / (f"v{version}" if args.version is None else "")
+                for entry in files:
+                    destination = (target / entry["name"]).resolve()
+                    if not str(destination).startswith(str(target.resolve())):
+                        continue  # a name that climbs out of the target directory
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(store.blob_path(entry["sha256"]), destination)
+                    print(destination)
+            elif args.json:
+                for entry in files:
+                    print(json.dumps({"cell": cell.id, "version": version, "count": record.count, **entry, "path": str(store.blob_path(entry["sha256"]))}))
+            else:
+                print(f"── {cell.id} · version {version} · [{record.count}] {record.status} ──")
+                for entry in files:
+                    print(f"  {entry['name']:<32} {format_size(entry['size']):>10}  {entry['type']}")
+    if not found and not args.json:
+        print("no result files" + (f" for cell {args.cell}" if args.cell else ""), file=sys.stderr)
+    return EXIT_OK
+
+
 # -- njtui NOTEBOOK
 def cmd_open(args: argparse.Namespace) -> int:
     from njtui.model import Notebook
@@ -452,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     runtimes.add_argument("--all", action="store_true")
     runtimes.add_argument("--json", action="store_true")
     runtimes.set_defaults(handler=cmd_runtimes)
+    results = sub.add_parser("results", help="list or extract the files cells wrote to /results")
+    results.add_argument("notebook")
+    results.add_argument("cell", nargs="?", help="only this cell")
+    results.add_argument("--version", type=int, help="only this version (execution) of the cell")
+    results.add_argument("--extract", metavar="DIR", help="copy the files into DIR")
+    results.add_argument("--json", action="store_true", help="one JSON object per file")
+    results.set_defaults(handler=cmd_results)
     return parser
 
 

@@ -42,6 +42,8 @@ class RuntimeSpec:
     environment: str = HOST_ENVIRONMENT
     default: bool = False
     idle_timeout: str | None = None
+    cpus: float | None = None  # a container limit; host runtimes show it does not apply
+    memory: str | None = None  # e.g. "256MB"; a container limit
     env: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import socket
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import njtui
 from njtui.model import RuntimeSpec
+from njtui.model.size import parse_size
 from njtui.runner import protocol
 from njtui.runner.backend import BackendError, ProgressCallback, RuntimeInfo
 from njtui.runner.paths import notebook_identity, runtime_key
@@ -384,10 +387,15 @@ class DockerBackend:
             "detach": True,  # …which stays open when a client goes (else docker-py sets StdinOnce)
             "tty": False,
         }
-        host = {
+        host: dict[str, Any] = {
             "init": True,  # an init as PID 1 reaps what cells leave behind and forwards signals
             "log_config": {"type": "none", "config": {}},  # output lives in the agent's journal
         }
+        if spec.cpus is not None:
+            host["nano_cpus"] = int(spec.cpus * 1e9)
+        if spec.memory is not None:
+            host["mem_limit"] = parse_size(spec.memory)
+            host["memswap_limit"] = parse_size(spec.memory)  # no swap: past the limit is out of memory
         return create, host
 
     def start(self, notebook_path: str, spec: RuntimeSpec, progress: ProgressCallback | None = None) -> RuntimeInfo:
@@ -519,6 +527,22 @@ class DockerBackend:
             infos.append(info)
         return infos
 
+    def collect_files(self, info: RuntimeInfo, since: float) -> Iterator[tuple[str, IO[bytes]]]:
+        """Files under /results changed since `since` (the execution's start), streamed out of
+        the container as one tar through the API."""
+        import docker
+
+        container = self._api(f"runtime {info.runtime_id}", self.client.containers.get, info.details["container"])
+        try:
+            chunks, _ = container.get_archive(RESULTS_DIR + "/.")
+        except docker.errors.NotFound:
+            return
+        with tempfile.TemporaryFile() as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+            spool.seek(0)
+            yield from files_changed_since(spool, since)
+
     def journal(self, info: RuntimeInfo) -> Iterator[dict[str, Any]]:
         container = self._api(f"runtime {info.runtime_id}", self.client.containers.get, info.details["container"])
         for line in _journal_lines(container):
@@ -535,6 +559,19 @@ class DockerBackend:
             pass
         except Exception:  # noqa: BLE001 - left for the next client
             pass
+
+
+def files_changed_since(archive: IO[bytes], since: float) -> Iterator[tuple[str, IO[bytes]]]:
+    """Regular files in a tar of the results directory modified at or after `since`."""
+    cutoff = math.floor(since)  # tar keeps whole seconds
+    with tarfile.open(fileobj=archive, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile() or member.mtime < cutoff:
+                continue
+            name = member.name.split("/", 1)[1] if "/" in member.name else member.name
+            handle = tar.extractfile(member)
+            if handle is not None and name:
+                yield name, handle
 
 
 def _split_reference(reference: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import njtui
 from njtui.model import RuntimeSpec
@@ -148,6 +148,10 @@ class HostBackend:
         env.update(spec.env)
         env["NJTUI_RUNTIME"] = spec.id
         env["NJTUI_NOTEBOOK"] = notebook_identity(notebook_path)
+        # The host's /results: files written here are collected when the cell finishes.
+        results = runtime_dir / "results"
+        results.mkdir(exist_ok=True)
+        env["NJTUI_RESULTS"] = str(results)
         # Cells see a plain terminal-less environment, not the TUI's.
         for name in ("TEXTUAL", "TEXTUAL_DRIVER"):
             env.pop(name, None)
@@ -239,6 +243,21 @@ class HostBackend:
             elif now - child.stat().st_mtime > ENDED_RETENTION:
                 shutil.rmtree(child, ignore_errors=True)
         return found
+
+    def collect_files(self, info: RuntimeInfo, since: float) -> Iterator[tuple[str, IO[bytes]]]:
+        """Files under the runtime's $NJTUI_RESULTS changed since the execution started."""
+        root = Path(info.details["dir"]) / "results"
+        cutoff = since - 0.001
+        for directory, _, names in os.walk(root):
+            for name in sorted(names):
+                path = Path(directory) / name
+                try:
+                    if not path.is_file() or path.is_symlink() or path.stat().st_mtime < cutoff:
+                        continue
+                    with open(path, "rb") as handle:
+                        yield str(path.relative_to(root)), handle
+                except OSError:
+                    continue
 
     def journal(self, info: RuntimeInfo) -> Iterator[dict[str, Any]]:
         with open(Path(info.details["dir"]) / "journal.jsonl", "rb") as journal:

@@ -13,7 +13,14 @@ _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
 
 def runtime_root() -> Path:
     override = os.environ.get("NJTUI_RUNTIME_DIR")
-    root = Path(override) if override else Path(platformdirs.user_runtime_dir("njtui"))
+    if override:
+        root = Path(override)
+    elif os.environ.get("XDG_RUNTIME_DIR") or not os.name == "posix" or os.uname().sysname == "Darwin":
+        root = Path(platformdirs.user_runtime_dir("njtui"))
+    else:
+        # No XDG_RUNTIME_DIR (su, cron, some SSH set-ups): a private directory in /tmp, as
+        # platformdirs would pick, without its warning on every command.
+        root = Path(f"/tmp/njtui-runtime-{os.getuid()}")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return root
 

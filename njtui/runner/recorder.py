@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import IO, Any
 
+from njtui.model import ExecutionRecord
 from njtui.store.results import RecordWriter, ResultsStore
 
 CURSOR_SAVE_INTERVAL = 0.25
@@ -50,12 +51,14 @@ class Recorder:
     def since(self) -> int:
         return int(self.cursor.get("seq", 0)) + 1
 
-    def handle(self, message: dict[str, Any]) -> None:
+    def handle(self, message: dict[str, Any]) -> ExecutionRecord | None:
+        """Records one message; returns the execution's record when this message finished it."""
         if not self.active:
-            return
+            return None
         seq = message.get("seq")
         if seq is None or seq <= self.cursor.get("seq", 0):
-            return
+            return None
+        finished = None
         kind = message.get("type")
         exec_id = message.get("exec")
         if kind == "queued":
@@ -67,11 +70,12 @@ class Recorder:
             if writer is not None:
                 writer.add(message)
         elif kind == "done":
-            self._done(exec_id, message)
+            finished = self._done(exec_id, message)
         self.cursor["seq"] = seq
         self._dirty = True
         if time.monotonic() - self._last_save > CURSOR_SAVE_INTERVAL:
             self.flush()
+        return finished
 
     def _start(self, exec_id: str, message: dict[str, Any]) -> RecordWriter | None:
         meta = message.get("meta") or self._queued_meta.get(exec_id) or {}
@@ -102,13 +106,13 @@ class Recorder:
             self._writers[exec_id] = writer
         return writer
 
-    def _done(self, exec_id: str, message: dict[str, Any]) -> None:
+    def _done(self, exec_id: str, message: dict[str, Any]) -> ExecutionRecord | None:
         writer = self._writer(exec_id)
         if writer is None and message.get("status") == "interrupted" and exec_id in self._queued_meta:
             # A queued cell dropped by an interrupt never started; its record says so.
             writer = self._start(exec_id, {"t": message.get("t"), "meta": self._queued_meta[exec_id]})
         if writer is None:
-            return
+            return None
         started = writer.record.started_at or message.get("t")
         writer.finish(
             status=message.get("status", "ok"),
@@ -120,6 +124,7 @@ class Recorder:
         self._writers.pop(exec_id, None)
         self._queued_meta.pop(exec_id, None)
         self.cursor.get("open", {}).pop(exec_id, None)
+        return writer.record
 
     def close_open(self, reason: str) -> None:
         """Executions that can no longer finish (their runtime is gone) end as `lost`."""

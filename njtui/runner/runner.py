@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from njtui.model import Cell, Notebook, RuntimeSpec
+from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
 from njtui.runner import protocol
 from njtui.runner.backend import Backend, BackendError, Connection, RuntimeInfo
 from njtui.runner.host import HostBackend
@@ -115,7 +115,9 @@ class RuntimeSession:
                 self._track(message)
                 self.runner._emit(RuntimeMessage(self.spec.id, message))
             # Recorded after the listeners have it: file writes stay off the latency path.
-            self.recorder.handle(message)
+            finished = self.recorder.handle(message)
+            if finished is not None:
+                self.runner.collect_files(self.backend, self.info, finished)
             self._maybe_take_recording()
         self._ended(exit_reason, crashed)
 
@@ -311,6 +313,20 @@ class Runner:
             self.log.info(session.spec.id, reason)
             self._move(session.spec.id, RuntimeState.STOPPED, reason=reason, busy=False)
 
+    def collect_files(self, backend: Backend, info: RuntimeInfo, record: ExecutionRecord) -> None:
+        """Files the execution wrote to /results (or $NJTUI_RESULTS) go to the results store."""
+        collect = getattr(backend, "collect_files", None)
+        if collect is None or record.started_at is None:
+            return
+        try:
+            files = self.store.save_files(record, collect(info, record.started_at))
+        except (BackendError, OSError) as exc:
+            self.log.warning(info.runtime_id, f"could not collect /results of cell {record.cell}: {exc}")
+            return
+        if files:
+            self.log.info(info.runtime_id, f"collected {len(files)} file{'s' if len(files) != 1 else ''} from /results of cell {record.cell}")
+            self._emit(RuntimeMessage(info.runtime_id, {"seq": None, "exec": record.exec_id, "type": "files", "files": files, "version": record.version, "t": time.time()}))
+
     def runtime_for(self, cell: Cell) -> RuntimeSpec:
         return self.notebook.runtime_for(cell)
 
@@ -364,7 +380,9 @@ class Runner:
                 try:
                     recorder.bind(info.instance)
                     for message in backend.journal(info):
-                        recorder.handle(message)
+                        finished = recorder.handle(message)
+                        if finished is not None:
+                            self.collect_files(backend, info, finished)
                     recorder.close_open(info.exit_reason or "the runtime ended")
                 finally:
                     recorder.release()

@@ -18,14 +18,15 @@ from njtui.model import (
     RuntimeSpec,
     parse_duration,
 )
+from njtui.model.size import SizeError, parse_size
 from njtui.store import toml_writer
 from njtui.store.atomic import atomic_write_bytes
 from njtui.store.errors import NotebookError
 from njtui.store.locate import Locator
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
-_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array"}
-_RUNTIME_KEYS = ("name", "language", "environment", "default", "idle_timeout", "env")
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
+_RUNTIME_KEYS = ("name", "language", "environment", "default", "idle_timeout", "cpus", "memory", "env")
 _CELL_KEYS = ("id", "kind", "language", "runtime", "source")
 _DONT_CHANGE = "njtui left the file unchanged"
 
@@ -49,7 +50,7 @@ class _Validator:
                 raise self.fail(where, f"{label or 'table'} is missing the key `{key}`", f"add `{key} = …` ({_TYPE_NAMES[kind]})")
             return None
         value = table[key]
-        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        wrong = not isinstance(value, kind) or (kind in (int, (int, float)) and isinstance(value, bool))
         if wrong:
             raise self.fail(
                 where + (key,),
@@ -111,6 +112,16 @@ class _Validator:
                     raise DurationError("must be positive")
             except DurationError as exc:
                 raise self.fail(where + ("idle_timeout",), f"{label} has a bad idle_timeout {idle_timeout!r}: {exc}", 'write it like "20m", "90s" or "1h30m"') from None
+        cpus = self.get(table, where, "cpus", (int, float), label=label)
+        if cpus is not None and (isinstance(cpus, bool) or cpus <= 0):
+            raise self.fail(where + ("cpus",), f"{label} has cpus = {cpus!r}", "write a positive number of CPUs, e.g. cpus = 1.5")
+        memory = self.get(table, where, "memory", str, label=label)
+        if memory is not None:
+            try:
+                if parse_size(memory) < 6 * 1024 * 1024:
+                    raise SizeError("Docker needs at least 6 MB")
+            except SizeError as exc:
+                raise self.fail(where + ("memory",), f"{label} has a bad memory limit {memory!r}: {exc}", 'write it like "256MB" or "2GiB"') from None
         env = self.get(table, where, "env", dict, label=label) or {}
         for key, value in env.items():
             if not isinstance(value, str):
@@ -122,6 +133,8 @@ class _Validator:
             environment=environment or HOST_ENVIRONMENT,
             default=bool(self.get(table, where, "default", bool, label=label)),
             idle_timeout=idle_timeout,
+            cpus=float(cpus) if cpus is not None else None,
+            memory=memory,
             env=dict(env),
             extra={k: v for k, v in table.items() if k not in _RUNTIME_KEYS},
         )
@@ -279,6 +292,10 @@ def runtime_document(spec: RuntimeSpec) -> dict[str, Any]:
     table: dict[str, Any] = {"name": spec.name, "language": spec.language, "environment": spec.environment}
     if spec.default:
         table["default"] = True
+    if spec.cpus is not None:
+        table["cpus"] = spec.cpus
+    if spec.memory is not None:
+        table["memory"] = spec.memory
     if spec.idle_timeout is not None:
         table["idle_timeout"] = spec.idle_timeout
     table.update(spec.extra)

@@ -3,6 +3,8 @@
 Layout of `analysis.results/` for `analysis.toml`:
 
     cells/<cell id>/000007.<exec id>.jsonl   version 7 of the cell's output
+    cells/<cell id>/000007.files.json        the files version 7 left in /results
+    blobs/<ab>/<sha256>                      those files' contents, each content stored once
     cursors/<runtime key>.jsonl              how far the runtime's journal has been recorded
     cursors/<runtime key>.lock               held by the one client recording that runtime
 
@@ -22,9 +24,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import mimetypes
 import os
 import re
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -304,6 +308,46 @@ class ResultsStore:
             path = files[version][1]
             if any(b'"end"' in line[:8] for line in _tail_lines(path, 4096)[:1]):
                 path.unlink(missing_ok=True)
+                # Blobs stay: another version may share them.
+                self._manifest(path.parent.name, version).unlink(missing_ok=True)
+
+    # -- files a cell wrote to /results (or $NJTUI_RESULTS), content-addressed
+    def _manifest(self, cell_id: str, version: int) -> Path:
+        return self.cell_dir(cell_id) / f"{version:06d}.files.json"
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / digest
+
+    def save_files(self, record: ExecutionRecord, files: Iterable[tuple[str, IO[bytes]]]) -> list[dict[str, Any]]:
+        """Stores the files of one execution; identical contents are stored once."""
+        entries = []
+        staging = self.root / "blobs" / "incoming"
+        staging.mkdir(parents=True, exist_ok=True)
+        for name, handle in files:
+            digest = hashlib.sha256()
+            size = 0
+            with tempfile.NamedTemporaryFile(dir=staging, delete=False) as temporary:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+                    temporary.write(chunk)
+                    size += len(chunk)
+            target = self.blob_path(digest.hexdigest())
+            if target.exists():
+                os.unlink(temporary.name)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temporary.name, target)
+            kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            entries.append({"name": name, "size": size, "type": kind, "sha256": digest.hexdigest()})
+        entries.sort(key=lambda entry: entry["name"])
+        atomic_write_bytes(self._manifest(record.cell, record.version), json.dumps({"exec": record.exec_id, "files": entries}, indent=1).encode(), durable=False)
+        return entries
+
+    def files(self, record: ExecutionRecord) -> list[dict[str, Any]]:
+        try:
+            return json.loads(self._manifest(record.cell, record.version).read_text())["files"]
+        except (OSError, ValueError, KeyError):
+            return []
 
     # -- the recorder's bookkeeping
     def cursor(self, runtime_key: str) -> dict[str, Any]:

@@ -196,7 +196,7 @@ class NotebookApp(App[str]):
             if record is None:
                 continue
             events, truncated = self.store.tail_events(record)
-            loaded.append((cell.id, record, events, truncated))
+            loaded.append((cell.id, record, events, truncated, self.store.files(record)))
         self.call_from_thread(self._show_loaded, loaded)
         try:
             self.runner.attach_running()
@@ -205,9 +205,11 @@ class NotebookApp(App[str]):
         self._loaded.set()
 
     def _show_loaded(self, loaded: list) -> None:
-        for cell_id, record, events, truncated in loaded:
+        for cell_id, record, events, truncated, files in loaded:
             output = self.outputs.setdefault(cell_id, CellOutput())
             output.load(record, events, truncated)
+            if files:
+                output.set_files(files)
             if record.exec_id:
                 self.exec_cells[record.exec_id] = cell_id
         self.view.refresh_all()

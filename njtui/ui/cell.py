@@ -20,8 +20,8 @@ from njtui.ui.cell_output import CellOutput
 
 LEXERS = {"python": "python", "bash": "bash"}
 STATUS_MARKS = {"ok": "✓", "error": "✗", "interrupted": "■", "lost": "✗", "queued": "…", "running": "●"}
-OUTPUT_STYLES = {"stdout": "", "stderr": "red", "result": "bold", "error": "red", "note": "dim italic"}
-OUTPUT_GUTTERS = {"stdout": "  ", "stderr": "▌ ", "result": "  ", "error": "▌ ", "note": "  "}
+OUTPUT_STYLES = {"stdout": "", "stderr": "red", "result": "bold", "error": "red", "note": "dim italic", "file": "cyan"}
+OUTPUT_GUTTERS = {"stdout": "  ", "stderr": "▌ ", "result": "  ", "error": "▌ ", "note": "  ", "file": "▤ "}
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any
 
 from njtui.model import ExecutionRecord
+from njtui.model.size import format_size
 
 TAIL_LINES = 30
 MAX_LINE_CHARS = 1000
@@ -47,6 +48,7 @@ class CellOutput:
         self.open_line: tuple[str, str] | None = None  # the last line while it has no newline yet
         self.total_lines = 0
         self.earlier_output = False  # the store's tail was loaded: there is more before it
+        self.files: list[dict[str, Any]] = []  # what the execution left in /results
         self.last_seq = 0
         self.generation = 0  # bumped on every change, so widgets redraw only when needed
 
@@ -91,6 +93,8 @@ class CellOutput:
             self.status = "running"
             self.count = message.get("count")
             self.started_at = message.get("t") or time.time()
+        elif kind == "files":
+            self.set_files(message.get("files") or [])
         elif kind == "done":
             self.status = message.get("status") or "ok"
             self.duration = message.get("duration")
@@ -124,6 +128,12 @@ class CellOutput:
                 self.add_text("error", f"{event.get('evalue') or 'non-zero exit status'}\n")
             else:
                 self.add_text("error", f"{event.get('ename', 'Error')}: {event.get('evalue', '')}\n")
+
+    def set_files(self, files: list[dict[str, Any]]) -> None:
+        self.files = list(files)
+        self._close_open_line()
+        for entry in self.files:
+            self._push("file", f"{entry['name']}  {format_size(entry.get('size', 0))}  {entry.get('type', '')}")
 
     def add_text(self, kind: str, text: str) -> None:
         if not text:
