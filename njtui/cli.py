@@ -111,7 +111,7 @@ class JsonPrinter:
         self.out.flush()
 
     def start(self, cell_id: str, label: str, count: int | None, **extra: Any) -> None:
-        self._write({"event": "start", "cell": cell_id, "count": count, **extra})
+        self._write({"event": "start", "cell": cell_id, "count": count, "label": label, **extra})
 
     def event(self, cell_id: str, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -123,6 +123,8 @@ class JsonPrinter:
             self._write(
                 {"event": "error", "cell": cell_id, "ename": message.get("ename"), "evalue": message.get("evalue"), "traceback": message.get("traceback", "")}
             )
+        elif kind == "files":
+            self._write({"event": "files", "cell": cell_id, "version": message.get("version"), "files": message.get("files", [])})
 
     def done(self, cell_id: str, status: str, duration: float | None, reason: str | None = None, **extra: Any) -> None:
         event = {"event": "done", "cell": cell_id, "status": status, "duration": duration}

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+PYTHON_IMAGE = "njtui/python:3.11"
+BASH_IMAGE = "njtui/bash:5"
 SAMPLES = REPO / "sample_notebooks"
 
 
@@ -29,6 +31,17 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which counts as a failure here: {reason}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing may be orphaned: a runtime container of this session left after every test's own
+    clean-up is a failure (and is removed)."""
+    if not hasattr(session.config, "_tmp_path_factory"):
+        return
+    leftovers = _remove_test_containers(session.config._tmp_path_factory.getbasetemp(), report=True)
+    if leftovers:
+        print("\nnjtui: runtime containers left behind by the tests: " + ", ".join(leftovers))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +62,66 @@ def isolated_env(tmp_path_factory, monkeypatch):
     for info in backend.list():
         backend.stop(info, timeout=3)
     subprocess.run(["rm", "-rf", str(runtime_dir)], check=False)
+    _stop_test_runtimes(tmp_path_factory.getbasetemp())
+
+
+def _stop_test_runtimes(basetemp: Path) -> None:
+    """Stops this session's Docker runtimes through the product's own path (stop removes)."""
+    if not _test_containers(basetemp):
+        return
+    from njtui.runner.docker_backend import DockerBackend
+
+    backend = DockerBackend()
+    prefix = str(basetemp.resolve())
+    for info in backend.list():
+        if info.notebook.startswith(prefix):
+            backend.stop(info, timeout=3)
+    for container in _test_containers(basetemp):
+        if container.status != "running":
+            info = backend._info(container)
+            backend.discard(info)
+
+
+def _test_containers(basetemp: Path) -> list:
+    """Runtime containers of notebooks this test session made (under pytest's base temp)."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        containers = client.containers.list(all=True, filters={"label": "org.njtui.key"})
+    except Exception:  # noqa: BLE001 - no engine: nothing to clean
+        return []
+    prefix = str(basetemp.resolve())
+    return [c for c in containers if c.labels.get("org.njtui.notebook", "").startswith(prefix)]
+
+
+def _remove_test_containers(basetemp: Path, report: bool) -> list[str]:
+    names = []
+    for container in _test_containers(basetemp):
+        names.append(f"{container.name} ({container.labels.get('org.njtui.runtime')}, {container.status})")
+        try:
+            container.remove(force=True)
+        except Exception:  # noqa: BLE001
+            pass
+    return names
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The Docker engine and base images the Docker tests run against (scripts/provision)."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no Docker engine answers ({exc}); scripts/provision starts one")
+    for tag in (PYTHON_IMAGE, BASH_IMAGE):
+        try:
+            client.images.get(tag)
+        except Exception:  # noqa: BLE001
+            pytest.skip(f"base image {tag} is missing; scripts/provision builds it")
+    return client
 
 
 def njtui(*args: str, cwd: Path | None = None, timeout: float = 120, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:

@@ -116,7 +116,7 @@ class RuntimeSession:
                 self.runner._emit(RuntimeMessage(self.spec.id, message))
             # Recorded after the listeners have it: file writes stay off the latency path.
             finished = self.recorder.handle(message)
-            if finished is not None:
+            if finished is not None and message.get("files_changed") is not False:
                 self.runner.collect_files(self.backend, self.info, finished)
             self._maybe_take_recording()
         self._ended(exit_reason, crashed)
@@ -381,7 +381,7 @@ class Runner:
                     recorder.bind(info.instance)
                     for message in backend.journal(info):
                         finished = recorder.handle(message)
-                        if finished is not None:
+                        if finished is not None and message.get("files_changed") is not False:
                             self.collect_files(backend, info, finished)
                     recorder.close_open(info.exit_reason or "the runtime ended")
                 finally:

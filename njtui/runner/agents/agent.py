@@ -45,6 +45,29 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _results_changed_since(started_at: float) -> bool:
+    """Whether the cell wrote into the results directory: the client collects only then."""
+    root = os.environ.get("NJTUI_RESULTS")
+    if not root:
+        return False
+    cutoff = started_at - 1.0  # file systems with whole-second times
+    pending = [root]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 class Channel:
     """Numbers every message, journals it, then writes it to the client."""
 
@@ -342,6 +365,7 @@ class Agent:
         self.capture.exec_id = exec_id
         self._interrupt_raised = False
         self.channel.emit("start", exec_id, meta=meta, count=count)
+        started_at = time.time()
         started = time.perf_counter()
         status = "ok"
         filename = f"<cell {meta.get('cell') or exec_id}>"
@@ -360,7 +384,12 @@ class Agent:
             self._report_error(exc, exec_id)
         self.capture.drain()
         self.channel.emit(
-            "done", exec_id, status=status, count=count, duration=time.perf_counter() - started
+            "done",
+            exec_id,
+            status=status,
+            count=count,
+            duration=time.perf_counter() - started,
+            files_changed=_results_changed_since(started_at),
         )
 
     def _execute(self, code: str, filename: str, exec_id: str, count: int) -> None:

@@ -1,0 +1,174 @@
+"""Docker runtimes against the real engine: containers as runtimes, images as environments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from njtui.model import Cell, Notebook, RuntimeSpec
+from njtui.runner.docker_backend import LABEL_KEY, LABEL_NOTEBOOK, LABEL_RUNTIME, LABEL_VERSION, DockerBackend
+from njtui.store import save_notebook
+from njtui.store.results import ResultsStore
+from tests.conftest import BASH_IMAGE, PYTHON_IMAGE, SAMPLES, njtui
+
+pytestmark = pytest.mark.docker
+
+
+def notebook_file(tmp_path: Path, runtimes: dict[str, dict], cells: list[tuple[str, str, str]], name: str = "nb.toml") -> Path:
+    """runtimes: id → RuntimeSpec fields; cells: (id, runtime id, source)."""
+    notebook = Notebook(title="docker test")
+    for runtime_id, fields in runtimes.items():
+        notebook.runtimes[runtime_id] = RuntimeSpec(runtime_id, **fields)
+    for cell_id, runtime_id, source in cells:
+        language = notebook.runtimes[runtime_id].language
+        notebook.cells.append(Cell(cell_id, "code", source, language, runtime=runtime_id))
+    path = tmp_path / name
+    save_notebook(notebook, path)
+    return path
+
+
+def events(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def containers_of(client, path: Path, all: bool = True) -> list:
+    return [c for c in client.containers.list(all=all, filters={"label": LABEL_KEY}) if c.labels.get(LABEL_NOTEBOOK) == str(path.resolve())]
+
+
+def test_python_runtime_in_a_container_keeps_state_and_is_labelled(docker_engine, tmp_path):
+    path = notebook_file(
+        tmp_path,
+        {"py": {"language": "python", "environment": PYTHON_IMAGE, "env": {"GREETING": "hi"}}},
+        [("a", "py", "import os, sys\nx = 41\nprint(os.environ['GREETING'], os.environ['NJTUI_RESULTS'])\nprint('err', file=sys.stderr)\n"), ("b", "py", "x + 1\n")],
+    )
+    result = njtui("run", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    got = events(result)
+    assert [e["text"] for e in got if e["event"] == "stream"] == ["hi /results\n", "err\n"]
+    assert next(e for e in got if e["event"] == "result")["data"]["text/plain"] == "42"
+    assert next(e for e in got if e["event"] == "start")["label"] == f"{PYTHON_IMAGE} · python"
+    (container,) = containers_of(docker_engine, path)
+    assert container.status == "running"
+    assert container.labels[LABEL_RUNTIME] == "py" and container.labels[LABEL_VERSION]
+    # The agent was brought in at start, not baked into the image.
+    assert docker_engine.images.get(PYTHON_IMAGE).attrs["Config"].get("Cmd") == ["bash"]
+    stop = njtui("runtimes", "stop", "--all")
+    assert stop.returncode == 0
+    assert containers_of(docker_engine, path) == [], "stopping removes the container"
+
+
+def test_bash_runtime_in_an_image_without_python(docker_engine, tmp_path):
+    no_python = subprocess.run(["docker", "run", "--rm", BASH_IMAGE, "bash", "-c", "command -v python3 || echo none"], capture_output=True, text=True)
+    assert no_python.stdout.strip() == "none"
+    path = notebook_file(
+        tmp_path,
+        {"sh": {"language": "bash", "environment": BASH_IMAGE}},
+        [("a", "sh", "cd /tmp\nV=kept\nf() { echo \"f:$1\"; }\n"), ("b", "sh", "echo $PWD $V\nf x\nfalse\n")],
+    )
+    result = njtui("run", str(path), "--json")
+    assert result.returncode == 1, result.stderr
+    got = events(result)
+    assert "".join(e["text"] for e in got if e["event"] == "stream") == "/tmp kept\nf:x\n"
+    assert got[-1]["status"] == "error" and got[-1]["exit_code"] == 1
+
+
+def test_docker_sample_mixes_host_and_containers(docker_engine, tmp_path):
+    sample = tmp_path / "docker-tour.toml"
+    sample.write_bytes((SAMPLES / "docker-tour.toml").read_bytes())
+    result = njtui("run", str(sample), "--json")
+    assert result.returncode == 0, result.stderr
+    labels = {e["label"] for e in events(result) if e["event"] == "start"}
+    assert labels == {"host · python", f"{PYTHON_IMAGE} · python", f"{BASH_IMAGE} · bash"}
+
+
+def test_killed_client_during_a_long_cell_loses_nothing(docker_engine, tmp_path):
+    path = notebook_file(
+        tmp_path,
+        {"py": {"language": "python", "environment": PYTHON_IMAGE}},
+        [("slow", "py", "import time, os\npid = os.getpid()\nprint('pid', pid, flush=True)\nfor i in range(20):\n    print('line', i, flush=True)\n    time.sleep(1)\n'done'\n"), ("next", "py", "pid\n")],
+    )
+    client = subprocess.Popen([sys.executable, "-m", "njtui", "run", str(path), "--cell", "slow"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    pid = client.stdout.readline().split()[1]
+    assert client.stdout.readline().startswith("line 0")
+    (container,) = containers_of(docker_engine, path)
+    time.sleep(2)
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    time.sleep(19)
+    shown = njtui("show", str(path), "--json", "--cell", "slow")
+    got = events(shown)
+    assert [e["text"] for e in got if e["event"] == "stream"] == [f"pid {pid}\n"] + [f"line {i}\n" for i in range(20)]
+    assert got[-1]["status"] == "ok" and next(e for e in got if e["event"] == "result")["data"]["text/plain"] == "'done'"
+    after = njtui("run", str(path), "--cell", "next", "--json")
+    assert after.returncode == 0
+    (same,) = containers_of(docker_engine, path)
+    assert same.id == container.id, "the same container kept running"
+    assert next(e for e in events(after) if e["event"] == "result")["data"]["text/plain"] == pid, "state kept: same process"
+
+
+def test_results_files_are_versioned_and_stored_once(docker_engine, tmp_path):
+    path = notebook_file(
+        tmp_path,
+        {"py": {"language": "python", "environment": PYTHON_IMAGE}},
+        [("w", "py", "import os, time\nopen('/results/same.txt', 'w').write('unchanged')\nopen('/results/run.bin', 'wb').write(os.urandom(64))\n")],
+    )
+    assert njtui("run", str(path)).returncode == 0
+    time.sleep(1.1)  # tar keeps whole seconds
+    assert njtui("run", str(path)).returncode == 0
+    store = ResultsStore(path)
+    versions = store.versions("w")
+    assert versions == [1, 2]
+    first, second = (store.files(store.load("w", v)) for v in versions)
+    assert [f["name"] for f in first] == [f["name"] for f in second] == ["run.bin", "same.txt"]
+    assert first[1]["sha256"] == second[1]["sha256"] and first[0]["sha256"] != second[0]["sha256"]
+    blobs = [p for p in (store.root / "blobs").rglob("*") if p.is_file()]
+    assert len(blobs) == 3, "the unchanged file is stored once"
+    extracted = njtui("results", str(path), "w", "--version", "1", "--extract", str(tmp_path / "out"))
+    assert extracted.returncode == 0, extracted.stderr
+    assert (tmp_path / "out" / "same.txt").read_text() == "unchanged"
+    listing = njtui("results", str(path))
+    assert "version 1" in listing.stdout and "version 2" in listing.stdout
+
+
+def test_restart_gives_a_fresh_container_from_the_image(docker_engine, tmp_path):
+    path = notebook_file(
+        tmp_path,
+        {"py": {"language": "python", "environment": PYTHON_IMAGE}},
+        [("write", "py", "open('/tmp/scratch', 'w').write('x')\nopen('/results/kept.txt', 'w').write('k')\n"), ("look", "py", "import os\nos.path.exists('/tmp/scratch')\n")],
+    )
+    assert njtui("run", str(path)).returncode == 0
+    (before,) = containers_of(docker_engine, path)
+    assert njtui("runtimes", "stop", "--all").returncode == 0
+    result = njtui("run", str(path), "--cell", "look", "--json")
+    assert next(e for e in events(result) if e["event"] == "result")["data"]["text/plain"] == "False"
+    (after,) = containers_of(docker_engine, path)
+    assert after.id != before.id
+    store = ResultsStore(path)
+    assert store.files(store.latest("write"))[0]["name"] == "kept.txt"
+
+
+def test_idle_timeout_stops_the_container_with_no_client(docker_engine, tmp_path):
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": PYTHON_IMAGE, "idle_timeout": "5s"}}, [("a", "py", "1\n")])
+    assert njtui("run", str(path)).returncode == 0
+    finished = time.monotonic()
+    (container,) = containers_of(docker_engine, path)
+    while container.status == "running" and time.monotonic() - finished < 15:
+        time.sleep(0.2)
+        container.reload()
+    stopped_after = time.monotonic() - finished
+    assert container.status == "exited" and 4.5 <= stopped_after <= 10.5, stopped_after
+    assert DockerBackend().exit_reason(container.id) == "stopped: idle timeout"
+
+
+def test_a_long_cell_is_not_cut_off_by_the_idle_timeout(docker_engine, tmp_path):
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": PYTHON_IMAGE, "idle_timeout": "3s"}}, [("a", "py", "import time\ntime.sleep(7)\n'survived'\n")])
+    result = njtui("run", str(path), "--json")
+    assert result.returncode == 0
+    assert next(e for e in events(result) if e["event"] == "result")["data"]["text/plain"] == "'survived'"
