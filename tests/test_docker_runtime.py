@@ -172,3 +172,111 @@ def test_a_long_cell_is_not_cut_off_by_the_idle_timeout(docker_engine, tmp_path)
     result = njtui("run", str(path), "--json")
     assert result.returncode == 0
     assert next(e for e in events(result) if e["event"] == "result")["data"]["text/plain"] == "'survived'"
+
+
+# -- faults: each produced for real, each a red state with its reason and a log line
+
+
+def run_in_app_until(path: Path, cell_id: str, predicate, timeout: float = 60):
+    """Runs a cell through the Runner (as the TUI does) and returns the runner's view of it."""
+    from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
+    from njtui.store import load_notebook
+
+    notebook = load_notebook(path)
+    runner = Runner(path, notebook)
+    seen: list = []
+    runner.subscribe(seen.append)
+    runner.execute(notebook.cell(cell_id))
+    deadline = time.monotonic() + timeout
+    while not predicate(seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return runner, seen, RuntimeChanged, RuntimeMessage
+
+
+def states(seen, RuntimeChanged) -> list:
+    return [event.status for event in seen if isinstance(event, RuntimeChanged)]
+
+
+def done_of(seen, RuntimeMessage) -> dict | None:
+    return next((e.message for e in seen if isinstance(e, RuntimeMessage) and e.message.get("type") == "done"), None)
+
+
+def streamed(seen, RuntimeMessage) -> str:
+    return "".join(e.message.get("text", "") for e in seen if isinstance(e, RuntimeMessage) and e.message.get("type") == "stream")
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("kill", "container killed (SIGKILL"),
+        ("stop", "container stopped from outside (SIGTERM"),
+        ("remove", "container removed from outside"),
+    ],
+)
+def test_container_ended_from_outside_turns_red_and_the_cell_is_lost(docker_engine, tmp_path, fault, reason):
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": PYTHON_IMAGE}}, [("c", "py", "import time\nprint('before', flush=True)\ntime.sleep(60)\n")])
+    from njtui.runner.runner import RuntimeMessage
+
+    runner, seen, RuntimeChanged, _ = run_in_app_until(path, "c", lambda seen: "before" in streamed(seen, RuntimeMessage))
+    try:
+        (container,) = containers_of(docker_engine, path)
+        {"kill": container.kill, "stop": lambda: container.stop(timeout=1), "remove": lambda: container.remove(force=True)}[fault]()
+        deadline = time.monotonic() + 30
+        while done_of(seen, RuntimeMessage) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done = done_of(seen, RuntimeMessage)
+        assert done["status"] == "lost" and reason in done["reason"]
+        final = states(seen, RuntimeChanged)[-1]
+        assert final.state.value == "error" and reason in final.reason
+        assert any(reason in entry.text and entry.level == "error" for entry in runner.log.history)
+        store = ResultsStore(path)
+        record = store.latest("c")
+        assert record.status == "lost" and [e["text"] for e in store.events(record)] == ["before\n"], "output so far is kept"
+    finally:
+        runner.stop_all()
+        runner.detach()
+
+
+def test_out_of_memory_is_named(docker_engine, tmp_path):
+    path = notebook_file(
+        tmp_path,
+        {"py": {"language": "python", "environment": PYTHON_IMAGE, "memory": "64MB"}},
+        [("hog", "py", "print('allocating', flush=True)\nblocks = [bytearray(16 << 20) for _ in range(32)]\n")],
+    )
+    from njtui.runner.runner import RuntimeMessage
+
+    runner, seen, RuntimeChanged, _ = run_in_app_until(path, "hog", lambda seen: "allocating" in streamed(seen, RuntimeMessage))
+    try:
+        (container,) = containers_of(docker_engine, path)
+        assert container.attrs["HostConfig"]["Memory"] == 64_000_000
+        deadline = time.monotonic() + 60
+        while done_of(seen, RuntimeMessage) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done = done_of(seen, RuntimeMessage)
+        assert done is not None and done["status"] == "lost" and "killed: out of memory" in done["reason"]
+        assert states(seen, RuntimeChanged)[-1].reason == "killed: out of memory"
+    finally:
+        runner.stop_all()
+        runner.detach()
+
+
+def test_agent_crash_is_named(docker_engine, tmp_path):
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": PYTHON_IMAGE}}, [("crash", "py", "import os\nprint('going', flush=True)\nos._exit(3)\n")])
+    from njtui.runner.runner import RuntimeMessage
+
+    runner, seen, RuntimeChanged, _ = run_in_app_until(path, "crash", lambda seen: done_of(seen, RuntimeMessage) is not None)
+    try:
+        assert done_of(seen, RuntimeMessage)["reason"] == "lost: agent crashed (exit status 3)"
+        assert states(seen, RuntimeChanged)[-1].state.value == "error"
+        assert "going" in streamed(seen, RuntimeMessage)
+    finally:
+        runner.stop_all()
+        runner.detach()
+
+
+def test_image_not_found_is_a_red_state_with_its_reason(docker_engine, tmp_path):
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": "njtui/does-not-exist:1"}}, [("c", "py", "1\n")])
+    result = njtui("run", str(path), "--json")
+    assert result.returncode == 1
+    done = events(result)[-1]
+    assert done["status"] == "error" and "image" in done["reason"] and "njtui/does-not-exist:1" in done["reason"]

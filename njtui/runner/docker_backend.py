@@ -487,6 +487,8 @@ class DockerBackend:
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc.explanation or ""):
+                return
             raise BackendError(f"container {container.short_id} could not be removed: {exc.explanation or exc}") from None
 
     def exit_reason(self, container_id: str) -> str:
@@ -500,6 +502,8 @@ class DockerBackend:
         except Exception as exc:  # noqa: BLE001
             return f"Docker engine unreachable: {exc}"
         state = container.attrs.get("State", {})
+        if state.get("Status") in ("removing", "dead"):
+            return "container removed from outside"
         if state.get("Running"):
             return "the connection to the container closed"
         if state.get("OOMKilled"):
@@ -512,10 +516,14 @@ class DockerBackend:
             if message.get("type") == "exit":
                 return EXIT_REASONS.get(message.get("reason"), f"stopped: {message.get('reason')}")
         code = state.get("ExitCode")
-        if code == 137:
-            return "container killed from outside (SIGKILL)"
         if state.get("Error"):
             return f"container failed: {state['Error']}"
+        if code == 137:
+            return "container killed (SIGKILL: docker kill, or the agent was killed)"
+        if code == 143:
+            return "container stopped from outside (SIGTERM: docker stop)"
+        if code and code > 128:
+            return f"agent killed by signal {code - 128}"
         return f"agent crashed (exit status {code})"
 
     def ended(self, notebook_path: str) -> list[RuntimeInfo]:
