@@ -364,6 +364,32 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
                 "uptime": now - info.started_at,
             }
         )
+    from njtui.model.size import format_size
+    from njtui.runner.boot_board import BootBoard
+
+    for entry in BootBoard().entries():
+        progress = entry.get("progress") or {}
+        detail = entry.get("phase") or "booting"
+        if progress.get("total"):
+            detail += f" {format_size(progress.get('done') or 0)}/{format_size(progress['total'])}"
+        rows.append(
+            {
+                "id": entry["key"],
+                "notebook": entry.get("notebook"),
+                "runtime": entry.get("runtime"),
+                "backend": entry.get("backend"),
+                "environment": entry.get("environment"),
+                "language": entry.get("language"),
+                "state": "booting",
+                "phase": entry.get("phase"),
+                "progress": progress,
+                "detail": detail,
+                "busy": False,
+                "pid": None,
+                "idle_for": None,
+                "uptime": None,
+            }
+        )
     if args.json:
         for row in rows:
             print(json.dumps(row))
@@ -378,7 +404,7 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
             _short_path(r["notebook"]),
             r["runtime"],
             r["backend"],
-            ("busy" if r["busy"] else r["state"]),
+            r.get("detail") or ("busy" if r["busy"] else r["state"]),
             str(r["pid"] or "-"),
             format_duration(r["idle_for"]) if r["idle_for"] is not None and not r["busy"] else "-",
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -280,3 +281,94 @@ def test_image_not_found_is_a_red_state_with_its_reason(docker_engine, tmp_path)
     assert result.returncode == 1
     done = events(result)[-1]
     assert done["status"] == "error" and "image" in done["reason"] and "njtui/does-not-exist:1" in done["reason"]
+
+
+# -- the pull path, for real: a registry on loopback, an image only it has
+
+
+@pytest.fixture
+def loopback_registry(docker_engine, tmp_path_factory):
+    import shutil
+    import socket as socket_module
+    import urllib.request
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.skip("docker-registry is not installed (scripts/provision installs it)")
+    with socket_module.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = tmp_path_factory.mktemp("registry")
+    (home / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\n"
+        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    server = subprocess.Popen([binary, "serve", str(home / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_booting_from_a_registry_shows_download_progress(docker_engine, loopback_registry, tmp_path):
+    # An image with a layer of its own (random bytes, so nothing compresses it away) that only
+    # the registry has: the engine must download it.
+    reference = f"{loopback_registry}/njtui-test/pulled:{os.getpid()}"
+    builder = docker_engine.containers.run(PYTHON_IMAGE, ["bash", "-c", "head -c 60000000 /dev/urandom > /blob"], detach=True)
+    builder.wait(timeout=60)
+    builder.commit(repository=reference.rsplit(":", 1)[0], tag=reference.rsplit(":", 1)[1])
+    builder.remove()
+    for line in docker_engine.api.push(reference, stream=True, decode=True):
+        assert "error" not in line, line
+    docker_engine.images.remove(reference)
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": reference}}, [("c", "py", "import os\nos.path.getsize('/blob')\n")])
+    listed: list[dict] = []
+    watching = True
+
+    def watch_cli() -> None:
+        # Another process, as a user in a second terminal: `njtui runtimes` while it boots.
+        while watching:
+            result = njtui("runtimes", "--json")
+            listed.extend(json.loads(line) for line in result.stdout.splitlines())
+
+    import threading
+
+    watcher = threading.Thread(target=watch_cli, daemon=True)
+    watcher.start()
+    try:
+        from njtui.runner.runner import RuntimeMessage
+
+        runner, seen, RuntimeChanged, _ = run_in_app_until(path, "c", lambda seen: done_of(seen, RuntimeMessage) is not None)
+        watching = False
+        watcher.join(timeout=10)
+        try:
+            downloading = [row for row in listed if row.get("phase") == "Downloading"]
+            assert downloading and downloading[0]["runtime"] == "py" and downloading[0]["progress"]["total"] > 1_000_000
+            assert re.fullmatch(r"Downloading [\d.]+ [kM]?B/60.0 MB", downloading[0]["detail"]), downloading[0]["detail"]
+            phases = [(s.phase, s.progress) for s in states(seen, RuntimeChanged) if s.state.value == "booting"]
+            names = [phase for phase, _ in phases]
+            assert names[0] == "Starting" and "Preparing Download" in names and "Downloading" in names
+            downloads = [progress for phase, progress in phases if phase == "Downloading"]
+            assert all(0 <= p["done"] <= p["total"] for p in downloads)
+            assert downloads[-1]["done"] == downloads[-1]["total"] > 1_000_000, "real byte counts of the new layer"
+            assert names.index("Preparing Download") < names.index("Downloading") < names.index("Uploading")
+            assert [s.state.value for s in states(seen, RuntimeChanged)][-1] == "running"
+            assert any("Downloading" in entry.text for entry in runner.log.history)
+            assert done_of(seen, RuntimeMessage)["status"] == "ok"
+        finally:
+            runner.stop_all()
+            runner.detach()
+    finally:
+        try:
+            docker_engine.images.remove(reference, force=True)
+        except Exception:  # noqa: BLE001
+            pass

@@ -19,6 +19,8 @@ from typing import Any
 from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
 from njtui.runner import protocol
 from njtui.runner.backend import Backend, BackendError, Connection, RuntimeInfo
+from njtui.runner.boot_board import BootBoard
+from njtui.runner.paths import runtime_key
 from njtui.runner.host import HostBackend
 from njtui.runner.log import RunnerLog
 from njtui.runner.recorder import Recorder
@@ -210,6 +212,7 @@ class Runner:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._state_guard = threading.Lock()
+        self.boot_board = BootBoard()
 
     # -- events
     def subscribe(self, listener: Listener) -> None:
@@ -281,11 +284,24 @@ class Runner:
                     return self._open_session(spec, backend, info, attached=True)
                 self._move(runtime_id, RuntimeState.BOOTING, phase="Starting", reason=None, backend=backend.name)
                 self.log.info(runtime_id, f"booting {spec.language} runtime in {spec.environment}")
+                board_key = runtime_key(self.path, spec.id)
+                board_entry = {"notebook": self.path, "runtime": spec.id, "backend": backend.name, "environment": spec.environment, "language": spec.language}
+                last = {"phase": "Starting", "posted": 0.0}
 
                 def progress(phase: str, detail: dict[str, Any]) -> None:
                     self._move(runtime_id, RuntimeState.BOOTING, phase=phase, progress=dict(detail))
+                    if phase != last["phase"]:
+                        self.log.info(runtime_id, f"{phase}{' ' + str(detail['image']) if detail.get('image') else ''}")
+                    now = time.monotonic()
+                    if phase != last["phase"] or now - last["posted"] > 0.2:
+                        self.boot_board.post(board_key, {**board_entry, "phase": phase, "progress": dict(detail)})
+                        last["posted"] = now
+                    last["phase"] = phase
 
-                info = backend.start(self.path, spec, progress)
+                try:
+                    info = backend.start(self.path, spec, progress)
+                finally:
+                    self.boot_board.clear(board_key)
                 return self._open_session(spec, backend, info, attached=False)
             except BackendError as exc:
                 reason = str(exc).splitlines()[0]
