@@ -227,6 +227,9 @@ def test_container_ended_from_outside_turns_red_and_the_cell_is_lost(docker_engi
             time.sleep(0.05)
         done = done_of(seen, RuntimeMessage)
         assert done["status"] == "lost" and reason in done["reason"]
+        # The runtime's state changes right after its open cells are closed as lost.
+        while states(seen, RuntimeChanged)[-1].state.value == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
         final = states(seen, RuntimeChanged)[-1]
         assert final.state.value == "error" and reason in final.reason
         assert any(reason in entry.text and entry.level == "error" for entry in runner.log.history)
@@ -255,6 +258,8 @@ def test_out_of_memory_is_named(docker_engine, tmp_path):
             time.sleep(0.05)
         done = done_of(seen, RuntimeMessage)
         assert done is not None and done["status"] == "lost" and "killed: out of memory" in done["reason"]
+        while states(seen, RuntimeChanged)[-1].state.value == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert states(seen, RuntimeChanged)[-1].reason == "killed: out of memory"
     finally:
         runner.stop_all()
@@ -268,6 +273,9 @@ def test_agent_crash_is_named(docker_engine, tmp_path):
     runner, seen, RuntimeChanged, _ = run_in_app_until(path, "crash", lambda seen: done_of(seen, RuntimeMessage) is not None)
     try:
         assert done_of(seen, RuntimeMessage)["reason"] == "lost: agent crashed (exit status 3)"
+        deadline = time.monotonic() + 10
+        while states(seen, RuntimeChanged)[-1].state.value == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert states(seen, RuntimeChanged)[-1].state.value == "error"
         assert "going" in streamed(seen, RuntimeMessage)
     finally:
