@@ -91,6 +91,7 @@ exec {__njt_ctl}<> <(:)
 exec {__njt_req}<> <(:)
 exec {__njt_never}<> <(:)
 exec {__njt_ack}<> <(:)
+exec {__njt_intp}<> <(:)
 exec {__njt_stdin}<&0
 exec 0</dev/null
 
@@ -229,6 +230,9 @@ __njt_reader() {
 }
 
 __njt_interrupt() {
+    # The byte tells main for certain (bash may not run its INT trap when the foreground child
+    # dies of the same SIGINT); the signal stops what runs.
+    printf 'x' >&"$__njt_intp"
     if ((__njt_pgid == __njt_main)); then
         kill -INT -- "-$__njt_pgid" 2>/dev/null # the cell and its children; the reader's trap marks the queue
     else
@@ -281,6 +285,7 @@ while :; do
     case $__njt_request in
     INTERRUPT)
         __njt_stop=
+        while read -t 0 -u "$__njt_intp"; do read -r -N 1 -u "$__njt_intp" _; done
         continue ;;
     EXEC$'\t'*) ;;
     *) continue ;;
@@ -313,7 +318,7 @@ while :; do
     trap '(( __njt_errexit )) && __njt_stop=errexit' ERR
     # Only commands of the cell itself return (a DEBUG trap returning non-zero elsewhere, here
     # in the agent, would skip the agent's own commands).
-    trap '[[ $- != *e* ]] || { set +e; __njt_errexit=1; }; [[ -z $__njt_stop || ${BASH_SOURCE[0]} != "$__njt_cellfile" ]] || __njt_two' DEBUG
+    trap '[[ $- != *e* ]] || { set +e; __njt_errexit=1; }; ! read -t 0 -u "$__njt_intp" || __njt_stop=interrupt; [[ -z $__njt_stop || ${BASH_SOURCE[0]} != "$__njt_cellfile" ]] || __njt_two' DEBUG
     . "$__njt_cellfile" </dev/null >&"$__njt_out" 2>&"$__njt_err"
     __njt_rc=$?
     trap - DEBUG
