@@ -169,16 +169,46 @@ class PullProgress:
             self._report("Preparing Download", {"status": status})
 
 
+class AttachStream:
+    """The container's stdio through the engine's attach API, as protocol messages. Opened
+    before the container starts, it sees every message from `hello` on."""
+
+    def __init__(self, client, container_id: str) -> None:
+        from docker.utils.socket import frames_iter
+
+        self.socket = client.api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        self.raw = getattr(self.socket, "_sock", self.socket)
+        self._frames = frames_iter(self.socket, False)
+        self._pending = b""
+
+    def messages(self) -> Iterator[dict[str, Any]]:
+        for stream, data in self._frames:
+            if stream == 2:
+                yield {"type": protocol.AGENT_STDERR, "text": data.decode("utf-8", "replace")}
+                continue
+            self._pending += data
+            *lines, self._pending = self._pending.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    yield protocol.decode(line)
+                except ValueError:
+                    yield {"type": protocol.AGENT_STDERR, "text": line.decode("utf-8", "replace")}
+
+
 class DockerConnection:
     """One client's view of a container's agent: journal replay, then the live attach stream."""
 
-    def __init__(self, backend: DockerBackend, container) -> None:
+    def __init__(self, backend: DockerBackend, container, stream: AttachStream | None = None, seen: list[dict[str, Any]] | None = None) -> None:
         self.backend = backend
         self.container = container
         # Attached before the journal is read: what happens in between arrives on both, and the
-        # sequence numbers drop the duplicates.
-        self._socket = backend.client.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-        self._raw = getattr(self._socket, "_sock", self._socket)
+        # sequence numbers drop the duplicates. A stream handed over from start() has seen
+        # everything from the first message on (`seen`), so it needs no journal at all.
+        self.stream = stream or AttachStream(backend.client, container.id)
+        self._seen_from_start = seen
+        self._raw = self.stream.raw
         self._send_lock = threading.Lock()
         self._replay_from: int | None = None
         self._closed = False
@@ -195,9 +225,14 @@ class DockerConnection:
             except OSError as exc:
                 raise BackendError(f"runtime container {self.container.short_id} is not reachable: {exc}") from None
 
-    def _replay(self, last: int) -> Iterator[dict[str, Any]]:
+    def _replay(self) -> Iterator[dict[str, Any]]:
         since, self._replay_from = self._replay_from, None
         if since is None:
+            return
+        if self._seen_from_start is not None:
+            lines = self._seen_from_start
+            self._seen_from_start = None
+            yield from (message for message in lines if since <= (message.get("seq") or 0))
             return
         for line in _journal_lines(self.container):
             message = protocol.decode(line)
@@ -205,36 +240,20 @@ class DockerConnection:
                 yield message
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from docker.utils.socket import frames_iter
-
         last = 0
-        for message in self._replay(last):
+        for message in self._replay():
             last = max(last, message.get("seq") or 0)
             yield message
-        pending = b""
         try:
-            for stream, data in frames_iter(self._socket, False):
-                if stream == 2:
-                    yield {"type": protocol.AGENT_STDERR, "text": data.decode("utf-8", "replace")}
+            for message in self.stream.messages():
+                seq = message.get("seq") or 0
+                if seq and seq <= last:
                     continue
-                pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    try:
-                        message = protocol.decode(line)
-                    except ValueError:
-                        yield {"type": protocol.AGENT_STDERR, "text": line.decode("utf-8", "replace")}
-                        continue
-                    seq = message.get("seq") or 0
-                    if seq and seq <= last:
-                        continue
-                    last = max(last, seq)
-                    yield message
+                last = max(last, seq)
+                yield message
                 if self._replay_from is not None:
                     # A client taking over the recording asked for history again.
-                    yield from self._replay(0)
+                    yield from self._replay()
         except (OSError, ValueError):
             pass
         if not self._closed:
@@ -248,7 +267,7 @@ class DockerConnection:
         except OSError:
             pass
         try:
-            self._socket.close()
+            self.stream.socket.close()
         except OSError:
             pass
 
@@ -259,6 +278,8 @@ class DockerBackend:
     def __init__(self, client=None) -> None:
         self._client = client
         self._lock = threading.Lock()
+        # The attach stream a runtime was started with, for the first client that connects.
+        self._handed_over: dict[str, tuple[AttachStream, list[dict[str, Any]]]] = {}
 
     @property
     def client(self):
@@ -421,6 +442,7 @@ class DockerBackend:
                     time.sleep(0.1)
             raise BackendError(f"container for {spec.id} could not be created: {exc.explanation or exc}") from None
         try:
+            stream = AttachStream(self.client, container.id)
             archive = _agent_archive(spec.language)
             if progress:
                 progress("Uploading", {"done": 0, "total": len(archive), "what": "agent"})
@@ -429,15 +451,17 @@ class DockerBackend:
                 progress("Uploading", {"done": len(archive), "total": len(archive), "what": "agent"})
                 progress("Starting", {"container": container.short_id})
             self._api("starting the container", container.start)
-            self._wait_for_hello(container)
+            seen = self._wait_for_hello(container, stream)
         except BaseException:
             try:
                 container.remove(force=True)
             except Exception:  # noqa: BLE001
                 pass
             raise
-        container.reload()
-        return self._with_instance(self._info(container), container)
+        info = self._info(self._api("inspecting the container", self.client.containers.get, container.id))
+        info.instance = seen[-1].get("instance")
+        self._handed_over[container.id] = (stream, seen)
+        return info
 
     def _remove_named(self, name: str) -> None:
         import docker
@@ -449,22 +473,32 @@ class DockerBackend:
         if stale.status != "running":
             stale.remove(force=True)
 
-    def _wait_for_hello(self, container) -> None:
-        deadline = time.monotonic() + HELLO_TIMEOUT
-        while time.monotonic() < deadline:
-            container.reload()
-            if container.status not in ("created", "running"):
-                raise BackendError(f"the agent exited at start: {self.exit_reason(container.id)}")
-            for line in _journal_lines(container):
-                if b'"type":"hello"' in line:
-                    return
-                break
-            time.sleep(0.05)
-        raise BackendError(f"the agent did not start within {HELLO_TIMEOUT:.0f}s")
+    def _wait_for_hello(self, container, stream: AttachStream) -> list[dict[str, Any]]:
+        """The agent's first messages, up to its hello, read from the attach stream."""
+        seen: list[dict[str, Any]] = []
+        stderr = ""
+        stream.raw.settimeout(HELLO_TIMEOUT)
+        try:
+            for message in stream.messages():
+                if message.get("type") == protocol.AGENT_STDERR:
+                    stderr += message.get("text", "")
+                    continue
+                seen.append(message)
+                if message.get("type") == "hello":
+                    return seen
+        except OSError:
+            raise BackendError(f"the agent did not start within {HELLO_TIMEOUT:.0f}s") from None
+        finally:
+            stream.raw.settimeout(None)
+        detail = stderr.strip().splitlines()[-1] if stderr.strip() else self.exit_reason(container.id)
+        raise BackendError(f"the agent exited at start: {detail}")
 
     # -- talking and stopping
     def connect(self, info: RuntimeInfo) -> DockerConnection:
         container = self._api(f"runtime {info.runtime_id}", self.client.containers.get, info.details["container"])
+        handed = self._handed_over.pop(container.id, None)
+        if handed is not None:
+            return DockerConnection(self, container, *handed)
         return DockerConnection(self, container)
 
     def stop(self, info: RuntimeInfo, timeout: float = 5.0) -> None:
