@@ -476,6 +476,18 @@ def cmd_open(args: argparse.Namespace) -> int:
     from njtui.store import save_notebook
     from njtui.ui.app import NotebookApp
 
+    if args.theme:
+        from textual.theme import BUILTIN_THEMES
+
+        from njtui.ui.config import remember_theme
+        from njtui.ui.themes import discover_themes
+
+        known = set(discover_themes().themes) | set(BUILTIN_THEMES)
+        if args.theme not in known:
+            raise UsageError(f"no theme named {args.theme!r}; themes: {', '.join(sorted(known))}")
+        problem = remember_theme(args.theme)
+        if problem:
+            print(f"njtui: the theme is not remembered: {problem}", file=sys.stderr)
     path = Path(args.notebook)
     if path.exists() or path.is_symlink():
         notebook = _load(args.notebook)

@@ -262,3 +262,14 @@ def test_error_notification_when_a_runtime_cannot_start(tour_app, snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=failing)
+
+
+def test_light_theme(tour_app, snap_compare):
+    app, show_state = tour_app
+
+    async def light(pilot):
+        await show_state(pilot)
+        app.theme = "njtui-light"
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=light)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -42,3 +43,15 @@ class StoreError(Exception):
 
 class NotebookError(StoreError):
     """The notebook file is not a notebook njtui can read."""
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def toml_error_position(exc: Exception) -> tuple[str, int | None, int | None]:
+    """(message, line, column) of a tomllib error; Python 3.11's carries them only in its text."""
+    message = str(exc)
+    position = _TOML_POSITION.search(message)
+    if position is None:
+        return message, None, None
+    return message[: position.start()], int(position.group(1)), int(position.group(2))

@@ -21,10 +21,9 @@ from njtui.model import (
 from njtui.model.size import SizeError, parse_size
 from njtui.store import toml_writer
 from njtui.store.atomic import atomic_write_bytes
-from njtui.store.errors import NotebookError
+from njtui.store.errors import NotebookError, toml_error_position
 from njtui.store.locate import Locator
 
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
 _RUNTIME_KEYS = ("name", "language", "environment", "default", "idle_timeout", "cpus", "memory", "env")
 _CELL_KEYS = ("id", "kind", "language", "runtime", "source")
@@ -239,12 +238,7 @@ def parse_notebook(raw: bytes, path: Path) -> Notebook:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        position = _TOML_POSITION.search(message)
-        line = column = None
-        if position:
-            line, column = int(position.group(1)), int(position.group(2))
-            message = message[: position.start()]
+        message, line, column = toml_error_position(exc)
         raise NotebookError(
             path,
             f"not valid TOML: {message[:1].lower() + message[1:]}",

@@ -34,6 +34,8 @@ from njtui.store import StoreError, save_notebook
 from njtui.store.results import ResultsStore
 from njtui.ui.cell import RUN_BINDINGS, CellEditor
 from njtui.ui.cell_output import CellOutput
+from njtui.ui.config import load_config, remember_theme
+from njtui.ui.themes import DEFAULT_THEME, discover_themes
 from njtui.ui.notebook_view import NotebookView
 from njtui.ui.panels import RunnerLogPanel, RuntimesPanel
 from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen, key_label
@@ -133,7 +135,12 @@ class NotebookApp(App[str]):
         self._chord: tuple[str, float] | None = None
         self._bridge: RunnerBridge | None = None
         self._loaded = threading.Event()
-        self.initial_theme = theme_name
+        theme_set = discover_themes()
+        self.theme_errors = theme_set.errors
+        for theme in theme_set.themes.values():
+            self.register_theme(theme)
+        self.initial_theme = theme_name or load_config().theme or DEFAULT_THEME
+        self._remember_themes = False
 
     # -- layout
     def compose(self) -> ComposeResult:
@@ -147,8 +154,15 @@ class NotebookApp(App[str]):
     def on_mount(self) -> None:
         self.title = self.notebook.title or self.path.name
         self.sub_title = str(self.path)
-        if self.initial_theme:
+        if self.initial_theme in self.available_themes:
             self.theme = self.initial_theme
+        else:
+            self.notify(f"no theme named {self.initial_theme!r}; themes: {', '.join(sorted(self.available_themes))}", severity="warning")
+            if DEFAULT_THEME in self.available_themes:
+                self.theme = DEFAULT_THEME
+        for error in self.theme_errors:
+            self.notify(error, title="Theme not loaded", severity="warning", timeout=10)
+        self._remember_themes = True
         self._apply_sizes()
         self.view.dark = self.current_theme.dark if self.current_theme else True
         self._bridge = RunnerBridge(self, self.runner)
@@ -734,6 +748,10 @@ class NotebookApp(App[str]):
         self.theme = name
 
     def watch_theme(self, name: str) -> None:
+        if self._remember_themes:
+            problem = remember_theme(name)
+            if problem:
+                self.notify(problem, title="Theme not remembered", severity="warning")
         try:
             view = self.view
         except Exception:  # noqa: BLE001 - not composed yet

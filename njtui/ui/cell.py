@@ -118,10 +118,11 @@ class CellWidget(Widget):
         self._shown_source: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(self._source_renderable(), id="source", classes="source")
+        yield Static("", id="source", classes="source")
         yield Static("", id="output", classes="output")
 
     def on_mount(self) -> None:
+        self._shown_source = None  # drawn now that the app's theme is known
         self.refresh_cell()
 
     def on_resize(self) -> None:
@@ -137,11 +138,13 @@ class CellWidget(Widget):
             return RichMarkdown(source) if source.strip() else Text("(empty markdown cell)", style="dim")
         if not source.strip():
             return Text("(empty cell)", style="dim")
+        theme = self.app.current_theme if self.is_attached else None
         return Syntax(
             source,
             LEXERS.get(self.cell.language or "", "text"),
-            theme="ansi_dark" if self.dark else "ansi_light",
-            background_color="default",
+            theme="monokai" if self.dark else "default",
+            # The notebook's own background, so a cell reads as one surface in every theme.
+            background_color=(theme.background if theme is not None and theme.background else "default"),
             word_wrap=False,
         )
 

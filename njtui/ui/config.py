@@ -1,0 +1,67 @@
+"""The user's njtui settings: `<config dir>/config.toml` (platformdirs), e.g. the theme.
+
+Unknown keys survive a save. A config file that does not parse is reported and never
+overwritten, so nothing the user wrote is lost."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import tomli_w
+
+from njtui.store.atomic import atomic_write_bytes
+from njtui.store.errors import toml_error_position
+
+
+def config_path() -> Path:
+    return platformdirs.user_config_path("njtui") / "config.toml"
+
+
+@dataclass
+class UserConfig:
+    theme: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the file could not be read; saving is refused then
+
+
+def load_config(path: Path | None = None) -> UserConfig:
+    path = path or config_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return UserConfig()
+    except tomllib.TOMLDecodeError as exc:
+        message, line, column = toml_error_position(exc)
+        return UserConfig(error=f"{path}:{line}:{column}: error: not valid TOML: {message}")
+    except (OSError, UnicodeDecodeError) as exc:
+        return UserConfig(error=f"{path}: error: cannot read it: {exc}")
+    theme = data.pop("theme", None)
+    if theme is not None and not isinstance(theme, str):
+        return UserConfig(error=f"{path}: error: theme must be a string", extra=data)
+    return UserConfig(theme=theme, extra=data)
+
+
+def save_config(config: UserConfig, path: Path | None = None) -> None:
+    path = path or config_path()
+    if config.error:
+        raise OSError(f"not saving {path}: {config.error} (fix or remove the file)")
+    data = dict(config.extra)
+    if config.theme is not None:
+        data["theme"] = config.theme
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, tomli_w.dumps(data).encode())
+
+
+def remember_theme(name: str) -> str | None:
+    """Stores the theme choice; returns why it could not, if it could not."""
+    config = load_config()
+    config.theme = name
+    try:
+        save_config(config)
+    except OSError as exc:
+        return str(exc)
+    return None
