@@ -346,3 +346,10 @@ async def test_reopening_shows_a_cell_still_running_with_its_unattended_output(t
         output = output_of(second, "slow")
         assert output.status == "ok"
         assert [text for _, text in output.visible_lines()] == [f"tick {i}" for i in range(30)]
+
+
+async def test_a_click_selects_a_cell(tmp_path):
+    app = open_app(three_cells(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.click(app.view.widget_at(2))
+        assert app.view.selected == 2 and app.view.widget_at(2).has_class("selected")

@@ -32,7 +32,7 @@ from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
 from njtui.runner.state import RuntimeState, RuntimeStatus
 from njtui.store import StoreError, save_notebook
 from njtui.store.results import ResultsStore
-from njtui.ui.cell import RUN_BINDINGS, CellEditor
+from njtui.ui.cell import RUN_BINDINGS, CellEditor, CellWidget
 from njtui.ui.cell_output import CellOutput
 from njtui.ui.config import load_config, remember_theme
 from njtui.ui.themes import DEFAULT_THEME, discover_themes
@@ -306,6 +306,13 @@ class NotebookApp(App[str]):
         widget = view.widget_at(view.selected)
         if widget is not None:
             await widget.start_editing()
+
+    @on(CellWidget.Clicked)
+    def _cell_clicked(self, event: CellWidget.Clicked) -> None:
+        ids = [cell.id for cell in self.notebook.cells]
+        if event.cell_id in ids:
+            self.view.select(ids.index(event.cell_id), scroll=False)
+            self.view.focus()
 
     @on(TextArea.Changed)
     def _source_changed(self, event: TextArea.Changed) -> None:

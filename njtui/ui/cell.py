@@ -107,6 +107,15 @@ class CellEditor(TextArea):
 class CellWidget(Widget):
     """Shows one cell; the notebook view mounts these only near the viewport."""
 
+    class Clicked(Message):
+        def __init__(self, cell_id: str) -> None:
+            super().__init__()
+            self.cell_id = cell_id
+
+    def on_click(self) -> None:
+        if not self.editing:
+            self.post_message(self.Clicked(self.cell.id))
+
     def __init__(self, cell: Cell, output: CellOutput, environment: str, *, dark: bool = True) -> None:
         super().__init__(classes="cell " + ("code" if cell.is_code else "markdown"))
         self.cell = cell

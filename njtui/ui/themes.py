@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ def bundled_themes_dir() -> Path:
     if override:
         return Path(override)
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent.parent / "themes", here / "themes"):
+    for candidate in (here.parent.parent / "themes", Path(sys.prefix) / "share" / "njtui" / "themes"):
         if candidate.is_dir():
             return candidate
     return here.parent.parent / "themes"
