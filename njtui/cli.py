@@ -22,9 +22,10 @@ from njtui import __version__
 from njtui.model import format_duration
 from njtui.model.output import ExecutionRecord
 from njtui.store import NotebookError, load_notebook
+from njtui.store.errors import StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("open", "run", "show", "runtimes", "results")
+COMMANDS = ("open", "run", "show", "runtimes", "results", "secrets", "runtime")
 
 
 class UsageError(Exception):
@@ -468,6 +469,38 @@ def cmd_results(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- njtui secrets
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from njtui.store.secrets import SecretStore
+
+    store = SecretStore()
+    if args.action == "ls":
+        for name in store.names():
+            print(name)
+        return EXIT_OK
+    if not args.name:
+        raise UsageError(f"say which secret: njtui secrets {args.action} NAME")
+    if args.action == "rm":
+        if not store.remove(args.name):
+            print(f"njtui: no secret named {args.name!r}; `njtui secrets ls` lists them", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"removed secret {args.name}")
+        return EXIT_OK
+    # set: the value never comes from the command line, where shell history and `ps` see it.
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass(f"value of secret {args.name}: ")
+    else:
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+    if not value:
+        raise UsageError("the secret's value is empty; type it at the prompt or pipe it on stdin")
+    store.set(args.name, value)
+    print(f"stored secret {args.name} in {store.path}")
+    return EXIT_OK
+
+
 # -- njtui NOTEBOOK
 def cmd_open(args: argparse.Namespace) -> int:
     from njtui.model import Notebook
@@ -546,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--extract", metavar="DIR", help="copy the files into DIR")
     results.add_argument("--json", action="store_true", help="one JSON object per file")
     results.set_defaults(handler=cmd_results)
+    secrets = sub.add_parser("secrets", help="manage your secret store: set NAME (value from a prompt or stdin), ls, rm NAME")
+    secrets.add_argument("action", choices=("set", "ls", "rm"))
+    secrets.add_argument("name", nargs="?")
+    secrets.set_defaults(handler=cmd_secrets)
     return parser
 
 
@@ -561,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         return args.handler(args)
-    except NotebookError as exc:
+    except (NotebookError, StoreError) as exc:
         print(f"njtui: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except UsageError as exc:

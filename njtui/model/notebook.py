@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from njtui.model.duration import parse_duration
+from njtui.model.settings import Mount
 
 FORMAT_VERSION = 1
 HOST_ENVIRONMENT = "host"
@@ -42,9 +43,14 @@ class RuntimeSpec:
     environment: str = HOST_ENVIRONMENT
     default: bool = False
     idle_timeout: str | None = None
-    cpus: float | None = None  # a container limit; host runtimes show it does not apply
-    memory: str | None = None  # e.g. "256MB"; a container limit
+    machine: str | None = None  # a machine preset; cpus/memory below override its values
+    cpus: float | None = None  # container limits; host runtimes show they do not apply
+    memory: str | None = None  # e.g. "256MB"
+    gpus: int | list[str] | None = None  # a count, or device ids
+    mount_cuda: bool | None = None  # the host's CUDA toolkit, read-only, on PATH/LD_LIBRARY_PATH
     env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)  # variable name → secret name (never the value)
+    mounts: list[Mount] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +90,7 @@ class Cell:
 class Notebook:
     title: str = ""
     runtimes: dict[str, RuntimeSpec] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # [env]: defaults for every runtime
     cells: list[Cell] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)

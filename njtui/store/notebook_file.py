@@ -18,14 +18,22 @@ from njtui.model import (
     RuntimeSpec,
     parse_duration,
 )
+from njtui.model.settings import MOUNT_KINDS, Mount, is_image_reference
 from njtui.model.size import SizeError, parse_size
+from njtui.store.machines import load_machines, machines_path
 from njtui.store import toml_writer
 from njtui.store.atomic import atomic_write_bytes
 from njtui.store.errors import NotebookError, toml_error_position
 from njtui.store.locate import Locator
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
-_RUNTIME_KEYS = ("name", "language", "environment", "default", "idle_timeout", "cpus", "memory", "env")
+_RUNTIME_KEYS = (
+    "name", "language", "environment", "default", "machine", "cpus", "memory", "gpus", "mount_cuda",
+    "idle_timeout", "env", "secrets", "mounts",
+)
+_MOUNT_KEYS = ("kind", "source", "ref", "at", "read_only")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CELL_KEYS = ("id", "kind", "language", "runtime", "source")
 _DONT_CHANGE = "njtui left the file unchanged"
 
@@ -69,6 +77,7 @@ class _Validator:
         if version < 1:
             raise self.fail(("njtui",), f"format version {version} does not exist", f"write njtui = {FORMAT_VERSION}")
         title = self.get(data, (), "title", str, label="the notebook") or ""
+        notebook_env = self.variables((), self.get(data, (), "env", dict, label="the notebook") or {}, "the notebook")
         runtimes_table = self.get(data, (), "runtimes", dict, label="the notebook") or {}
         runtimes = {rid: self.runtime(rid, table) for rid, table in runtimes_table.items()}
         self.check_defaults(runtimes)
@@ -76,8 +85,9 @@ class _Validator:
         notebook = Notebook(
             title=title,
             runtimes=runtimes,
+            env=notebook_env,
             format_version=version,
-            extra={k: v for k, v in data.items() if k not in ("njtui", "title", "runtimes", "cells")},
+            extra={k: v for k, v in data.items() if k not in ("njtui", "title", "env", "runtimes", "cells")},
         )
         seen: dict[str, int] = {}
         for index, raw in enumerate(raw_cells):
@@ -121,10 +131,46 @@ class _Validator:
                     raise SizeError("Docker needs at least 6 MB")
             except SizeError as exc:
                 raise self.fail(where + ("memory",), f"{label} has a bad memory limit {memory!r}: {exc}", 'write it like "256MB" or "2GiB"') from None
-        env = self.get(table, where, "env", dict, label=label) or {}
-        for key, value in env.items():
-            if not isinstance(value, str):
-                raise self.fail(where + ("env", key), f"environment variable {key} of {label} must be a string, not {_describe(value)}", f'quote it: {key} = "{value}"')
+        env = self.variables(where, self.get(table, where, "env", dict, label=label) or {}, label)
+        if environment is not None and environment != HOST_ENVIRONMENT and not is_image_reference(environment):
+            raise self.fail(
+                where + ("environment",),
+                f"{label} has environment {environment!r}, which is not an image reference",
+                'write "host" or an image like "njtui/python:3.11" or "registry.example.org:5000/team/image:tag"',
+            )
+        machine = self.get(table, where, "machine", str, label=label)
+        if machine is not None:
+            presets = load_machines()
+            if machine not in presets:
+                raise self.fail(
+                    where + ("machine",),
+                    f"{label} names machine type {machine!r}, which is not defined",
+                    f"use one of: {', '.join(sorted(presets))} (presets are in {machines_path()}), or leave it out and set cpus/memory",
+                )
+        gpus = table.get("gpus")
+        if gpus is not None:
+            if isinstance(gpus, bool) or not (
+                (isinstance(gpus, int) and gpus >= 0) or (isinstance(gpus, list) and all(isinstance(g, str) and g for g in gpus))
+            ):
+                raise self.fail(where + ("gpus",), f"`gpus` of {label} must be a count or a list of device ids, not {_describe(gpus)}", 'write gpus = 1, or gpus = ["0", "1"]')
+        mount_cuda = self.get(table, where, "mount_cuda", bool, label=label)
+        secrets = self.get(table, where, "secrets", dict, label=label) or {}
+        for variable, secret in secrets.items():
+            if not _VARIABLE_NAME.match(variable):
+                raise self.fail(where + ("secrets", variable), f"{variable!r} in the secrets of {label} is not a variable name", "use letters, digits and _ (not first a digit)")
+            if not isinstance(secret, str) or not _SECRET_NAME.match(secret):
+                raise self.fail(
+                    where + ("secrets", variable),
+                    f"secret {variable} of {label} must name a secret in your secret store, not {_describe(secret)}",
+                    f'write {variable} = "secret-name" and store it with `njtui secrets set secret-name`; never the value itself',
+                )
+        raw_mounts = self.get(table, where, "mounts", list, label=label) or []
+        mounts = [self.mount(where + ("mounts", index), raw, label) for index, raw in enumerate(raw_mounts)]
+        seen_at: dict[str, int] = {}
+        for index, mount in enumerate(mounts):
+            if mount.at in seen_at:
+                raise self.fail(where + ("mounts", index, "at"), f"{label} has two mounts at {mount.at} (mounts {seen_at[mount.at] + 1} and {index + 1})", "give each mount its own directory")
+            seen_at[mount.at] = index
         return RuntimeSpec(
             id=runtime_id,
             language=language,
@@ -132,11 +178,43 @@ class _Validator:
             environment=environment or HOST_ENVIRONMENT,
             default=bool(self.get(table, where, "default", bool, label=label)),
             idle_timeout=idle_timeout,
+            machine=machine,
             cpus=float(cpus) if cpus is not None else None,
             memory=memory,
-            env=dict(env),
+            gpus=gpus,
+            mount_cuda=mount_cuda,
+            env=env,
+            secrets=dict(secrets),
+            mounts=mounts,
             extra={k: v for k, v in table.items() if k not in _RUNTIME_KEYS},
         )
+
+    def variables(self, where: tuple, env: dict, label: str) -> dict[str, str]:
+        for key, value in env.items():
+            if not _VARIABLE_NAME.match(key):
+                raise self.fail(where + ("env", key), f"{key!r} in the env of {label} is not a variable name", "use letters, digits and _ (not first a digit)")
+            if not isinstance(value, str):
+                raise self.fail(where + ("env", key), f"environment variable {key} of {label} must be a string, not {_describe(value)}", f'quote it: {key} = "{value}"')
+        return dict(env)
+
+    def mount(self, where: tuple, raw: Any, label: str) -> Mount:
+        if not isinstance(raw, dict):
+            raise self.fail(where, f"a mount of {label} must be a table, not {_describe(raw)}", "write it as [[runtimes.ID.mounts]] with kind, source and at")
+        kind = self.get(raw, where, "kind", str, required=True, label=f"a mount of {label}")
+        if kind not in MOUNT_KINDS:
+            raise self.fail(where + ("kind",), f"a mount of {label} has unknown kind {kind!r}", f"use one of: {', '.join(MOUNT_KINDS)}")
+        source = self.get(raw, where, "source", str, required=True, label=f"a mount of {label}")
+        at = self.get(raw, where, "at", str, required=True, label=f"a mount of {label}")
+        if not at.startswith("/") or "\0" in at or any(part == ".." for part in at.split("/")):
+            raise self.fail(where + ("at",), f"a mount of {label} is at {at!r}, which is not an absolute path", 'write the directory inside the runtime, e.g. at = "/data"')
+        if kind == "dir" and not Path(source).expanduser().is_absolute():
+            raise self.fail(where + ("source",), f"the dir mount of {label} has source {source!r}, which is not an absolute path", "write the host directory's absolute path (~ works)")
+        if kind == "s3" and not source.startswith("s3://"):
+            raise self.fail(where + ("source",), f"the s3 mount of {label} has source {source!r}", 'write it like "s3://bucket/prefix"')
+        ref = self.get(raw, where, "ref", str, label=f"a mount of {label}")
+        read_only = self.get(raw, where, "read_only", bool, label=f"a mount of {label}")
+        extra = {k: v for k, v in raw.items() if k not in _MOUNT_KEYS}
+        return Mount(kind=kind, source=source, at=at.rstrip("/") or "/", read_only=True if read_only is None else read_only, ref=ref, extra=extra)
 
     def check_defaults(self, runtimes: dict[str, RuntimeSpec]) -> None:
         defaults: dict[str, str] = {}
@@ -271,7 +349,9 @@ def notebook_document(notebook: Notebook) -> dict[str, Any]:
     document: dict[str, Any] = {"njtui": notebook.format_version}
     if notebook.title:
         document["title"] = notebook.title
-    tables = {}
+    tables: dict[str, Any] = {}
+    if notebook.env:
+        document["env"] = dict(notebook.env)
     for key, value in notebook.extra.items():
         (tables if isinstance(value, dict) else document)[key] = value
     if notebook.runtimes:
@@ -283,18 +363,40 @@ def notebook_document(notebook: Notebook) -> dict[str, Any]:
 
 
 def runtime_document(spec: RuntimeSpec) -> dict[str, Any]:
+    """A runtime's table in the order of the notebook format: identity, machine, timeout,
+    then its sub-tables (env, secrets, mounts)."""
     table: dict[str, Any] = {"name": spec.name, "language": spec.language, "environment": spec.environment}
     if spec.default:
         table["default"] = True
+    if spec.machine is not None:
+        table["machine"] = spec.machine
     if spec.cpus is not None:
         table["cpus"] = spec.cpus
     if spec.memory is not None:
         table["memory"] = spec.memory
+    if spec.gpus is not None:
+        table["gpus"] = list(spec.gpus) if isinstance(spec.gpus, list) else spec.gpus
+    if spec.mount_cuda is not None:
+        table["mount_cuda"] = spec.mount_cuda
     if spec.idle_timeout is not None:
         table["idle_timeout"] = spec.idle_timeout
     table.update(spec.extra)
     if spec.env:
         table["env"] = dict(spec.env)
+    if spec.secrets:
+        table["secrets"] = dict(spec.secrets)
+    if spec.mounts:
+        table["mounts"] = [mount_document(mount) for mount in spec.mounts]
+    return table
+
+
+def mount_document(mount: Mount) -> dict[str, Any]:
+    table: dict[str, Any] = {"kind": mount.kind, "source": mount.source}
+    if mount.ref is not None:
+        table["ref"] = mount.ref
+    table["at"] = mount.at
+    table["read_only"] = mount.read_only
+    table.update(mount.extra)
     return table
 
 
