@@ -33,6 +33,9 @@ from njtui.model import RuntimeSpec
 from njtui.model.size import parse_size
 from njtui.runner import protocol
 from njtui.runner.backend import BackendError, ProgressCallback, RuntimeInfo
+from njtui.runner.launch import Launch
+from njtui.runner.mounts import fetch as fetch_mount
+from njtui.runner.mounts import s3_write_back
 from njtui.runner.paths import notebook_identity, runtime_key
 
 AGENTS_DIR = Path(__file__).parent / "agents"
@@ -45,6 +48,9 @@ LABEL_KEY = "org.njtui.key"
 LABEL_VERSION = "org.njtui.version"
 LABEL_LANGUAGE = "org.njtui.language"
 LABEL_IDLE = "org.njtui.idle-timeout"
+LABEL_SETTINGS = "org.njtui.settings"  # the settings it started with (no secret values)
+SECRETS_DIR = "/run/secrets"
+CUDA_AT = "/usr/local/cuda"
 HELLO_TIMEOUT = 60.0
 PROGRESS_INTERVAL = 0.1
 EXIT_REASONS = {"idle": "stopped: idle timeout", "shutdown": "stopped", "stdin closed": "stopped: its input closed"}
@@ -331,7 +337,7 @@ class DockerBackend:
             started_at=_parse_time(started),
             alive=container.status == "running",
             pid=state.get("Pid") or None,
-            details={"container": container.id, "name": container.name},
+            details={"container": container.id, "name": container.name, "settings": _json_label(labels.get(LABEL_SETTINGS))},
         )
 
     def find(self, notebook_path: str, runtime_id: str) -> RuntimeInfo | None:
@@ -380,17 +386,52 @@ class DockerBackend:
         except Exception as exc:  # noqa: BLE001 - a registry that can't be reached
             raise BackendError(f"image {reference} could not be pulled: {exc}") from None
 
-    def container_config(self, notebook_path: str, spec: RuntimeSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    def container_config(self, notebook_path: str, spec: RuntimeSpec, launch: Launch | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the container is created with: (create_container arguments, host config
-        arguments). Runtime settings (limits, mounts, GPUs) extend these."""
+        arguments), from the runtime's resolved settings. Secret values are not here."""
+        import docker
+
+        launch = launch or Launch(env=dict(spec.env))
         key = runtime_key(notebook_path, spec.id)
         environment = {
+            **launch.env,
             "NJTUI_RUNTIME": spec.id,
             "NJTUI_NOTEBOOK": notebook_identity(notebook_path),
             "NJTUI_RESULTS": RESULTS_DIR,
-            "LANG": "C.UTF-8",
-            **spec.env,
+            "NJTUI_SECRETS_DIR": SECRETS_DIR,
         }
+        environment.setdefault("LANG", "C.UTF-8")
+        host: dict[str, Any] = {
+            "init": True,  # an init as PID 1 reaps what cells leave behind and forwards signals
+            "log_config": {"type": "none", "config": {}},  # output lives in the agent's journal
+            # Secrets are written here by the agent: memory only, never in an image or `inspect`.
+            "tmpfs": {SECRETS_DIR: "mode=0700,size=1m"},
+        }
+        if launch.cpus is not None:
+            host["nano_cpus"] = int(launch.cpus * 1e9)
+        if launch.memory_bytes is not None:
+            host["mem_limit"] = launch.memory_bytes
+            host["memswap_limit"] = launch.memory_bytes  # no swap: past the limit is out of memory
+        if launch.gpus:
+            if isinstance(launch.gpus, list):
+                host["device_requests"] = [docker.types.DeviceRequest(device_ids=list(launch.gpus), capabilities=[["gpu"]])]
+            else:
+                host["device_requests"] = [docker.types.DeviceRequest(count=int(launch.gpus), capabilities=[["gpu"]])]
+        binds = {}
+        for mount in spec.mounts:
+            if mount.kind == "dir":
+                source = str(Path(mount.source).expanduser())
+                binds[source] = {"bind": mount.at, "mode": "ro" if mount.read_only else "rw"}
+        if launch.mount_cuda:
+            cuda = cuda_home()
+            binds[cuda] = {"bind": CUDA_AT, "mode": "ro"}
+            image_path = self._image_env(spec.environment).get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            environment["PATH"] = f"{CUDA_AT}/bin:{image_path}"
+            library_path = self._image_env(spec.environment).get("LD_LIBRARY_PATH")
+            environment["LD_LIBRARY_PATH"] = f"{CUDA_AT}/lib64" + (f":{library_path}" if library_path else "")
+            environment["CUDA_HOME"] = CUDA_AT
+        if binds:
+            host["binds"] = binds
         create = {
             "image": spec.environment,
             "command": agent_command(spec),
@@ -402,37 +443,56 @@ class DockerBackend:
                 LABEL_VERSION: njtui.__version__,
                 LABEL_LANGUAGE: spec.language,
                 LABEL_IDLE: str(spec.idle_timeout_seconds),
+                LABEL_SETTINGS: json.dumps(launch.settings, sort_keys=True),
             },
             "environment": environment,
             "stdin_open": True,  # the agent's request channel…
             "detach": True,  # …which stays open when a client goes (else docker-py sets StdinOnce)
             "tty": False,
         }
-        host: dict[str, Any] = {
-            "init": True,  # an init as PID 1 reaps what cells leave behind and forwards signals
-            "log_config": {"type": "none", "config": {}},  # output lives in the agent's journal
-        }
-        if spec.cpus is not None:
-            host["nano_cpus"] = int(spec.cpus * 1e9)
-        if spec.memory is not None:
-            host["mem_limit"] = parse_size(spec.memory)
-            host["memswap_limit"] = parse_size(spec.memory)  # no swap: past the limit is out of memory
         return create, host
 
-    def start(self, notebook_path: str, spec: RuntimeSpec, progress: ProgressCallback | None = None) -> RuntimeInfo:
+    def _image_env(self, reference: str) -> dict[str, str]:
+        try:
+            image = self.client.images.get(reference)
+        except Exception:  # noqa: BLE001 - resolved at create time anyway
+            return {}
+        return dict(item.split("=", 1) for item in image.attrs.get("Config", {}).get("Env") or [] if "=" in item)
+
+    def image_env(self, reference: str) -> dict[str, str]:
+        """The environment variables an image sets (its `ENV`), for "show inherited"."""
+        return self._image_env(reference)
+
+    def create(self, notebook_path: str, spec: RuntimeSpec, launch: Launch | None = None):
+        """Creates (does not start) the runtime's container, mounts included."""
+        import docker
+
+        launch = launch or Launch(env=dict(spec.env))
+        create, host = self.container_config(notebook_path, spec, launch)
+        self._remove_named(create["name"])
+        try:
+            created = self.client.api.create_container(**create, host_config=self.client.api.create_host_config(**host))
+        except docker.errors.ImageNotFound:
+            raise BackendError(f"image not found: {spec.environment}") from None
+        container = self.client.containers.get(created["Id"])
+        try:
+            for mount in spec.mounts:
+                if mount.kind in ("git", "s3"):
+                    self._api(f"{mount.kind} mount at {mount.at}", container.put_archive, "/", fetch_mount(mount, launch.mount_credentials))
+        except BaseException:
+            container.remove(force=True)
+            raise
+        return container
+
+    def start(self, notebook_path: str, spec: RuntimeSpec, progress: ProgressCallback | None = None, launch: Launch | None = None) -> RuntimeInfo:
         import docker
 
         running = self.find(notebook_path, spec.id)
         if running is not None:
             return running
         self.ensure_image(spec.environment, progress)
-        create, host = self.container_config(notebook_path, spec)
-        self._remove_named(create["name"])
         try:
-            created = self.client.api.create_container(**create, host_config=self.client.api.create_host_config(**host))
-            container = self.client.containers.get(created["Id"])
-        except docker.errors.ImageNotFound:
-            raise BackendError(f"image not found: {spec.environment}") from None
+            container = self.create(notebook_path, spec, launch)
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # another njtui process is starting the same runtime
                 for _ in range(100):
@@ -585,6 +645,26 @@ class DockerBackend:
             spool.seek(0)
             yield from files_changed_since(spool, since)
 
+    def write_back(self, info: RuntimeInfo, mount, credentials: dict[str, str]) -> list[str]:
+        """A read-write S3 mount's changed files, from the container back to the bucket."""
+        import docker
+
+        container = self._api(f"runtime {info.runtime_id}", self.client.containers.get, info.details["container"])
+        try:
+            chunks, _ = container.get_archive(mount.at.rstrip("/") + "/.")
+        except docker.errors.NotFound:
+            return []
+        with tempfile.TemporaryFile() as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+            spool.seek(0)
+            try:
+                return s3_write_back(mount, credentials, files_changed_since(spool, 0))
+            except BackendError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - botocore's errors, in words
+                raise BackendError(f"s3 mount {mount.source}: {exc}") from None
+
     def journal(self, info: RuntimeInfo) -> Iterator[dict[str, Any]]:
         container = self._api(f"runtime {info.runtime_id}", self.client.containers.get, info.details["container"])
         for line in _journal_lines(container):
@@ -614,6 +694,21 @@ def files_changed_since(archive: IO[bytes], since: float) -> Iterator[tuple[str,
             handle = tar.extractfile(member)
             if handle is not None and name:
                 yield name, handle
+
+
+def cuda_home() -> str:
+    """The host's CUDA toolkit: $NJTUI_CUDA_HOME, $CUDA_HOME, else /usr/local/cuda."""
+    home = os.environ.get("NJTUI_CUDA_HOME") or os.environ.get("CUDA_HOME") or "/usr/local/cuda"
+    if not Path(home, "bin").is_dir():
+        raise BackendError(f"mount_cuda: no CUDA toolkit at {home} on this machine; set NJTUI_CUDA_HOME to its directory")
+    return str(Path(home).resolve())
+
+
+def _json_label(value: str | None) -> Any:
+    try:
+        return json.loads(value) if value else None
+    except ValueError:
+        return None
 
 
 def _split_reference(reference: str) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from typing import IO, Any
 import njtui
 from njtui.model import RuntimeSpec
 from njtui.runner.backend import BackendError, ProgressCallback, RuntimeInfo, SocketConnection
+from njtui.runner.launch import Launch
 from njtui.runner.paths import notebook_identity, runtime_key, runtime_root, socket_path
 
 AGENTS_DIR = Path(__file__).parent / "agents"
@@ -87,7 +88,7 @@ class HostBackend:
         info.pid = relay.get("agent_pid")
         info.instance = relay.get("instance")
         info.alive = _is_alive(runtime_dir)
-        info.details = {"dir": str(runtime_dir), "socket": relay.get("socket"), "relay_pid": relay.get("relay_pid")}
+        info.details = {"dir": str(runtime_dir), "socket": relay.get("socket"), "relay_pid": relay.get("relay_pid"), "settings": data.get("settings")}
         if not info.alive:
             ended = _read_json(runtime_dir / "exit.json") or {}
             info.exit_reason = ended.get("reason") or "relay gone"
@@ -112,7 +113,8 @@ class HostBackend:
                     found.append(info)
         return found
 
-    def start(self, notebook_path: str, spec: RuntimeSpec, progress: ProgressCallback | None = None) -> RuntimeInfo:
+    def start(self, notebook_path: str, spec: RuntimeSpec, progress: ProgressCallback | None = None, launch: Launch | None = None) -> RuntimeInfo:
+        launch = launch or Launch(env=dict(spec.env))
         key = runtime_key(notebook_path, spec.id)
         with self._start_lock(key):
             running = self.find(notebook_path, spec.id)
@@ -135,17 +137,21 @@ class HostBackend:
             )
             payload = info.to_dict()
             payload["njtui_version"] = njtui.__version__
+            payload["settings"] = launch.settings
             (runtime_dir / "info.json").write_text(json.dumps(payload, indent=1))
             if progress:
                 progress("Starting", {"command": spec.language})
-            self._spawn_relay(runtime_dir, notebook_path, spec)
+            self._spawn_relay(runtime_dir, notebook_path, spec, launch)
             started = self._info(runtime_dir)
             assert started is not None
             return started
 
-    def _spawn_relay(self, runtime_dir: Path, notebook_path: str, spec: RuntimeSpec) -> None:
+    def _spawn_relay(self, runtime_dir: Path, notebook_path: str, spec: RuntimeSpec, launch: Launch) -> None:
         env = dict(os.environ)
-        env.update(spec.env)
+        env.update(launch.env)
+        secrets = runtime_dir / "secrets"
+        secrets.mkdir(mode=0o700, exist_ok=True)
+        env["NJTUI_SECRETS_DIR"] = str(secrets)
         env["NJTUI_RUNTIME"] = spec.id
         env["NJTUI_NOTEBOOK"] = notebook_identity(notebook_path)
         # The host's /results: files written here are collected when the cell finishes.

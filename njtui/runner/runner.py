@@ -20,6 +20,8 @@ from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
 from njtui.runner import protocol
 from njtui.runner.backend import Backend, BackendError, Connection, RuntimeInfo
 from njtui.runner.boot_board import BootBoard
+from njtui.runner.launch import changed_settings, settings_of
+from njtui.runner.launch import resolve as resolve_launch
 from njtui.runner.paths import runtime_key
 from njtui.runner.host import HostBackend
 from njtui.runner.log import RunnerLog
@@ -118,8 +120,10 @@ class RuntimeSession:
                 self.runner._emit(RuntimeMessage(self.spec.id, message))
             # Recorded after the listeners have it: file writes stay off the latency path.
             finished = self.recorder.handle(message)
-            if finished is not None and message.get("files_changed") is not False:
-                self.runner.collect_files(self.backend, self.info, finished)
+            if finished is not None:
+                if message.get("files_changed") is not False:
+                    self.runner.collect_files(self.backend, self.info, finished)
+                self.runner.write_back_mounts(self.backend, self.info, self.spec)
             self._maybe_take_recording()
         self._ended(exit_reason, crashed)
 
@@ -298,11 +302,16 @@ class Runner:
                         last["posted"] = now
                     last["phase"] = phase
 
+                launch = resolve_launch(self.notebook, spec)
                 try:
-                    info = backend.start(self.path, spec, progress)
+                    info = backend.start(self.path, spec, progress, launch)
                 finally:
                     self.boot_board.clear(board_key)
-                return self._open_session(spec, backend, info, attached=False)
+                session = self._open_session(spec, backend, info, attached=False)
+                if launch.secrets:
+                    # Over the agent connection only: not in the container's config, not journaled.
+                    session.send({"op": "secrets", "env": launch.secrets})
+                return session
             except BackendError as exc:
                 reason = str(exc).splitlines()[0]
                 self.log.error(runtime_id, f"failed to start: {exc}")
@@ -342,6 +351,32 @@ class Runner:
         if files:
             self.log.info(info.runtime_id, f"collected {len(files)} file{'s' if len(files) != 1 else ''} from /results of cell {record.cell}")
             self._emit(RuntimeMessage(info.runtime_id, {"seq": None, "exec": record.exec_id, "type": "files", "files": files, "version": record.version, "t": time.time()}))
+
+    def write_back_mounts(self, backend: Backend, info: RuntimeInfo, spec: RuntimeSpec) -> None:
+        """After a cell: read-write S3 mounts send their changed files back to the bucket."""
+        mounts = [mount for mount in spec.mounts if mount.kind == "s3" and not mount.read_only]
+        write_back = getattr(backend, "write_back", None)
+        if not mounts or write_back is None:
+            return
+        try:
+            credentials = resolve_launch(self.notebook, spec).mount_credentials
+            for mount in mounts:
+                keys = write_back(info, mount, credentials)
+                if keys:
+                    self.log.info(spec.id, f"wrote {len(keys)} changed file{'s' if len(keys) != 1 else ''} back to {mount.source}")
+        except BackendError as exc:
+            self.log.error(spec.id, f"could not write back to S3: {exc}")
+
+    def pending_changes(self, runtime_id: str) -> list[str]:
+        """Settings edited since the running runtime started: they apply on restart."""
+        session = self.sessions.get(runtime_id)
+        spec = self.notebook.runtimes.get(runtime_id)
+        if session is None or spec is None:
+            return []
+        started_with = session.info.details.get("settings")
+        if not isinstance(started_with, dict):
+            return []
+        return changed_settings(started_with, settings_of(self.notebook, spec))
 
     def runtime_for(self, cell: Cell) -> RuntimeSpec:
         return self.notebook.runtime_for(cell)

@@ -277,9 +277,28 @@ class Agent:
                 self.emit_status()
             elif op == "shutdown":
                 self.shutdown("shutdown")
+            elif op == "secrets":
+                self.set_secrets(request.get("env") or {})
             else:
                 self.channel.emit("log", level="error", text=f"unknown op {op!r}")
         self.shutdown("stdin closed")
+
+    def set_secrets(self, secrets: dict) -> None:
+        """Secrets become environment variables of the cells and files in the secrets directory
+        ($NJTUI_SECRETS_DIR, a tmpfs in containers). Nothing of them is journaled or echoed."""
+        directory = os.environ.get("NJTUI_SECRETS_DIR")
+        for name, value in secrets.items():
+            if not isinstance(name, str) or not isinstance(value, str) or not name.isidentifier():
+                continue
+            os.environ[name] = value
+            if directory:
+                try:
+                    os.makedirs(directory, mode=0o700, exist_ok=True)
+                    fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as handle:
+                        handle.write(value)
+                except OSError as exc:
+                    self.channel.emit("log", level="error", text=f"cannot write secret file {name}: {exc.strerror}")
 
     def emit_status(self) -> None:
         self.channel.emit(

@@ -219,6 +219,7 @@ __njt_reader() {
             printf 'EXEC\t%s\n' "$line" >&"$__njt_req" ;;
         interrupt) __njt_interrupt ;;
         status) printf 'T\n' >&"$__njt_ctl" ;;
+        secrets) printf 'SECRETS\t%s\n' "$line" >&"$__njt_req" ;;
         shutdown)
             __njt_interrupt
             printf 'E\tshutdown\n' >&"$__njt_ctl"
@@ -274,6 +275,21 @@ __njt_await_ack() {
     done
 }
 
+# Secrets become exported variables and files in $NJTUI_SECRETS_DIR (a tmpfs in containers).
+__njt_set_secrets() {
+    local object=${1#*\"env\":\{} name
+    local pair='^"([A-Za-z_][A-Za-z0-9_]*)":"(([^"\\]|\\.)*)",?(.*)$'
+    while [[ $object =~ $pair ]]; do
+        name=${BASH_REMATCH[1]}
+        object=${BASH_REMATCH[4]}
+        __njt_unesc "${BASH_REMATCH[2]}"
+        export "$name=$REPLY"
+        if [[ -n $NJTUI_SECRETS_DIR ]]; then
+            (umask 077 && printf '%s' "$REPLY" >"$NJTUI_SECRETS_DIR/$name") 2>/dev/null
+        fi
+    done
+}
+
 __njt_stop=
 __njt_count=0
 trap '__njt_stop=interrupt' INT
@@ -288,6 +304,9 @@ while :; do
         while read -t 0 -u "$__njt_intp"; do read -r -N 1 -u "$__njt_intp" _; done
         continue ;;
     EXEC$'\t'*) ;;
+    SECRETS$'\t'*)
+        __njt_set_secrets "${__njt_request#SECRETS$'\t'}"
+        continue ;;
     *) continue ;;
     esac
     __njt_request=${__njt_request#EXEC$'\t'}
