@@ -247,10 +247,10 @@ class DockerConnection:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         last = 0
-        for message in self._replay():
-            last = max(last, message.get("seq") or 0)
-            yield message
         try:
+            for message in self._replay():
+                last = max(last, message.get("seq") or 0)
+                yield message
             for message in self.stream.messages():
                 seq = message.get("seq") or 0
                 if seq and seq <= last:
@@ -260,7 +260,7 @@ class DockerConnection:
                 if self._replay_from is not None:
                     # A client taking over the recording asked for history again.
                     yield from self._replay()
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - the stream ended: the engine, the container or the network went
             pass
         if not self._closed:
             yield {"type": protocol.RUNTIME_EXIT, "reason": self.backend.exit_reason(self.container.id)}
@@ -587,6 +587,12 @@ class DockerBackend:
 
     def exit_reason(self, container_id: str) -> str:
         """Why a container's agent ended, in words: from the engine's state and the journal."""
+        try:
+            return self._exit_reason(container_id)
+        except Exception as exc:  # noqa: BLE001 - the engine went away while we asked it
+            return f"Docker engine unreachable: {exc}"
+
+    def _exit_reason(self, container_id: str) -> str:
         import docker
 
         try:
