@@ -501,6 +501,105 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- njtui runtime set/show
+RUNTIME_SCALARS = {"name": str, "language": str, "environment": str, "machine": str, "cpus": float, "memory": str, "idle_timeout": str}
+
+
+def _setting_value(key: str, text: str):
+    if key in ("default", "mount_cuda"):
+        if text.lower() not in ("true", "false"):
+            raise UsageError(f"{key} is true or false, not {text!r}")
+        return text.lower() == "true"
+    if key == "cpus":
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"cpus is a number, not {text!r}") from None
+    if key == "gpus":
+        if text.isdigit():
+            return int(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def cmd_runtime(args: argparse.Namespace) -> int:
+    import copy
+
+    from njtui.model import RuntimeSpec
+    from njtui.runner.launch import CONTAINER_ONLY
+    from njtui.store import save_notebook
+    from njtui.store.notebook_file import notebook_document, runtime_document
+
+    path = Path(args.notebook)
+    notebook = _load(args.notebook)
+    if args.action == "show":
+        spec = notebook.runtimes.get(args.runtime)
+        if spec is None:
+            raise UsageError(f"no runtime {args.runtime!r} in {path}; runtimes: {', '.join(notebook.runtimes) or 'none'}")
+        table = runtime_document(spec)
+        if args.json:
+            print(json.dumps({"runtime": spec.id, **table, "inherited_env": notebook.env}))
+            return EXIT_OK
+        import tomli_w
+
+        print(f"[runtimes.{spec.id}]")
+        print(tomli_w.dumps({k: v for k, v in table.items() if not isinstance(v, (dict, list)) or k == "gpus"}), end="")
+        for key in ("env", "secrets"):
+            if table.get(key):
+                print(f"\n[runtimes.{spec.id}.{key}]")
+                print(tomli_w.dumps(table[key]), end="")
+        for mount in table.get("mounts", []):
+            print(f"\n[[runtimes.{spec.id}.mounts]]")
+            print(tomli_w.dumps(mount), end="")
+        if notebook.env:
+            print("\n# inherited from the notebook's [env]: " + ", ".join(f"{k}={v}" for k, v in notebook.env.items()))
+        if spec.is_host:
+            unused = [key for key in CONTAINER_ONLY if table.get(key) not in (None, [], False)]
+            if unused:
+                print(f"# not applied to a host runtime: {', '.join(unused)}")
+        return EXIT_OK
+    # set: KEY=VALUE, env.NAME=VALUE, secrets.NAME=SECRET, and -KEY to remove a key
+    spec = notebook.runtimes.get(args.runtime)
+    if spec is None:
+        language = next((a.split("=", 1)[1] for a in args.assignments if a.startswith("language=")), None)
+        if language is None:
+            raise UsageError(f"no runtime {args.runtime!r}; to add one, give its language: njtui runtime set {args.notebook} {args.runtime} language=python")
+        spec = RuntimeSpec(args.runtime, language)
+        notebook.runtimes[args.runtime] = spec
+    document = notebook_document(notebook)
+    table = copy.deepcopy(document["runtimes"][args.runtime])
+    for key in args.unset or []:
+        container, _, name = key.partition(".")
+        if name:
+            table.get(container, {}).pop(name, None)
+        else:
+            table.pop(key, None)
+    for assignment in args.assignments:
+        if "=" not in assignment:
+            raise UsageError(f"{assignment!r}: write KEY=VALUE (env.NAME=VALUE, secrets.NAME=SECRET; --unset KEY removes one)")
+        key, value = assignment.split("=", 1)
+        if key.startswith(("env.", "secrets.")):
+            container, name = key.split(".", 1)
+            table.setdefault(container, {})[name] = value
+        elif key in RUNTIME_SCALARS or key in ("default", "mount_cuda", "gpus"):
+            table[key] = _setting_value(key, value)
+        else:
+            raise UsageError(f"unknown setting {key!r}; settings: {', '.join([*RUNTIME_SCALARS, 'default', 'gpus', 'mount_cuda', 'env.NAME', 'secrets.NAME'])} (mounts: edit the file or the settings screen)")
+    document["runtimes"][args.runtime] = table
+    # The edited document goes through the same validation as a file read from disk.
+    from njtui.store.notebook_file import parse_notebook
+    from njtui.store.toml_writer import dumps as toml_dumps
+
+    candidate = toml_dumps(document).encode()
+    try:
+        updated = parse_notebook(candidate, path)
+    except NotebookError as exc:
+        raise UsageError(f"{path}: not changed: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else "")) from None
+    save_notebook(updated, path)
+    print(f"saved runtime {args.runtime} of {path}; a running runtime applies the change when restarted")
+    return EXIT_OK
+
+
 # -- njtui NOTEBOOK
 def cmd_open(args: argparse.Namespace) -> int:
     from njtui.model import Notebook
@@ -579,6 +678,15 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--extract", metavar="DIR", help="copy the files into DIR")
     results.add_argument("--json", action="store_true", help="one JSON object per file")
     results.set_defaults(handler=cmd_results)
+    runtime = sub.add_parser("runtime", help="show or set a runtime's settings: runtime show NOTEBOOK RUNTIME, runtime set NOTEBOOK RUNTIME KEY=VALUE…")
+    runtime.add_argument("action", choices=("show", "set"))
+    runtime.add_argument("notebook")
+    runtime.add_argument("runtime")
+    runtime.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
+    runtime.add_argument("--unset", action="append", metavar="KEY", help="remove a setting (KEY, env.NAME or secrets.NAME)")
+    runtime.add_argument("--json", action="store_true")
+    runtime.set_defaults(handler=cmd_runtime)
+
     secrets = sub.add_parser("secrets", help="manage your secret store: set NAME (value from a prompt or stdin), ls, rm NAME")
     secrets.add_argument("action", choices=("set", "ls", "rm"))
     secrets.add_argument("name", nargs="?")
