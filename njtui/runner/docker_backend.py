@@ -459,6 +459,32 @@ class DockerBackend:
             return {}
         return dict(item.split("=", 1) for item in image.attrs.get("Config", {}).get("Env") or [] if "=" in item)
 
+    def local_images(self) -> list[dict[str, Any]]:
+        """Images on the engine: reference, size in bytes, creation time."""
+        images = []
+        for image in self._api("listing images", self.client.images.list):
+            for tag in image.tags:
+                images.append({"reference": tag, "size": image.attrs.get("Size", 0), "created": _parse_time(image.attrs.get("Created", ""))})
+        return sorted(images, key=lambda item: item["reference"])
+
+    def check_image(self, reference: str) -> str:
+        """Where an image reference resolves ("on this engine", "in its registry"); a
+        BackendError saying why when it does not."""
+        import docker
+
+        try:
+            self.client.images.get(reference)
+            return "on this engine"
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise BackendError(f"{reference}: {exc.explanation or exc}") from None
+        try:
+            self.client.api.inspect_distribution(reference)
+            return "in its registry (pulled at boot)"
+        except docker.errors.APIError as exc:
+            raise BackendError(f"image {reference} is neither on this engine nor in a registry it can reach ({exc.explanation or exc})") from None
+
     def image_env(self, reference: str) -> dict[str, str]:
         """The environment variables an image sets (its `ENV`), for "show inherited"."""
         return self._image_env(reference)

@@ -367,6 +367,28 @@ class Runner:
         except BackendError as exc:
             self.log.error(spec.id, f"could not write back to S3: {exc}")
 
+    # -- environments, for the settings screen (the UI asks here, never the engine)
+    def local_images(self) -> list[dict[str, Any]]:
+        backend = self.backends.get("docker")
+        return backend.local_images() if backend is not None else []
+
+    def check_environment(self, environment: str) -> str:
+        if environment == "host":
+            return "this machine"
+        backend = self.backends.get("docker")
+        if backend is None:
+            raise BackendError("no Docker backend")
+        return backend.check_image(environment)
+
+    def image_env(self, environment: str) -> dict[str, str]:
+        backend = self.backends.get("docker")
+        if environment == "host" or backend is None:
+            return {}
+        try:
+            return backend.image_env(environment)
+        except BackendError:
+            return {}
+
     def pending_changes(self, runtime_id: str) -> list[str]:
         """Settings edited since the running runtime started: they apply on restart."""
         session = self.sessions.get(runtime_id)

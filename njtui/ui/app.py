@@ -38,6 +38,7 @@ from njtui.ui.config import load_config, remember_theme
 from njtui.ui.themes import DEFAULT_THEME, discover_themes
 from njtui.ui.notebook_view import NotebookView
 from njtui.ui.panels import RunnerLogPanel, RuntimesPanel
+from njtui.ui.settings_screen import RuntimeSettingsScreen
 from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen, key_label
 
 CHORD_SECONDS = 1.0
@@ -166,7 +167,7 @@ class NotebookApp(App[str]):
         self._apply_sizes()
         self.view.dark = self.current_theme.dark if self.current_theme else True
         self._bridge = RunnerBridge(self, self.runner)
-        self.runtimes_panel.show(self.notebook, self.statuses)
+        self._show_runtimes()
         self.runner_log_panel.add(list(self.runner.log.history))
         self.view.focus()
         self.set_interval(1.0, self._tick)
@@ -249,7 +250,7 @@ class NotebookApp(App[str]):
         if log_entries:
             self.runner_log_panel.add(log_entries)
         if runtimes_changed:
-            self.runtimes_panel.show(self.notebook, self.statuses)
+            self._show_runtimes()
         for cell_id in changed_cells:
             self.view.refresh_cell(cell_id)
         if changed_cells:
@@ -277,7 +278,7 @@ class NotebookApp(App[str]):
     def _tick(self) -> None:
         self.view.tick()
         if any(status.state == RuntimeState.RUNNING for status in self.statuses.values()):
-            self.runtimes_panel.show(self.notebook, self.statuses)
+            self._show_runtimes()
 
     # -- selection and editing
     def action_select_relative(self, delta: int) -> None:
@@ -448,6 +449,31 @@ class NotebookApp(App[str]):
             return
         self.runtime_do(runtime_id, what)
 
+    def action_runtime_settings(self, runtime_id: str | None = None) -> None:
+        """The settings screen of a runtime: the panel's highlighted one, else the selected cell's."""
+        if runtime_id is None:
+            focused_panel = self.focused is not None and self.runtimes_panel in self.focused.ancestors_with_self
+            runtime_id = self.runtimes_panel.highlighted_runtime if focused_panel else None
+        if runtime_id is None:
+            spec = self._selected_runtime()
+            runtime_id = spec.id if spec is not None else self.runtimes_panel.highlighted_runtime
+        if runtime_id is None or runtime_id not in self.notebook.runtimes:
+            self.notify("no runtime to show settings of")
+            return
+        self.push_screen(
+            RuntimeSettingsScreen(self.path, self.notebook, runtime_id, self.runner, self.runner.pending_changes(runtime_id), self._settings_saved),
+            lambda _: self._show_runtimes(),
+        )
+
+    def _settings_saved(self) -> None:
+        self.action_save()
+        self._show_runtimes()
+        self.view.refresh_all()
+
+    def _show_runtimes(self) -> None:
+        pending = {rid: self.runner.pending_changes(rid) for rid in self.notebook.runtimes}
+        self.runtimes_panel.show(self.notebook, self.statuses, pending)
+
     @on(OptionList.OptionSelected, "#runtime-list")
     def _runtime_selected(self, event: OptionList.OptionSelected) -> None:
         self.action_runtime_action("log")
@@ -470,7 +496,7 @@ class NotebookApp(App[str]):
         self.view.selected = index
         self.view.rebuild()
         self.view.select(index)
-        self.runtimes_panel.show(self.notebook, self.statuses)
+        self._show_runtimes()
 
     async def action_insert_cell(self, where: str) -> None:
         selected = self.view.selected_cell
@@ -488,7 +514,7 @@ class NotebookApp(App[str]):
         view.selected = min(index, len(self.notebook.cells) - 1)
         view.rebuild()
         view.select(view.selected)
-        self.runtimes_panel.show(self.notebook, self.statuses)
+        self._show_runtimes()
 
     async def action_undo_delete(self) -> None:
         if not self.deleted:
@@ -538,7 +564,7 @@ class NotebookApp(App[str]):
         self.dirty = True
         self.view.rebuild()
         self.view.select(self.view.selected)
-        self.runtimes_panel.show(self.notebook, self.statuses)
+        self._show_runtimes()
 
     def action_pick_runtime(self) -> None:
         cell = self.view.selected_cell
@@ -565,7 +591,7 @@ class NotebookApp(App[str]):
         cell.runtime = None if default is not None and default.id == spec.id else spec.id
         self.dirty = True
         self.view.refresh_all()
-        self.runtimes_panel.show(self.notebook, self.statuses)
+        self._show_runtimes()
         self.notify(f"cell {cell.id} runs in {spec.name} ({spec.id})", timeout=2)
 
     def _new_runtime(self, language: str) -> RuntimeSpec:
@@ -595,7 +621,7 @@ class NotebookApp(App[str]):
         self.dirty = True
         self.view.rebuild()
         self.view.select(self.view.selected)
-        self.runtimes_panel.show(self.notebook, self.statuses)
+        self._show_runtimes()
 
     # -- screens
     def action_help(self) -> None:
@@ -733,6 +759,7 @@ class NotebookApp(App[str]):
             PaletteCommand("cell: interrupt its runtime", "interrupt_cell", "i i"),
             PaletteCommand("cell: restart its runtime", "restart_cell", "0 0"),
             PaletteCommand("cell: open full output", "open_pager", "o"),
+            PaletteCommand("cell: settings of its runtime", "runtime_settings", "e"),
             PaletteCommand("notebook: run all cells", "run_all"),
             PaletteCommand("notebook: save", "save", "Ctrl+S"),
             PaletteCommand("runtimes: stop all", "stop_all"),
@@ -747,6 +774,7 @@ class NotebookApp(App[str]):
         for runtime_id, spec in self.notebook.runtimes.items():
             for what in ("start", "stop", "restart", "interrupt"):
                 commands.append(PaletteCommand(f"runtime: {what} {spec.name} ({runtime_id})", f"runtime_do({runtime_id!r}, {what!r})"))
+            commands.append(PaletteCommand(f"runtime: settings of {spec.name} ({runtime_id})", f"runtime_settings({runtime_id!r})"))
         for name in sorted(self.available_themes):
             commands.append(PaletteCommand(f"theme: {name}", f"switch_theme({name!r})"))
         return commands

@@ -52,6 +52,7 @@ class NotebookView(VerticalScroll, can_focus=True):
         Binding("r", "app.pick_runtime", "runtime", show=False),
         Binding("l", "app.pick_language", "language", show=False),
         Binding("o", "app.open_pager", "full output", show=False),
+        Binding("e", "app.runtime_settings", "runtime settings", show=False),
         Binding("question_mark", "app.help", "help", show=True),
     ]
 

@@ -39,7 +39,7 @@ def progress_bar(done: float, total: float, width: int = PROGRESS_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, now: float) -> Text:
+def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, now: float, pending: list[str] | None = None) -> Text:
     """Two lines: state dot, name and state; then environment · language · cells served."""
     style = STATE_STYLES[status.state]
     row = Text(no_wrap=True, overflow="ellipsis")
@@ -63,6 +63,8 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
         row.append(f"\n  {progress_bar(done, total)} {_size(done)}/{_size(total)}", style=style)
     if status.state in (RuntimeState.ERROR, RuntimeState.STOPPED) and status.reason:
         row.append(f"\n  {status.reason}", style=style if status.state == RuntimeState.ERROR else "dim")
+    if pending and status.state == RuntimeState.RUNNING:
+        row.append(f"\n  ⟳ restart to apply: {', '.join(pending)}", style="bold yellow")
     return row
 
 
@@ -75,6 +77,7 @@ class RuntimesPanel(Vertical):
         Binding("R", "app.runtime_action('restart')", "restart", show=True),
         Binding("i", "app.runtime_action('interrupt')", "interrupt", show=True),
         Binding("L", "app.runtime_action('log')", "log", show=True),
+        Binding("e", "app.runtime_settings", "settings", show=True),
     ]
 
     def compose(self) -> ComposeResult:
@@ -90,7 +93,7 @@ class RuntimesPanel(Vertical):
             return None
         return options.get_option_at_index(options.highlighted).id
 
-    def show(self, notebook: Notebook, statuses: dict[str, RuntimeStatus]) -> None:
+    def show(self, notebook: Notebook, statuses: dict[str, RuntimeStatus], pending: dict[str, list[str]] | None = None) -> None:
         options = self.query_one(OptionList)
         highlighted = self.highlighted_runtime
         now = time.time()
@@ -98,7 +101,7 @@ class RuntimesPanel(Vertical):
         for runtime_id, spec in notebook.runtimes.items():
             status = statuses.get(runtime_id) or RuntimeStatus()
             served = len(notebook.cells_served_by(runtime_id))
-            rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment, spec.language, served, status, now), id=runtime_id))
+            rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment, spec.language, served, status, now, (pending or {}).get(runtime_id)), id=runtime_id))
         options.clear_options()
         options.add_options(rows)
         if rows:

@@ -1,0 +1,378 @@
+"""A runtime's settings: general, variables (with what it inherits), secrets, mounts, machine.
+
+Edits are checked by the same validation as a notebook file read from disk before they are
+kept; Ctrl+S saves them into the notebook. A running runtime is never changed in place: the
+screen and the runtimes panel say "restart to apply" with what changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Label, Select, Static, Switch, TabbedContent, TabPane
+
+from njtui.model import LANGUAGES, Notebook, RuntimeSpec
+from njtui.model.settings import MOUNT_KINDS, Mount
+from njtui.model.size import format_size
+from njtui.store import NotebookError
+from njtui.store.machines import load_machines
+from njtui.store.notebook_file import notebook_document, parse_notebook
+from njtui.store.secrets import SecretStore
+from njtui.store.toml_writer import dumps as toml_dumps
+
+CONTAINER_ONLY_NOTE = "Not applied to host runtimes: mounts, machine type, CPUs, memory, GPUs and CUDA take effect in Docker runtimes only."
+
+
+def inherited_variables(image_env: dict[str, str], notebook_env: dict[str, str], runtime_env: dict[str, str]) -> list[tuple[str, str, str, bool]]:
+    """(name, value, source, wins) for every variable the runtime gets, later sources winning."""
+    rows = []
+    layers = (("image", image_env), ("notebook", notebook_env), ("runtime", runtime_env))
+    for index, (source, values) in enumerate(layers):
+        for name, value in sorted(values.items()):
+            overridden = any(name in later for _, later in layers[index + 1 :])
+            rows.append((name, value, source, not overridden))
+    return sorted(rows, key=lambda row: (row[0], ["image", "notebook", "runtime"].index(row[2])))
+
+
+class RuntimeSettingsScreen(Screen[bool]):
+    BINDINGS = [
+        Binding("ctrl+s", "save", "save", priority=True),
+        Binding("escape", "close", "close"),
+        Binding("delete,ctrl+d", "remove_row", "remove row"),
+        Binding("ctrl+i", "toggle_inherited", "show inherited", show=False),
+    ]
+
+    def __init__(self, path, notebook: Notebook, runtime_id: str, runner, pending: list[str], on_saved: Callable[[], None]) -> None:
+        super().__init__()
+        self.path = path
+        self.notebook = notebook
+        self.spec = copy.deepcopy(notebook.runtimes[runtime_id])
+        self.runner = runner
+        self.pending = pending
+        self.on_saved = on_saved
+        self.show_inherited = True
+        self.image_env: dict[str, str] = {}
+        self.dirty = False
+
+    # -- layout
+    def compose(self) -> ComposeResult:
+        spec = self.spec
+        yield Static(self._title(), id="settings-title")
+        yield Static(self._pending_text(), id="settings-pending")
+        with TabbedContent(id="settings-tabs"):
+            with TabPane("General", id="tab-general"):
+                with VerticalScroll():
+                    yield Label("Name")
+                    yield Input(spec.name, id="name")
+                    yield Label("Language")
+                    yield Select([(language, language) for language in LANGUAGES], value=spec.language, allow_blank=False, id="language")
+                    yield Label("Environment: host, or an image reference")
+                    yield Input(spec.environment, id="environment")
+                    yield Static("", id="environment-status", classes="field-status")
+                    yield Label("Images on the engine (Enter picks one)")
+                    yield DataTable(id="images", cursor_type="row")
+                    yield Label("Idle timeout (e.g. 20m, 1h30m)")
+                    yield Input(spec.idle_timeout or "", placeholder="20m", id="idle_timeout")
+            with TabPane("Variables", id="tab-variables"):
+                with Vertical():
+                    with Horizontal(classes="switch-row"):
+                        yield Switch(value=True, id="inherited")
+                        yield Label("Show inherited (image ENV, the notebook's \\[env]); the ✓ row wins")
+                    yield DataTable(id="variables", cursor_type="row")
+                    yield Input(placeholder="NAME=value adds or changes a variable; Delete removes the selected one", id="variable-input")
+            with TabPane("Secrets", id="tab-secrets"):
+                with Vertical():
+                    yield Static("A secret is a variable of the runtime's processes and a file in /run/secrets (a tmpfs); the notebook keeps only its name.", classes="note")
+                    yield DataTable(id="secrets", cursor_type="row")
+                    yield Input(placeholder="VARIABLE=secret-name adds a secret reference", id="secret-input")
+                    yield Input(placeholder="secret-name=value stores a value in your secret store (never in the notebook)", password=True, id="secret-value")
+            with TabPane("Mounts", id="tab-mounts"):
+                with Vertical():
+                    yield Static(self._host_note(), classes="note host-note")
+                    yield DataTable(id="mounts", cursor_type="row")
+                    yield Input(placeholder="KIND SOURCE AT [ref=REF] [rw]   e.g.  git https://host/repo.git /src/repo ref=v1.2", id="mount-input")
+            with TabPane("Machine", id="tab-machine"):
+                with VerticalScroll():
+                    yield Static(self._host_note(), classes="note host-note")
+                    yield Label("Machine type")
+                    presets = load_machines()
+                    options = [(f"{name}  ({values.get('cpus')} CPUs, {values.get('memory')}{', ' + str(values['gpus']) + ' GPU' if values.get('gpus') else ''})", name) for name, values in sorted(presets.items())]
+                    yield Select([("custom", "")] + options, value=spec.machine or "", allow_blank=False, id="machine")
+                    yield Label("CPUs (overrides the machine type)")
+                    yield Input("" if spec.cpus is None else str(spec.cpus), placeholder="e.g. 1.5", id="cpus")
+                    yield Label("Memory (overrides the machine type)")
+                    yield Input(spec.memory or "", placeholder="e.g. 256MB, 4GiB", id="memory")
+                    yield Label("GPUs: a count, or device ids separated by commas")
+                    yield Input("" if spec.gpus is None else (",".join(spec.gpus) if isinstance(spec.gpus, list) else str(spec.gpus)), placeholder="0", id="gpus")
+                    with Horizontal(classes="switch-row"):
+                        yield Switch(value=bool(spec.mount_cuda), id="mount_cuda")
+                        yield Label("Mount CUDA: the host's toolkit, read-only, on PATH and LD_LIBRARY_PATH")
+        yield Static("", id="settings-error")
+        yield Footer()
+
+    def _title(self) -> Text:
+        return Text.assemble(("Settings of runtime ", "bold"), (f"{self.spec.name} ({self.spec.id})", "bold"), f"  ·  {self.path}")
+
+    def _pending_text(self) -> Text:
+        if not self.pending:
+            return Text("")
+        return Text(f"⟳ restart to apply: {', '.join(self.pending)}", style="bold yellow")
+
+    def _host_note(self) -> str:
+        return CONTAINER_ONLY_NOTE if self.spec.is_host else ""
+
+    def on_mount(self) -> None:
+        for note in self.query(".host-note"):
+            note.display = self.spec.is_host
+        variables = self.query_one("#variables", DataTable)
+        variables.add_columns("name", "value", "from", "")
+        secrets = self.query_one("#secrets", DataTable)
+        secrets.add_columns("variable", "secret", "in your store")
+        mounts = self.query_one("#mounts", DataTable)
+        mounts.add_columns("kind", "source", "ref", "at", "access")
+        images = self.query_one("#images", DataTable)
+        images.add_columns("image", "size", "age")
+        self.refresh_tables()
+        self.load_engine_facts(self.spec.environment)
+
+    @work(thread=True, exclusive=True, group="settings-engine")
+    def load_engine_facts(self, environment: str) -> None:
+        """Images, the image's ENV and whether the reference resolves: asked of the runner
+        off the UI thread (an engine may be slow or away)."""
+        try:
+            images = self.runner.local_images()
+        except Exception as exc:  # noqa: BLE001 - shown, not fatal
+            images, problem = [], str(exc)
+        else:
+            problem = None
+        image_env = self.runner.image_env(environment)
+        try:
+            where = self.runner.check_environment(environment)
+            status, ok = f"✓ {environment}: {where}", True
+        except Exception as exc:  # noqa: BLE001
+            status, ok = f"✗ {exc}", False
+        self.app.call_from_thread(self._engine_facts, images, problem, image_env, status, ok)
+
+    def _engine_facts(self, images, problem, image_env, status, ok) -> None:
+        self.image_env = image_env
+        table = self.query_one("#images", DataTable)
+        table.clear()
+        now = time.time()
+        for image in images:
+            age = now - image["created"] if image["created"] else None
+            shown_age = "-" if age is None else f"{int(age // 86400)}d" if age >= 86400 else f"{int(age // 3600)}h"
+            table.add_row(image["reference"], format_size(image["size"]), shown_age, key=image["reference"])
+        if problem:
+            table.add_row(f"(no engine: {problem[:60]})", "", "")
+        field = self.query_one("#environment", Input)
+        field.set_class(not ok, "-invalid")
+        self.query_one("#environment-status", Static).update(Text(status, style="green" if ok else "bold red"))
+        self.environment_ok = ok
+        self.refresh_tables()
+
+    def refresh_tables(self) -> None:
+        variables = self.query_one("#variables", DataTable)
+        variables.clear()
+        if self.show_inherited:
+            rows = inherited_variables(self.image_env, self.notebook.env, self.spec.env)
+        else:
+            rows = [(name, value, "runtime", True) for name, value in sorted(self.spec.env.items())]
+        for name, value, source, wins in rows:
+            style = "" if wins else "dim strike"
+            variables.add_row(Text(name, style=style), Text(value, style=style), source, "✓" if wins else "overridden", key=f"{source}:{name}")
+        secrets = self.query_one("#secrets", DataTable)
+        secrets.clear()
+        try:
+            stored = set(SecretStore().names())
+            store_problem = None
+        except Exception as exc:  # noqa: BLE001 - e.g. a store others can read: say so
+            stored, store_problem = set(), str(exc).splitlines()[0]
+        for variable, name in sorted(self.spec.secrets.items()):
+            state = Text("✓ stored", style="green") if name in stored else Text(store_problem or f"✗ missing: njtui secrets set {name}", style="red")
+            secrets.add_row(variable, name, state, key=variable)
+        mounts = self.query_one("#mounts", DataTable)
+        mounts.clear()
+        for index, mount in enumerate(self.spec.mounts):
+            mounts.add_row(mount.kind, mount.source, mount.ref or "", mount.at, "read-only" if mount.read_only else "read-write", key=str(index))
+
+    # -- editing
+    def _error(self, message: str) -> None:
+        self.query_one("#settings-error", Static).update(Text(message, style="bold red"))
+
+    def _changed(self) -> None:
+        self.dirty = True
+        self._error("")
+        self.refresh_tables()
+
+    @on(Input.Submitted, "#variable-input")
+    def _add_variable(self, event: Input.Submitted) -> None:
+        name, sep, value = event.value.partition("=")
+        if not sep or not name.strip():
+            self._error("write NAME=value")
+            return
+        self.spec.env[name.strip()] = value
+        event.input.value = ""
+        self._changed()
+
+    @on(Input.Submitted, "#secret-input")
+    def _add_secret(self, event: Input.Submitted) -> None:
+        variable, sep, name = event.value.partition("=")
+        if not sep or not variable.strip() or not name.strip():
+            self._error("write VARIABLE=secret-name")
+            return
+        self.spec.secrets[variable.strip()] = name.strip()
+        event.input.value = ""
+        self._changed()
+
+    @on(Input.Submitted, "#secret-value")
+    def _store_secret(self, event: Input.Submitted) -> None:
+        name, sep, value = event.value.partition("=")
+        event.input.value = ""
+        if not sep or not name.strip() or not value:
+            self._error("write secret-name=value")
+            return
+        try:
+            SecretStore().set(name.strip(), value)
+        except Exception as exc:  # noqa: BLE001
+            self._error(str(exc))
+            return
+        self.app.notify(f"stored secret {name.strip()} in your secret store", timeout=3)
+        self.refresh_tables()
+
+    @on(Input.Submitted, "#mount-input")
+    def _add_mount(self, event: Input.Submitted) -> None:
+        words = event.value.split()
+        if len(words) < 3 or words[0] not in MOUNT_KINDS:
+            self._error(f"write KIND SOURCE AT [ref=REF] [rw] with KIND one of {', '.join(MOUNT_KINDS)}")
+            return
+        kind, source, at, *options = words
+        ref = next((option.split("=", 1)[1] for option in options if option.startswith("ref=")), None)
+        self.spec.mounts.append(Mount(kind, source, at, read_only="rw" not in options, ref=ref))
+        event.input.value = ""
+        self._changed()
+
+    @on(DataTable.RowSelected, "#images")
+    def _pick_image(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.query_one("#environment", Input).value = event.row_key.value
+            self._field_changed("environment", event.row_key.value)
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        if event.input.id in ("name", "environment", "idle_timeout", "cpus", "memory", "gpus"):
+            self._field_changed(event.input.id, event.value)
+
+    def _field_changed(self, field: str, value: str) -> None:
+        spec = self.spec
+        value = value.strip()
+        if field == "name":
+            spec.name = value or spec.name
+        elif field == "environment":
+            if value != spec.environment:
+                spec.environment = value
+                self.load_engine_facts(value)
+        elif field == "idle_timeout":
+            spec.idle_timeout = value or None
+        elif field == "cpus":
+            try:
+                spec.cpus = float(value) if value else None
+            except ValueError:
+                self._error(f"cpus: {value!r} is not a number")
+                return
+        elif field == "memory":
+            spec.memory = value or None
+        elif field == "gpus":
+            spec.gpus = None if not value else int(value) if value.isdigit() else [part.strip() for part in value.split(",") if part.strip()]
+        self.dirty = True
+        self._error("")
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "language" and event.value != self.spec.language:
+            self.spec.language = str(event.value)
+            self.dirty = True
+        elif event.select.id == "machine":
+            machine = str(event.value) or None
+            if machine != self.spec.machine:
+                self.spec.machine = machine
+                self.dirty = True
+
+    @on(Switch.Changed)
+    def _switch_changed(self, event: Switch.Changed) -> None:
+        if event.switch.id == "inherited":
+            self.show_inherited = event.value
+            self.refresh_tables()
+        elif event.switch.id == "mount_cuda" and bool(self.spec.mount_cuda) != event.value:
+            self.spec.mount_cuda = event.value
+            self.dirty = True
+
+    def action_toggle_inherited(self) -> None:
+        switch = self.query_one("#inherited", Switch)
+        switch.value = not switch.value
+
+    def action_remove_row(self) -> None:
+        focused = self.focused
+        if not isinstance(focused, DataTable) or focused.row_count == 0:
+            return
+        key = focused.coordinate_to_cell_key(focused.cursor_coordinate).row_key.value
+        if focused.id == "variables":
+            source, _, name = key.partition(":")
+            if source != "runtime":
+                self._error(f"{name} comes from the {source}; it can be overridden here, not removed")
+                return
+            self.spec.env.pop(name, None)
+        elif focused.id == "secrets":
+            self.spec.secrets.pop(key, None)
+        elif focused.id == "mounts":
+            del self.spec.mounts[int(key)]
+        else:
+            return
+        self._changed()
+
+    # -- saving
+    def candidate(self) -> Notebook:
+        """The notebook with these settings, validated as a file read from disk would be."""
+        notebook = copy.deepcopy(self.notebook)
+        notebook.runtimes[self.spec.id] = self.spec
+        if not notebook.default_runtime(self.spec.language):
+            self.spec.default = True
+        text = toml_dumps(notebook_document(notebook)).encode()
+        return parse_notebook(text, self.path)
+
+    def action_save(self) -> None:
+        if getattr(self, "environment_ok", True) is False:
+            self._error(f"environment: {self.query_one('#environment-status', Static).content}")
+            self.query_one(TabbedContent).active = "tab-general"
+            return
+        try:
+            checked = self.candidate()
+        except NotebookError as exc:
+            self._error(f"not saved: {exc.message}" + (f" — {exc.hint}" if exc.hint else ""))
+            return
+        self.notebook.runtimes[self.spec.id] = checked.runtimes[self.spec.id]
+        for cell in self.notebook.cells:
+            if cell.runtime == self.spec.id and cell.language != self.spec.language:
+                cell.language = self.spec.language
+        self.dirty = False
+        self.on_saved()
+        self.pending = self.runner.pending_changes(self.spec.id)
+        self.query_one("#settings-pending", Static).update(self._pending_text())
+        self.app.notify("settings saved" + (" — restart the runtime to apply them" if self.pending else ""), timeout=3)
+
+    def action_close(self) -> None:
+        if self.dirty:
+            self._error("unsaved settings: Ctrl+S saves, Esc again leaves without saving")
+            self.dirty = False
+            return
+        self.dismiss(True)
+
+
+__all__ = ["RuntimeSettingsScreen", "inherited_variables", "RuntimeSpec"]
