@@ -170,6 +170,17 @@ def test_a_large_output_arrives_complete_and_in_order(agent):
     print(f"100,000 lines through the bash agent in {elapsed:.2f}s")
 
 
+def test_a_cell_sent_while_another_runs_is_queued_behind_it(agent):
+    agent.execute("slow", "read -t 0.5 <> <(:)\necho slow-done\n")
+    while not any(m.get("type") == "start" and m.get("exec") == "slow" for m in agent.messages):
+        agent.next()
+    agent.execute("next", "echo next-ran\n")
+    queued = next(m for m in iter(agent.next, None) if m.get("exec") == "next")
+    assert queued["type"] == "queued" and queued["position"] == 1
+    assert text(agent.until_done("slow")) == "slow-done\n"
+    assert text(agent.until_done("next")) == "next-ran\n"
+
+
 def test_interrupt_stops_the_cell_keeps_state_and_drops_the_queue(agent):
     agent.run("a", "KEEP=yes\n")
     agent.execute("loop", "echo started\nwhile :; do :; done\necho never\n")

@@ -22,6 +22,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, OptionList, TextArea
 
@@ -232,7 +233,7 @@ class NotebookApp(App[str]):
     # -- runner events
     @on(RunnerEventsReady)
     def _runner_events(self) -> None:
-        if self._bridge is None:
+        if self._bridge is None or self._screen_torn_down():
             return
         changed_cells: set[str] = set()
         runtimes_changed = False
@@ -275,7 +276,16 @@ class NotebookApp(App[str]):
             return None
         return cell_id if output.apply(message) else None
 
+    def _screen_torn_down(self) -> bool:
+        # Timers and runner events still arrive while the app exits and removes its widgets.
+        try:
+            return not self.view.is_attached
+        except NoMatches:
+            return True
+
     def _tick(self) -> None:
+        if self._screen_torn_down():
+            return
         self.view.tick()
         if any(status.state == RuntimeState.RUNNING for status in self.statuses.values()):
             self._show_runtimes()

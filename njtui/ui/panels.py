@@ -94,7 +94,10 @@ class RuntimesPanel(Vertical):
         return options.get_option_at_index(options.highlighted).id
 
     def show(self, notebook: Notebook, statuses: dict[str, RuntimeStatus], pending: dict[str, list[str]] | None = None) -> None:
-        options = self.query_one(OptionList)
+        found = self.query(OptionList)
+        if not found:
+            return  # the app is closing and has removed the list; a late timer or message lands here
+        options = found.first()
         highlighted = self.highlighted_runtime
         now = time.time()
         rows = []

@@ -148,7 +148,9 @@ __njt_emitter() {
             IFS=$'\t' read -r -a f <<<"$line"
             case ${f[0]} in
             Q) # queued: exec meta
-                emit "\"${f[1]}\"" queued ",\"meta\":${f[2]},\"position\":$((queued + (running != null ? 1 : 0)))"
+                local position=$queued
+                [[ $running == null ]] || position=$((position + 1))
+                emit "\"${f[1]}\"" queued ",\"meta\":${f[2]},\"position\":$position"
                 queued=$((queued + 1)) ;;
             S) # start: exec count meta
                 queued=$((queued > 0 ? queued - 1 : 0))
