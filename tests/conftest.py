@@ -39,6 +39,7 @@ def pytest_sessionfinish(session, exitstatus):
     if not hasattr(session.config, "_tmp_path_factory"):
         return
     leftovers = _remove_test_containers(session.config._tmp_path_factory.getbasetemp(), report=True)
+    _remove_test_images()
     if leftovers:
         print("\nnjtui: runtime containers left behind by the tests: " + ", ".join(leftovers))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -106,6 +107,19 @@ def _remove_test_containers(basetemp: Path, report: bool) -> list[str]:
     return names
 
 
+def _remove_test_images() -> None:
+    """Images the tests built (pulled from their loopback registry): untagged while a container
+    still used them, they would stay behind as dangling images."""
+    from tests.helpers import TEST_IMAGE_LABEL
+
+    try:
+        import docker
+
+        docker.from_env().images.prune(filters={"label": TEST_IMAGE_LABEL, "dangling": False})
+    except Exception:  # noqa: BLE001 - no engine: nothing to clean
+        pass
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """The Docker engine and base images the Docker tests run against (scripts/provision)."""
@@ -123,6 +137,29 @@ def docker_engine():
             pytest.skip(f"base image {tag} is missing; scripts/provision builds it")
     return client
 
+
+
+@pytest.fixture
+def loopback_registry(docker_engine, tmp_path_factory):
+    """A real Docker registry on loopback, for images the engine must download."""
+    import shutil
+
+    from tests.helpers import free_loopback_port, wait_until_serving
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.skip("docker-registry is not installed (scripts/provision installs it)")
+    port = free_loopback_port()
+    home = tmp_path_factory.mktemp("registry")
+    (home / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\n"
+        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    server = subprocess.Popen([binary, "serve", str(home / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_serving(server, f"http://127.0.0.1:{port}/v2/", timeout=15)
+    yield f"127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
 
 def njtui(*args: str, cwd: Path | None = None, timeout: float = 120, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
     """Runs the real `njtui` command line as a user would, in a subprocess."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from njtui.model import Cell, Notebook, RuntimeSpec
@@ -43,3 +46,42 @@ async def wait_for(pilot, condition, timeout: float = 30.0, what: str = "conditi
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await pilot.pause(0.05)
         await asyncio.sleep(0)
+
+
+# -- real servers on loopback (a Docker registry, an S3 API)
+
+# Marks images the tests build, so the end of the session removes them (conftest).
+TEST_IMAGE_LABEL = "org.njtui.test-image"
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(server: subprocess.Popen, url: str, timeout: float = 20.0) -> None:
+    """Until `url` answers over HTTP; kills `server` if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.1)
+
+
+def push_image_only_the_registry_has(client, base_image: str, reference: str, megabytes: int) -> None:
+    """An image with a layer of its own (random bytes, so nothing compresses it away) pushed to a
+    registry and removed locally: booting it makes the engine download it."""
+    builder = client.containers.run(base_image, ["bash", "-c", f"head -c {megabytes * 1_000_000} /dev/urandom > /blob"], detach=True)
+    builder.wait(timeout=60)
+    repository, tag = reference.rsplit(":", 1)
+    builder.commit(repository=repository, tag=tag, changes=f"LABEL {TEST_IMAGE_LABEL}=1")
+    builder.remove()
+    for line in client.api.push(reference, stream=True, decode=True):
+        assert "error" not in line, line
+    client.images.remove(reference)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +18,7 @@ from njtui.runner.docker_backend import LABEL_KEY, LABEL_NOTEBOOK, LABEL_RUNTIME
 from njtui.store import save_notebook
 from njtui.store.results import ResultsStore
 from tests.conftest import BASH_IMAGE, PYTHON_IMAGE, SAMPLES, njtui
+from tests.helpers import push_image_only_the_registry_has
 
 pytestmark = pytest.mark.docker
 
@@ -294,50 +295,9 @@ def test_image_not_found_is_a_red_state_with_its_reason(docker_engine, tmp_path)
 # -- the pull path, for real: a registry on loopback, an image only it has
 
 
-@pytest.fixture
-def loopback_registry(docker_engine, tmp_path_factory):
-    import shutil
-    import socket as socket_module
-    import urllib.request
-
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.skip("docker-registry is not installed (scripts/provision installs it)")
-    with socket_module.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    home = tmp_path_factory.mktemp("registry")
-    (home / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\n"
-        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
-    server = subprocess.Popen([binary, "serve", str(home / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=10)
-
-
 def test_booting_from_a_registry_shows_download_progress(docker_engine, loopback_registry, tmp_path):
-    # An image with a layer of its own (random bytes, so nothing compresses it away) that only
-    # the registry has: the engine must download it.
     reference = f"{loopback_registry}/njtui-test/pulled:{os.getpid()}"
-    builder = docker_engine.containers.run(PYTHON_IMAGE, ["bash", "-c", "head -c 60000000 /dev/urandom > /blob"], detach=True)
-    builder.wait(timeout=60)
-    builder.commit(repository=reference.rsplit(":", 1)[0], tag=reference.rsplit(":", 1)[1])
-    builder.remove()
-    for line in docker_engine.api.push(reference, stream=True, decode=True):
-        assert "error" not in line, line
-    docker_engine.images.remove(reference)
+    push_image_only_the_registry_has(docker_engine, PYTHON_IMAGE, reference, megabytes=60)
     path = notebook_file(tmp_path, {"py": {"language": "python", "environment": reference}}, [("c", "py", "import os\nos.path.getsize('/blob')\n")])
     listed: list[dict] = []
     watching = True

@@ -6,11 +6,8 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from njtui.runner.launch import resolve
 from njtui.store import load_notebook, save_notebook
 from njtui.store.secrets import SecretStore
 from tests.conftest import PYTHON_IMAGE, njtui
+from tests.helpers import free_loopback_port, wait_until_serving
 
 SECRET_VALUE = "s3cr3t-" + hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:20]
 
@@ -280,21 +278,10 @@ def moto_server():
     binary = shutil.which("moto_server", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if binary is None:
         pytest.skip("moto_server is not installed (the dev extras install it)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_loopback_port()
     server = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.1)
+    wait_until_serving(server, url)
     yield url
     server.terminate()
     server.wait(timeout=10)

@@ -11,8 +11,8 @@ import pytest
 
 from njtui.runner.state import RuntimeState
 from tests.conftest import BASH_IMAGE, PYTHON_IMAGE, SAMPLES
-from tests.helpers import open_app, wait_for
-from tests.test_docker_runtime import loopback_registry, notebook_file  # noqa: F401 - a fixture
+from tests.helpers import open_app, push_image_only_the_registry_has, wait_for
+from tests.test_docker_runtime import notebook_file
 
 pytestmark = pytest.mark.docker
 
@@ -40,15 +40,9 @@ async def test_docker_sample_in_the_tui(docker_engine, tmp_path):
         await wait_for(pilot, lambda: not app.is_running, timeout=30, what="stop all and quit")
 
 
-async def test_panel_shows_downloading_with_real_bytes(docker_engine, loopback_registry, tmp_path):  # noqa: F811
+async def test_panel_shows_downloading_with_real_bytes(docker_engine, loopback_registry, tmp_path):
     reference = f"{loopback_registry}/njtui-test/panel:{os.getpid()}"
-    builder = docker_engine.containers.run(PYTHON_IMAGE, ["bash", "-c", "head -c 40000000 /dev/urandom > /blob"], detach=True)
-    builder.wait(timeout=60)
-    builder.commit(repository=reference.rsplit(":", 1)[0], tag=reference.rsplit(":", 1)[1])
-    builder.remove()
-    for line in docker_engine.api.push(reference, stream=True, decode=True):
-        assert "error" not in line, line
-    docker_engine.images.remove(reference)
+    push_image_only_the_registry_has(docker_engine, PYTHON_IMAGE, reference, megabytes=40)
     path = notebook_file(tmp_path, {"py": {"language": "python", "environment": reference, "default": True}}, [("c", "py", "1 + 1\n")])
     shown: list[str] = []
     try:

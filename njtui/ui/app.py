@@ -28,11 +28,10 @@ from textual.widgets import Footer, OptionList, TextArea
 
 from njtui.model import LANGUAGES, Cell, Notebook, RuntimeSpec
 from njtui.runner.backend import BackendError
-from njtui.runner.log import LogEntry, RunnerLog
+from njtui.runner.log import LogEntry
 from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
 from njtui.runner.state import RuntimeState, RuntimeStatus
 from njtui.store import StoreError, save_notebook
-from njtui.store.results import ResultsStore
 from njtui.ui.cell import RUN_BINDINGS, CellEditor, CellWidget
 from njtui.ui.cell_output import CellOutput
 from njtui.ui.config import load_config, remember_theme

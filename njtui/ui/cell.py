@@ -16,6 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Static, TextArea
 
 from njtui.model import Cell
+from njtui.model.duration import format_duration
 from njtui.ui.cell_output import CellOutput
 
 LEXERS = {"python": "python", "bash": "bash"}
@@ -25,17 +26,7 @@ OUTPUT_GUTTERS = {"stdout": "  ", "stderr": "â–Œ ", "result": "  ", "error": "â–
 
 
 def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return "" if seconds is None else format_duration(seconds)
 
 
 def status_title(cell: Cell, output: CellOutput, now: float | None = None) -> str:
