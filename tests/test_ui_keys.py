@@ -353,3 +353,31 @@ async def test_a_click_selects_a_cell(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.click(app.view.widget_at(2))
         assert app.view.selected == 2 and app.view.widget_at(2).has_class("selected")
+
+
+# A PNG written with the standard library only (the runtime's Python may have nothing else).
+PNG_CELL = '''import os, struct, zlib
+def chunk(tag, data):
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+width, height = 64, 32
+rows = b"".join(b"\\x00" + bytes(v for x in range(width) for v in (x * 4, y * 8, 160)) for y in range(height))
+with open(os.path.join(os.environ["NJTUI_RESULTS"], "gradient.png"), "wb") as f:
+    f.write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+with open(os.path.join(os.environ["NJTUI_RESULTS"], "broken.png"), "wb") as f:
+    f.write(b"not a png")
+'''
+
+
+async def test_an_image_a_cell_writes_to_results_is_drawn_under_it(tmp_path):
+    app = open_app(make_notebook(tmp_path, [("plot", "python", PNG_CELL)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: finished(app, "plot") and output_of(app, "plot").files, what="the cell and its files")
+        await pilot.pause(0.2)
+        assert output_of(app, "plot").status == "ok"
+        screen = app.export_screenshot().replace("&#160;", " ")
+        assert "gradient.png" in screen and "broken.png" in screen
+        # 64×32 pixels fit in 32 columns × 8 rows of half blocks (two pixels a cell).
+        assert screen.count("▀") >= 32 * 8
+        assert "cannot draw broken.png" in screen
+        app.runner.stop_all()

@@ -9,6 +9,7 @@ Regenerate after an intended change: `pytest tests/test_ui_snapshots.py --snapsh
 from __future__ import annotations
 
 import time as real_time
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,32 @@ def test_pager(tour_app, snap_compare):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=paging)
+
+
+def gradient_png() -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (96, 48))
+    image.putdata([(x * 255 // 95, y * 255 // 47, 160) for y in range(48) for x in range(96)])
+    ImageDraw.Draw(image).ellipse((30, 8, 66, 40), fill=(250, 250, 250))
+    buffer = BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_image_in_results_drawn_under_the_cell(tour_app, snap_compare):
+    app, show_state = tour_app
+
+    async def with_image(pilot):
+        await show_state(pilot)
+        writer = app.store.begin("load", "e", "py", count=1, started_at=NOW - 5, source_hash=app.notebook.cell("load").source_hash)
+        writer.finish(status="ok", ended_at=NOW, duration=0.5)
+        files = app.store.save_files(writer.record, [("plot.png", BytesIO(gradient_png())), ("rows.csv", BytesIO(b"a,b\n1,2\n"))])
+        app.outputs["load"].set_files(files)
+        app.view.refresh_all()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 40), run_before=with_image)
 
 
 def test_command_palette(tour_app, snap_compare):

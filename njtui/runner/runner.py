@@ -167,6 +167,9 @@ class RuntimeSession:
         if self.closed.is_set():
             return  # detached on purpose: the runtime runs on
         self.closed.set()
+        # Red (or grey) with its reason first: the clean-up below can be slow, most of all when
+        # the engine itself has gone.
+        self.runner._report_session_end(self, reason, crashed)
         lost = f"lost: {reason}"
         for exec_id, cell in list(self.open_execs.items()):
             self.runner._emit(
@@ -176,9 +179,11 @@ class RuntimeSession:
         was_recording = self.recorder.active
         self.recorder.close_open(reason)
         self.recorder.release()
-        if was_recording:
-            self.backend.discard(self.info)
-        self.runner._session_ended(self, reason, crashed)
+        # Under the runtime's lock: a restart waits until the old container is gone.
+        with self.runner._lock(self.spec.id):
+            if was_recording:
+                self.backend.discard(self.info)
+            self.runner._forget_session(self)
 
     def detach(self) -> None:
         self.closed.set()
@@ -328,15 +333,19 @@ class Runner:
         session.start_reading()
         return session
 
-    def _session_ended(self, session: RuntimeSession, reason: str, crashed: bool) -> None:
-        if self.sessions.get(session.spec.id) is session:
-            del self.sessions[session.spec.id]
+    def _report_session_end(self, session: RuntimeSession, reason: str, crashed: bool) -> None:
+        if self.sessions.get(session.spec.id) is not session:
+            return  # a newer session of the runtime has the panel now
         if crashed:
             self.log.error(session.spec.id, reason)
             self._move(session.spec.id, RuntimeState.ERROR, reason=reason, busy=False)
         else:
             self.log.info(session.spec.id, reason)
             self._move(session.spec.id, RuntimeState.STOPPED, reason=reason, busy=False)
+
+    def _forget_session(self, session: RuntimeSession) -> None:
+        if self.sessions.get(session.spec.id) is session:
+            del self.sessions[session.spec.id]
 
     def collect_files(self, backend: Backend, info: RuntimeInfo, record: ExecutionRecord) -> None:
         """Files the execution wrote to /results (or $NJTUI_RESULTS) go to the results store."""

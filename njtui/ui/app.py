@@ -146,7 +146,7 @@ class NotebookApp(App[str]):
     # -- layout
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
-            yield NotebookView(self.notebook.cells, self.outputs, self.environment_label, id="notebook")
+            yield NotebookView(self.notebook.cells, self.outputs, self.environment_label, self.store.blob_path, id="notebook")
             with Vertical(id="sidebar"):
                 yield RuntimesPanel(id="runtimes")
                 yield RunnerLogPanel(id="log")

@@ -4,7 +4,10 @@ tail, its status at the top left and "environment · language" at the bottom rig
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Callable
 
+from rich.console import Group, RenderableType
 from rich.markdown import Markdown as RichMarkdown
 from rich.syntax import Syntax
 from rich.text import Text
@@ -18,6 +21,7 @@ from textual.widgets import Static, TextArea
 from njtui.model import Cell
 from njtui.model.duration import format_duration
 from njtui.ui.cell_output import CellOutput
+from njtui.ui.images import drawn_images, estimated_rows
 
 LEXERS = {"python": "python", "bash": "bash"}
 STATUS_MARKS = {"ok": "✓", "error": "✗", "interrupted": "■", "lost": "✗", "queued": "…", "running": "●"}
@@ -58,12 +62,13 @@ def source_rows(cell: Cell) -> int:
 
 
 def estimate_height(cell: Cell, output: CellOutput | None) -> int:
-    """A cell's height in rows: exact for code cells (nothing wraps), a guess for markdown."""
+    """A cell's height in rows: exact for code cells (nothing wraps) without images, a guess for
+    markdown and images."""
     rows = source_rows(cell)
     if not cell.is_code:
         rows += cell.source.count("\n#") + 1  # headings get a blank line
     elif output is not None:
-        rows += output_lines_for(output)
+        rows += output_lines_for(output) + estimated_rows(output.files)
     return rows + 2  # the border
 
 
@@ -107,12 +112,13 @@ class CellWidget(Widget):
         if not self.editing:
             self.post_message(self.Clicked(self.cell.id))
 
-    def __init__(self, cell: Cell, output: CellOutput, environment: str, *, dark: bool = True) -> None:
+    def __init__(self, cell: Cell, output: CellOutput, environment: str, *, dark: bool = True, blob_path: Callable[[str], Path] | None = None) -> None:
         super().__init__(classes="cell " + ("code" if cell.is_code else "markdown"))
         self.cell = cell
         self.output = output
         self.environment = environment
         self.dark = dark
+        self.blob_path = blob_path  # where the results store keeps a file's content, for images
         self.editing = False
         self._shown_generation = -1
         self._shown_source: str | None = None
@@ -148,7 +154,20 @@ class CellWidget(Widget):
             word_wrap=False,
         )
 
-    def _output_renderable(self) -> Text:
+    def _output_renderable(self) -> RenderableType:
+        text = self._output_text()
+        images = self._images()
+        if not images:
+            return text
+        text.end = "\n"
+        return Group(text, *images)
+
+    def _images(self) -> list:
+        if not self.output.files or self.blob_path is None or (self.is_attached and self.app.no_color):
+            return []  # without colour, half blocks draw nothing: the file list says it all
+        return drawn_images(self.output.files, self.blob_path)
+
+    def _output_text(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         if self.output.has_hidden:
             hidden = self.output.hidden

@@ -134,6 +134,7 @@ class CellOutput:
         self._close_open_line()
         for entry in self.files:
             self._push("file", f"{entry['name']}  {format_size(entry.get('size', 0))}  {entry.get('type', '')}")
+        self.generation += 1
 
     def add_text(self, kind: str, text: str) -> None:
         if not text:

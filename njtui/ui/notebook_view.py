@@ -12,6 +12,7 @@ import bisect
 import time
 from collections.abc import Callable
 from itertools import accumulate
+from pathlib import Path
 
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -61,12 +62,14 @@ class NotebookView(VerticalScroll, can_focus=True):
         cells: list[Cell],
         outputs: dict[str, CellOutput],
         environment_of: Callable[[Cell], str],
+        blob_path: Callable[[str], Path] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.cells = cells
         self.outputs = outputs
         self.environment_of = environment_of
+        self.blob_path = blob_path
         self.selected = 0
         self.dark = True
         self.widgets: dict[str, CellWidget] = {}
@@ -179,7 +182,7 @@ class NotebookView(VerticalScroll, can_focus=True):
     def _make(self, index: int) -> CellWidget:
         cell = self.cells[index]
         output = self.outputs.setdefault(cell.id, CellOutput())
-        widget = CellWidget(cell, output, self.environment_of(cell), dark=self.dark)
+        widget = CellWidget(cell, output, self.environment_of(cell), dark=self.dark, blob_path=self.blob_path)
         widget.set_class(index == self.selected, "selected")
         self.widgets[cell.id] = widget
         return widget
