@@ -159,6 +159,18 @@ def test_interrupt_stops_the_cell_and_keeps_state(agent):
     assert next(m for m in agent.run("kept") if m["type"] == "result")["data"]["text/plain"] == "'yes'"
 
 
+def test_a_cell_sent_while_another_runs_is_queued_behind_it(agent):
+    agent.send(op="execute", exec="slow", code="import time; time.sleep(0.5); print('slow-done')", meta={})
+    while agent.next()["type"] != "start":
+        pass
+    agent.send(op="execute", exec="next", code="print('next-ran')", meta={})
+    messages = agent.until_done("next")
+    queued = next(m for m in messages if m["type"] == "queued" and m["exec"] == "next")
+    assert queued["position"] == 1
+    assert text_of([m for m in messages if m["exec"] == "slow"]) == "slow-done\n"
+    assert text_of([m for m in messages if m["exec"] == "next"]) == "next-ran\n"
+
+
 def test_interrupt_drops_queued_cells(agent):
     agent.send(op="execute", exec="a", code="import time; time.sleep(30)", meta={})
     agent.send(op="execute", exec="b", code="print('never')", meta={})

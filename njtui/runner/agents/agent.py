@@ -247,7 +247,8 @@ class Agent:
         self.idle_timeout = idle_timeout
         self.requests: queue.Queue[dict | None] = queue.Queue()
         self.count = 0
-        self.running: str | None = None
+        self.running: str | None = None  # while the cell's code runs: SIGINT interrupts it
+        self.current: str | None = None  # from its start message to its done message
         self.last_activity = time.monotonic()
         self.interrupt_requested = False
         self._interrupt_raised = False
@@ -267,9 +268,8 @@ class Agent:
                 continue
             if op == "execute":
                 meta = request.get("meta") or {}
-                self.channel.emit(
-                    "queued", request.get("exec"), meta=meta, position=self.requests.qsize()
-                )
+                ahead = self.requests.qsize() + (self.current is not None)
+                self.channel.emit("queued", request.get("exec"), meta=meta, position=ahead)
                 self.requests.put(request)
             elif op == "interrupt":
                 self.interrupt()
@@ -383,6 +383,7 @@ class Agent:
         count = self.count
         self.capture.exec_id = exec_id
         self._interrupt_raised = False
+        self.current = exec_id
         self.channel.emit("start", exec_id, meta=meta, count=count)
         started_at = time.time()
         started = time.perf_counter()
@@ -410,6 +411,7 @@ class Agent:
             duration=time.perf_counter() - started,
             files_changed=_results_changed_since(started_at),
         )
+        self.current = None
 
     def _execute(self, code: str, filename: str, exec_id: str, count: int) -> None:
         tree = ast.parse(code, filename, "exec")
