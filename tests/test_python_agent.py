@@ -93,8 +93,14 @@ def test_fd_level_capture_keeps_order(agent):
         "libc = ctypes.CDLL(None); libc.write(1, b'seven\\n', 6)\n"
         "print('eight')\n"
     )
-    got = streams(agent.run(code))
-    flat = [(name, line) for name, text in got for line in text.splitlines()]
+    # A chunk may end mid-line (partial lines are sent at once): join runs of one stream first.
+    runs: list[list[str]] = []
+    for name, text in streams(agent.run(code)):
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += text
+        else:
+            runs.append([name, text])
+    flat = [(name, line) for name, text in runs for line in text.splitlines()]
     assert flat == [
         ("stdout", "one"),
         ("stderr", "two"),
