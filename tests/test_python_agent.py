@@ -193,6 +193,7 @@ def test_status_and_shutdown(agent):
     status = agent.next()
     assert status["type"] == "status" and status["state"] == "idle" and status["running"] is None
     agent.send(op="shutdown")
+    agent.proc.stdin.close()  # a client that asks, then hangs up: the reason stays "shutdown"
     farewell = agent.next()
     assert farewell["type"] == "exit" and farewell["reason"] == "shutdown"
     assert agent.proc.wait(timeout=5) == 0

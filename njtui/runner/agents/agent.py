@@ -252,7 +252,7 @@ class Agent:
         self.last_activity = time.monotonic()
         self.interrupt_requested = False
         self._interrupt_raised = False
-        self.shutting_down = False
+        self.shutdown_reason: str | None = None  # set once: the first reason to end wins
         self.main_module = types.ModuleType("__main__")
         self.main_module.__dict__["__builtins__"] = __builtins__
         self.namespace = self.main_module.__dict__
@@ -277,6 +277,7 @@ class Agent:
                 self.emit_status()
             elif op == "shutdown":
                 self.shutdown("shutdown")
+                return
             elif op == "secrets":
                 self.set_secrets(request.get("env") or {})
             else:
@@ -325,10 +326,11 @@ class Agent:
             os.kill(os.getpid(), signal.SIGINT)
 
     def shutdown(self, reason: str) -> None:
-        self.shutting_down = True
+        if self.shutdown_reason is not None:
+            return
+        self.shutdown_reason = reason
         self.interrupt()
         self.requests.put(None)
-        self._shutdown_reason = reason
 
     def _on_sigint(self, signum: int, frame: object) -> None:
         # Raised once per cell: the interrupt arrives both as a signal and through
@@ -347,9 +349,9 @@ class Agent:
             except queue.Empty:
                 self.exit("idle")
                 return
-            if request is None or self.shutting_down:
+            if request is None or self.shutdown_reason is not None:
                 self._drop_queued()
-                self.exit(getattr(self, "_shutdown_reason", "shutdown"))
+                self.exit(self.shutdown_reason or "shutdown")
                 return
             if self.interrupt_requested:
                 self.interrupt_requested = False
