@@ -1,9 +1,13 @@
 """Durations as people write them in notebook files: "20m", "90s", "1h30m", "1.5h"."""
 
+import math
 import re
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Longer than any duration a person writes; a cap keeps the parse cheap on hostile input.
+_MAX_LENGTH = 64
 
 
 class DurationError(ValueError):
@@ -11,23 +15,29 @@ class DurationError(ValueError):
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in `text`; a bare number counts as seconds."""
+    """Seconds in `text`, finite and not negative; a bare number counts as seconds."""
     compact = text.strip().lower().replace(" ", "")
     if not compact:
         raise DurationError("empty duration")
-    try:
-        return float(compact)
-    except ValueError:
-        pass
-    position = 0
-    total = 0.0
-    for match in _PART.finditer(compact):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if position != len(compact) or position == 0:
-        raise DurationError(f"{text!r} is not a duration; write it like 20m, 90s, 1h30m or 2.5h")
+    shown = repr(text) if len(text) <= 40 else repr(text[:40]) + "…"
+    if len(compact) > _MAX_LENGTH:
+        raise DurationError(f"{shown} is too long to be a duration; write it like 20m, 90s, 1h30m or 2.5h")
+    # float() would also take "nan", "inf", "1e999" and "-5": only plain digits are a number here.
+    if _NUMBER.fullmatch(compact):
+        total = float(compact)
+    else:
+        position = 0
+        total = 0.0
+        while position < len(compact):
+            match = _PART.match(compact, position)
+            if match is None:
+                break
+            total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            position = match.end()
+        if position != len(compact) or position == 0:
+            raise DurationError(f"{shown} is not a duration; write it like 20m, 90s, 1h30m or 2.5h")
+    if not math.isfinite(total):
+        raise DurationError(f"{shown} is too large to be a duration")
     return total
 
 

@@ -8,7 +8,9 @@ runtimes. Unknown keys from the file are kept in `extra` so a load/save round-tr
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,14 +20,29 @@ from njtui.model.settings import Mount
 FORMAT_VERSION = 1
 HOST_ENVIRONMENT = "host"
 DEFAULT_IDLE_TIMEOUT = 20 * 60.0
+MAX_IDLE_TIMEOUT = 365 * 86400.0  # a year; longer is a typo, and timers overflow far beyond it
 LANGUAGES = ("python", "bash")
 CELL_KINDS = ("code", "markdown")
 LANGUAGE_DISPLAY_NAMES = {"python": "Python", "bash": "Bash"}
 
 
+# Ids come from shared notebooks and become path components (results directories, runtime
+# state), so they keep to an alphabet that is safe everywhere. The cell id rule is nbformat's.
+CELL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RUNTIME_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_cell_id(text: str) -> bool:
+    return CELL_ID.fullmatch(text) is not None
+
+
+def is_runtime_id(text: str) -> bool:
+    return RUNTIME_ID.fullmatch(text) is not None
+
+
 def new_cell_id(taken: set[str] | frozenset[str] = frozenset()) -> str:
     while True:
-        candidate = secrets.token_hex(3)
+        candidate = secrets.token_hex(3)  # 6 hex digits: a valid cell id
         if candidate not in taken:
             return candidate
 
@@ -130,9 +147,13 @@ class Notebook:
         existing = self.default_runtime(language)
         if existing is not None:
             return existing
-        runtime_id = {"python": "py", "bash": "sh"}.get(language, language)
+        base = {"python": "py", "bash": "sh"}.get(language, language)
+        runtime_id, number = base, 1
+        # Numbered like the UI's new runtimes (py2, py3): the id stays short and valid however
+        # many runtimes the notebook already has.
         while runtime_id in self.runtimes:
-            runtime_id += "_"
+            number += 1
+            runtime_id = f"{base}{number}"
         spec = RuntimeSpec(
             id=runtime_id,
             language=language,
@@ -142,8 +163,9 @@ class Notebook:
         self.runtimes[runtime_id] = spec
         return spec
 
-    def cells_served_by(self, runtime_id: str) -> list[Cell]:
-        return [c for c in self.code_cells() if self.runtime_for(c).id == runtime_id]
+    def cells_served(self) -> Counter[str]:
+        """How many code cells each runtime serves, by runtime id."""
+        return Counter(self.runtime_for(cell).id for cell in self.code_cells())
 
     def new_cell(self, kind: str = "code", language: str | None = "python", source: str = "") -> Cell:
         return Cell(

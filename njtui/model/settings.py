@@ -8,6 +8,14 @@ from typing import Any
 
 MOUNT_KINDS = ("dir", "git", "s3")
 
+# Bounds on a runtime's limits. A notebook is shared input: a value outside them is a typo or an
+# attack, and would otherwise pass the loader and fail only when the runtime starts.
+MIN_CPUS = 0.01  # Docker's smallest CPU quota
+MAX_CPUS = 1024
+MIN_MEMORY = 6 * 1024**2  # Docker refuses a smaller memory limit
+MAX_MEMORY = 64 * 1024**4  # 64 TiB
+MAX_GPUS = 64
+
 # Machine presets a notebook names with `machine = "small"`; the user's
 # <config>/machines.toml adds or overrides presets (see njtui/store/machines.py).
 DEFAULT_MACHINES: dict[str, dict[str, Any]] = {
@@ -24,7 +32,8 @@ IMAGE_REFERENCE = re.compile(rf"^{_DOMAIN}{_COMPONENT}(?:/{_COMPONENT})*(?::[\w]
 
 
 def is_image_reference(text: str) -> bool:
-    return bool(IMAGE_REFERENCE.match(text))
+    # fullmatch: with match, "$" would also accept a reference followed by a newline.
+    return IMAGE_REFERENCE.fullmatch(text) is not None
 
 
 @dataclass

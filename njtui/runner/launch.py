@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from njtui.model import Notebook, RuntimeSpec
+from njtui.model.settings import MAX_CPUS, MAX_GPUS, MAX_MEMORY, MIN_CPUS, MIN_MEMORY
 from njtui.model.size import parse_size
 from njtui.runner.backend import BackendError
 from njtui.store.errors import StoreError
-from njtui.store.machines import load_machines
+from njtui.store.machines import load_machines, machines_path
 from njtui.store.notebook_file import mount_document
 from njtui.store.secrets import SecretStore
 
@@ -55,33 +56,54 @@ def changed_settings(before: dict[str, Any], after: dict[str, Any]) -> list[str]
     return [key for key in after if before.get(key) != after.get(key)]
 
 
-def resolve(notebook: Notebook, spec: RuntimeSpec, store: SecretStore | None = None) -> Launch:
+def _machine_limits(spec: RuntimeSpec) -> tuple[float | None, int | None, Any]:
+    """cpus, memory in bytes and gpus: the runtime's own, else its machine preset's. Presets
+    come from the user's machines.toml, which the notebook's loader does not read; they are held
+    to the same bounds here."""
     machine = load_machines().get(spec.machine or "", {}) if spec.machine else {}
     cpus = spec.cpus if spec.cpus is not None else machine.get("cpus")
     memory = spec.memory if spec.memory is not None else machine.get("memory")
     gpus = spec.gpus if spec.gpus is not None else machine.get("gpus")
+    where = f"machine type {spec.machine!r} ({machines_path()})"
+    try:
+        if cpus is not None:
+            cpus = float(cpus)
+            if not MIN_CPUS <= cpus <= MAX_CPUS:
+                raise ValueError(f"cpus = {cpus} is outside {MIN_CPUS}–{MAX_CPUS}")
+        memory_bytes = parse_size(memory) if memory else None
+        if memory_bytes is not None and not MIN_MEMORY <= memory_bytes <= MAX_MEMORY:
+            raise ValueError(f"memory = {memory!r} is outside 6 MiB–64 TiB")
+        if gpus is not None and not (gpus == "all" or (isinstance(gpus, int) and not isinstance(gpus, bool) and 0 <= gpus <= MAX_GPUS) or isinstance(gpus, list)):
+            raise ValueError(f"gpus = {gpus!r} is not a count up to {MAX_GPUS}, \"all\" or a list of device ids")
+    except (TypeError, ValueError) as exc:
+        raise BackendError(f"runtime {spec.id}: {where}: {exc}") from None
+    return cpus, memory_bytes, gpus
+
+
+def resolve(notebook: Notebook, spec: RuntimeSpec, store: SecretStore | None = None) -> Launch:
+    cpus, memory_bytes, gpus = _machine_limits(spec)
     launch = Launch(
         env={**notebook.env, **spec.env},
-        cpus=float(cpus) if cpus is not None else None,
-        memory_bytes=parse_size(memory) if memory else None,
+        cpus=cpus,
+        memory_bytes=memory_bytes,
         gpus=gpus,
         mount_cuda=bool(spec.mount_cuda) or os.environ.get("NJTUI_MOUNT_CUDA") == "1",
         settings=settings_of(notebook, spec),
     )
-    wanted = dict(spec.secrets)
     mount_names = [name for mount in spec.mounts for name in mount.secret_names()]
-    if wanted or mount_names:
-        store = store or SecretStore()
+    if spec.secrets or mount_names:
         try:
-            names = set(store.names())
+            stored = (store or SecretStore()).values()
         except StoreError as exc:
             raise BackendError(str(exc)) from None
-        for variable, name in wanted.items():
-            if name not in names:
-                raise BackendError(f"secret {name!r} (for {variable} of runtime {spec.id}) is not in your secret store; set it with `njtui secrets set {name}`")
-            launch.secrets[variable] = store.get(name) or ""
+
+        def secret(name: str, needed_for: str) -> str:
+            if name not in stored:
+                raise BackendError(f"secret {name!r} (for {needed_for}) is not in your secret store; set it with `njtui secrets set {name}`")
+            return stored[name]
+
+        for variable, name in spec.secrets.items():
+            launch.secrets[variable] = secret(name, f"{variable} of runtime {spec.id}")
         for name in mount_names:
-            if name not in names:
-                raise BackendError(f"secret {name!r} (for a mount of runtime {spec.id}) is not in your secret store; set it with `njtui secrets set {name}`")
-            launch.mount_credentials[name] = store.get(name) or ""
+            launch.mount_credentials[name] = secret(name, f"a mount of runtime {spec.id}")
     return launch

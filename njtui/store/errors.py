@@ -48,10 +48,16 @@ class NotebookError(StoreError):
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
 
-def toml_error_position(exc: Exception) -> tuple[str, int | None, int | None]:
-    """(message, line, column) of a tomllib error; Python 3.11's carries them only in its text."""
+_AT_END = "(at end of document)"
+
+
+def toml_error_position(exc: Exception, text: str | None = None) -> tuple[str, int | None, int | None]:
+    """(message, line, column) of a tomllib error; Python 3.11's carries them only in its text.
+    An error "at end of document" is placed just after the last character of `text`, if given."""
     message = str(exc)
     position = _TOML_POSITION.search(message)
-    if position is None:
-        return message, None, None
-    return message[: position.start()], int(position.group(1)), int(position.group(2))
+    if position is not None:
+        return message[: position.start()], int(position.group(1)), int(position.group(2))
+    if message.endswith(_AT_END) and text is not None:
+        return message[: -len(_AT_END)].rstrip(), text.count("\n") + 1, len(text) - text.rfind("\n")
+    return message, None, None

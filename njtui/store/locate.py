@@ -1,83 +1,327 @@
-"""Finds the line of a table or key in TOML text, for error messages.
+"""Finds where a table, key or value is in TOML text, for error messages; measures nesting.
 
 tomllib gives positions only for syntax errors; a notebook that parses but says something
-wrong (a duplicate cell id, an unknown runtime) still deserves "file:line". This scanner knows
-just enough TOML to skip multi-line strings and read table headers and key names.
+wrong (a duplicate cell id, an unknown runtime) still deserves "file:line:column". This scanner
+knows just enough TOML to follow comments, strings, table headers, keys, arrays and inline
+tables, so it records the path of every key and array element as tomllib will build it
+(("cells", 2, "id") for the id of the third [[cells]]).
+
+It makes one pass and never goes back: each step consumes at least one character, and its
+regular expressions are single character classes matched from a fixed position (they cannot
+backtrack), so any text costs time linear in its length.
+
+It also refuses, before tomllib sees the text, what tomllib cannot survive: values nested
+deeper than MAX_DEPTH (arrays, inline tables, dotted keys and headers together; tomllib
+recurses on arrays and inline tables, takes quadratic time and memory on long dotted keys, and
+everything after it walks the data recursively), and bare values longer than MAX_BARE_VALUE
+(an integer of thousands of digits makes tomllib raise ValueError, not TOMLDecodeError).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
+import tomllib
+from dataclasses import dataclass
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*(\]\]?)\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'))*)\s*=""")
-_KEY_PART = re.compile(r"""\s*([A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')\s*(?:\.|$)""")
+MAX_DEPTH = 32
+# Characters: more than any number, date or boolean a person writes needs (a 64-bit binary
+# integer with _ between all its digits is 129).
+MAX_BARE_VALUE = 256
 
-Path = tuple  # elements: str for table keys, int for the n-th [[array]] entry
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]*")
+_BLANK = re.compile(r"[ \t]*")
+_SPACE = re.compile(r"[ \t\r\n]*")
+_BARE_VALUE = re.compile(r"[^ \t\r\n,\[\]{}#\"'=]*")  # a number, date, boolean, or junk
+_BASIC_RUN = re.compile(r'[^"\\\n]*')
+_MULTILINE_BASIC_RUN = re.compile(r'[^"\\]*')
+_LITERAL_RUN = re.compile(r"[^'\n]*")
 
 
-def _split_key(text: str) -> tuple[str, ...]:
-    parts = []
-    for match in _KEY_PART.finditer(text):
-        part = match.group(1)
-        if part[0] in "\"'":
-            part = part[1:-1]
-        parts.append(part)
-    return tuple(parts)
+@dataclass
+class Refusal:
+    """Text tomllib must not be given, at `offset`."""
+
+    offset: int
+    message: str
+    hint: str
+
+
+class _Refused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+
+
+@dataclass
+class _Frame:
+    """An open array or inline table while scanning a value."""
+
+    kind: str  # "[" or "{"
+    path: tuple
+    index: int = 0  # arrays: the element being read
+    expect_value: bool = True  # arrays: after "[" or ",", where the next element starts
+    expect_key: bool = True  # inline tables: after "{" or ","
+    value_path: tuple = ()  # inline tables: the key whose value is being read
 
 
 class Locator:
     def __init__(self, text: str) -> None:
-        self.tables: dict[tuple, int] = {}
-        self.keys: dict[tuple, int] = {}
-        self._scan(text)
+        self.text = text
+        self.keys: dict[tuple, int] = {}  # key or array element → offset of its start
+        self.tables: dict[tuple, int] = {}  # table header → offset of its "["
+        self.first: dict[tuple, int] = {}  # any path → offset of the first key or table under it
+        self.refusal: Refusal | None = None
+        self._newlines: list[int] | None = None
+        try:
+            self._scan()
+        except _Refused as refused:
+            self.refusal = refused.refusal
 
-    def _scan(self, text: str) -> None:
-        current: tuple = ()
-        aot_counts: dict[tuple, int] = {}
-        open_quote: str | None = None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if open_quote is not None:
-                if line.count(open_quote) % 2 == 1:
-                    open_quote = None
-                continue
-            header = _HEADER.match(line)
-            if header and header.group(1) == header.group(3)[::-1].replace("]", "["):
-                name = _split_key(header.group(2))
-                if header.group(1) == "[[":
-                    index = aot_counts.get(name, 0)
-                    aot_counts[name] = index + 1
-                    current = name + (index,)
-                else:
-                    current = self._resolve(name, aot_counts)
-                self.tables.setdefault(current, number)
-                continue
-            key = _KEY.match(line)
-            if key:
-                path = current + _split_key(key.group(1))
-                self.keys.setdefault(path, number)
-                rest = line[key.end():]
-                for quote in ('"""', "'''"):
-                    if rest.count(quote) % 2 == 1:
-                        open_quote = quote
-                        break
+    # -- answers
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """(line, column), both from 1, of a character offset."""
+        if self._newlines is None:
+            self._newlines = [match.start() for match in re.finditer("\n", self.text)]
+        line = bisect.bisect_left(self._newlines, offset)
+        line_start = self._newlines[line - 1] + 1 if line else 0
+        return line + 1, offset - line_start + 1
+
+    def offset_of(self, path: tuple) -> int:
+        """Where a key is, else its table, else the first thing under it, else the nearest
+        enclosing one; the start of the text when nothing encloses it (a top-level key)."""
+        while path:
+            for recorded in (self.keys, self.tables, self.first):
+                if path in recorded:
+                    return recorded[path]
+            path = path[:-1]
+        return 0
+
+    def locate(self, path: tuple) -> tuple[int, int]:
+        return self.position(self.offset_of(path))
+
+    # -- the scan
+
+    def _record(self, table: dict[tuple, int], path: tuple, offset: int) -> None:
+        self._check_depth(len(path), offset)
+        table.setdefault(path, offset)
+        for length in range(1, len(path) + 1):
+            self.first.setdefault(path[:length], offset)
 
     @staticmethod
-    def _resolve(name: tuple, aot_counts: dict[tuple, int]) -> tuple:
+    def _check_depth(depth: int, offset: int) -> None:
+        if depth > MAX_DEPTH:
+            raise _Refused(Refusal(
+                offset,
+                f"values are nested more than {MAX_DEPTH} levels deep here (tables, arrays and dotted keys together)",
+                "a notebook needs only a few levels; flatten this value",
+            ))
+
+    def _line_end(self, position: int) -> int:
+        end = self.text.find("\n", position)
+        return len(self.text) if end < 0 else end
+
+    def _scan(self) -> None:
+        text, size = self.text, len(self.text)
+        current: tuple = ()
+        array_counts: dict[tuple, int] = {}  # [[name]] (resolved) → entries so far
+        position = 0
+        while position < size:
+            position = _SPACE.match(text, position).end()
+            if position >= size:
+                break
+            char = text[position]
+            if char == "#":
+                position = self._line_end(position)
+                continue
+            if char == "[":
+                double = text.startswith("[[", position)
+                parts, end = self._key(position + (2 if double else 1), 0)
+                end = _BLANK.match(text, end).end()
+                if parts and text.startswith("]]" if double else "]", end):
+                    if double:
+                        name = self._resolve(parts[:-1], array_counts, position) + parts[-1:]
+                        self._check_depth(len(name), position)
+                        index = array_counts.get(name, 0)
+                        array_counts[name] = index + 1
+                        current = name + (index,)
+                    else:
+                        current = self._resolve(parts, array_counts, position)
+                    self._record(self.tables, current, position)
+                position = self._line_end(max(end, position + 1))
+                continue
+            parts, end = self._key(position, len(current))
+            end = _BLANK.match(text, end).end()
+            if not parts or not text.startswith("=", end):
+                position = self._line_end(max(end, position + 1))
+                continue
+            path = current + parts
+            self._record(self.keys, path, position)
+            position = self._line_end(self._value(end + 1, path))
+
+    def _resolve(self, name: tuple, array_counts: dict[tuple, int], offset: int) -> tuple:
         """[cells.meta] after the 3rd [[cells]] belongs to cells entry 2."""
         resolved: tuple = ()
         for part in name:
             resolved = resolved + (part,)
-            if resolved in aot_counts:
-                resolved = resolved + (aot_counts[resolved] - 1,)
+            if resolved in array_counts:
+                resolved = resolved + (array_counts[resolved] - 1,)
+            self._check_depth(len(resolved), offset)
         return resolved
 
-    def line_of(self, path: tuple) -> int | None:
-        """The line of a key, else of its table, else of the nearest enclosing table."""
-        while path:
-            if path in self.keys:
-                return self.keys[path]
-            if path in self.tables:
-                return self.tables[path]
-            path = path[:-1]
-        return None
+    def _key(self, position: int, depth: int) -> tuple[tuple, int]:
+        """A (dotted) key from `position`: its parts, and where it ends; () when there is none.
+        `depth` is that of the table it is in, so a key too deep is refused as it is read."""
+        text, size = self.text, len(self.text)
+        start = position
+        parts: list[str] = []
+        while True:
+            position = _BLANK.match(text, position).end()
+            if position >= size:
+                break
+            char = text[position]
+            if char == '"' or char == "'":
+                end = self._string(position)
+                parts.append(self._key_text(position, end))
+                position = end
+            else:
+                end = _BARE_KEY.match(text, position).end()
+                if end == position:
+                    break
+                parts.append(text[position:end])
+                position = end
+            self._check_depth(depth + len(parts), start)
+            after = _BLANK.match(text, position).end()
+            if not text.startswith(".", after):
+                break
+            position = after + 1
+        return tuple(parts), position
+
+    def _key_text(self, start: int, end: int) -> str:
+        token = self.text[start:end]
+        if len(token) < 2 or token[-1] != token[0] or token.startswith(("'''", '"""')):
+            return token  # not a valid quoted key; tomllib will say so
+        if token[0] == "'" or "\\" not in token:
+            return token[1:-1]
+        try:  # escapes (\u0000, \") are decoded as tomllib decodes them, so paths match
+            return tomllib.loads(f"k = {token}")["k"]
+        except Exception:  # noqa: BLE001 - any failure just means the raw text is used
+            return token[1:-1]
+
+    def _string(self, position: int) -> int:
+        """The end of the string that starts at `position` (just past its closing quotes; at the
+        end of the line or text when it is not closed)."""
+        text, size = self.text, len(self.text)
+        if text.startswith('"""', position):
+            position += 3
+            while True:
+                position = _MULTILINE_BASIC_RUN.match(text, position).end()
+                if position >= size:
+                    return size
+                if text[position] == "\\":
+                    position += 2
+                elif text.startswith('"""', position):
+                    return self._extra_quotes(position + 3, '"')
+                else:
+                    position += 1
+        if text.startswith("'''", position):
+            end = text.find("'''", position + 3)
+            return size if end < 0 else self._extra_quotes(end + 3, "'")
+        if text[position] == "'":
+            end = _LITERAL_RUN.match(text, position + 1).end()
+            return end + 1 if end < size and text[end] == "'" else end
+        position += 1
+        while True:
+            position = _BASIC_RUN.match(text, position).end()
+            if position >= size or text[position] == "\n":
+                return position
+            if text[position] == '"':
+                return position + 1
+            # a backslash escapes the next character, unless that ends the line
+            position += 2 if position + 1 < size and text[position + 1] != "\n" else 1
+
+    def _extra_quotes(self, position: int, quote: str) -> int:
+        """A multi-line string may end with up to two quotes of its content before the three
+        that close it (\"\"\"a\"\"\"\" is 'a\"')."""
+        for _ in range(2):
+            if self.text.startswith(quote, position):
+                position += 1
+        return position
+
+    def _value(self, position: int, path: tuple) -> int:
+        """Reads the value of the key at `path` from `position`; returns where it ends. Arrays
+        and inline tables are followed with an explicit stack, never by recursion."""
+        text, size = self.text, len(self.text)
+        stack: list[_Frame] = []
+        while position < size:
+            position = (_SPACE if stack else _BLANK).match(text, position).end()
+            if position >= size:
+                break
+            char = text[position]
+            if char == "#":
+                if not stack:
+                    return position
+                position = self._line_end(position)
+                continue
+            if not stack and char in "\r\n":
+                return position
+            frame = stack[-1] if stack else None
+            if frame is not None and frame.kind == "{" and frame.expect_key and char != "}":
+                parts, end = self._key(position, len(frame.path))
+                end = _BLANK.match(text, end).end()
+                if not parts or not text.startswith("=", end):
+                    return end  # not TOML; tomllib will say where
+                frame.value_path = frame.path + parts
+                self._record(self.keys, frame.value_path, position)
+                frame.expect_key = False
+                position = end + 1
+                continue
+            if char in "]}":
+                if frame is None or frame.kind != ("[" if char == "]" else "{"):
+                    return position
+                stack.pop()
+                position += 1
+                if not stack:
+                    return position
+                continue
+            if char == ",":
+                if frame is None:
+                    return position
+                if frame.kind == "[":
+                    frame.index += 1
+                    frame.expect_value = True
+                else:
+                    frame.expect_key = True
+                position += 1
+                continue
+            # A value starts here (or, in malformed text, something that is not one).
+            value_path: tuple | None = path
+            if frame is not None:
+                if frame.kind == "{":
+                    value_path = frame.value_path
+                elif frame.expect_value:
+                    value_path = frame.path + (frame.index,)
+                    self._record(self.keys, value_path, position)
+                    frame.expect_value = False
+                else:
+                    value_path = None
+            if char in "[{":
+                if value_path is None:
+                    return position  # two values without a comma between: not TOML
+                stack.append(_Frame(kind=char, path=value_path))
+                position += 1
+                continue
+            if char == '"' or char == "'":
+                position = self._string(position)
+            else:
+                end = max(_BARE_VALUE.match(text, position).end(), position + 1)
+                if end - position > MAX_BARE_VALUE:
+                    raise _Refused(Refusal(
+                        position,
+                        f"a bare value {end - position:,} characters long, which no number, date or boolean is",
+                        "TOML integers are 64-bit; quote text to make it a string",
+                    ))
+                position = end
+            if not stack:
+                return position
+        return position

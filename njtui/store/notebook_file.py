@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,19 +14,24 @@ from njtui.model import (
     FORMAT_VERSION,
     HOST_ENVIRONMENT,
     LANGUAGES,
+    MAX_IDLE_TIMEOUT,
     Cell,
     DurationError,
     Notebook,
     RuntimeSpec,
+    is_cell_id,
+    is_runtime_id,
+    new_cell_id,
     parse_duration,
 )
-from njtui.model.settings import MOUNT_KINDS, Mount, is_image_reference
+from njtui.model.settings import MAX_CPUS, MAX_GPUS, MAX_MEMORY, MIN_CPUS, MIN_MEMORY, MOUNT_KINDS, Mount, is_image_reference
 from njtui.model.size import SizeError, parse_size
 from njtui.store.machines import load_machines, machines_path
 from njtui.store import toml_writer
 from njtui.store.atomic import atomic_write_bytes
 from njtui.store.errors import NotebookError, toml_error_position
-from njtui.store.locate import Locator
+from njtui.store.locate import MAX_DEPTH, Locator
+from njtui.store.secrets import SECRET_NAME
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
 _RUNTIME_KEYS = (
@@ -32,24 +39,31 @@ _RUNTIME_KEYS = (
     "idle_timeout", "env", "secrets", "mounts",
 )
 _MOUNT_KEYS = ("kind", "source", "ref", "at", "read_only")
-_SECRET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CELL_KEYS = ("id", "kind", "language", "runtime", "source")
 _DONT_CHANGE = "njtui left the file unchanged"
+_ID_RULE = "1 to 64 letters, digits, - or _"
+# Control characters (tab aside) in a one-line setting: a title or name with an escape sequence
+# would drive the terminal that prints it, a path or URL with one fails only when used.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_KEY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_GPU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,127}")
+_GIT_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_INT64 = range(-(2**63), 2**63)
+MAX_NOTEBOOK_BYTES = 64 * 1024**2
 
 
 class _Validator:
     """Turns parsed TOML into a Notebook, raising NotebookError at the first problem."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, locator: Locator) -> None:
         self.path = path
-        self.text = text
-        self._locator: Locator | None = None
+        self.locator = locator
+        self._machines: dict | None = None  # the user's machine presets, read once if named
 
     def fail(self, where: tuple, message: str, hint: str) -> NotebookError:
-        if self._locator is None:
-            self._locator = Locator(self.text)
-        return NotebookError(self.path, message, line=self._locator.line_of(where), column=1 if where else None, hint=hint)
+        line, column = self.locator.locate(where)
+        return NotebookError(self.path, message, line=line, column=column, hint=hint)
 
     def get(self, table: dict, where: tuple, key: str, kind: type, *, required: bool = False, label: str = "") -> Any:
         if key not in table:
@@ -66,7 +80,40 @@ class _Validator:
             )
         return value
 
+    def one_line(self, where: tuple, value: str | None, what: str) -> None:
+        if value is not None and _CONTROL.search(value):
+            raise self.fail(
+                where,
+                f"{what} {_show(value)} contains a control character",
+                "write it as one line of plain text, without control characters such as \\n or \\u001b",
+            )
+
+    def check_values(self, data: dict) -> None:
+        """What no part of a notebook may hold, even keys njtui does not know (they are kept and
+        written back): NUL, which no path, environment or argument can carry; control characters
+        in keys; integers TOML cannot store (it promises 64 bits); nesting past MAX_DEPTH.
+        Walked without recursion."""
+        pending: list[tuple[tuple, Any]] = [((), data)]
+        while pending:
+            where, value = pending.pop()
+            if isinstance(value, (dict, list)):
+                if value and len(where) >= MAX_DEPTH:
+                    raise self.fail(where, f"values are nested more than {MAX_DEPTH} levels deep here", "a notebook needs only a few levels; flatten this value")
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                children = []
+                for key, item in items:
+                    # A key with a line break could not be written back: a key is one line.
+                    if isinstance(key, str) and _KEY_CONTROL.search(key):
+                        raise self.fail(where + (key,), f"the key {_show(key)} contains a control character", "write the key as plain text, without control characters such as \\n or \\u0000")
+                    children.append((where + (key,), item))
+                pending.extend(reversed(children))  # so the first problem in the file is the one reported
+            elif isinstance(value, str) and "\0" in value:
+                raise self.fail(where, "this text contains a NUL character (\\u0000), which no part of a notebook may hold", "remove the \\u0000 escape")
+            elif isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+                raise self.fail(where, "this integer does not fit in 64 bits, as TOML integers must", "write a smaller number")
+
     def notebook(self, data: dict) -> Notebook:
+        self.check_values(data)
         version = self.get(data, (), "njtui", int, required=True, label="the notebook")
         if version > FORMAT_VERSION:
             raise self.fail(
@@ -77,6 +124,7 @@ class _Validator:
         if version < 1:
             raise self.fail(("njtui",), f"format version {version} does not exist", f"write njtui = {FORMAT_VERSION}")
         title = self.get(data, (), "title", str, label="the notebook") or ""
+        self.one_line(("title",), title, "the title")
         notebook_env = self.variables((), self.get(data, (), "env", dict, label="the notebook") or {}, "the notebook")
         runtimes_table = self.get(data, (), "runtimes", dict, label="the notebook") or {}
         runtimes = {rid: self.runtime(rid, table) for rid, table in runtimes_table.items()}
@@ -105,60 +153,72 @@ class _Validator:
 
     def runtime(self, runtime_id: str, table: Any) -> RuntimeSpec:
         where = ("runtimes", runtime_id)
+        if not is_runtime_id(runtime_id):
+            raise self.fail(
+                where,
+                f"runtime id {_show(runtime_id)} is not a valid id",
+                f"name a runtime with {_ID_RULE}, e.g. [runtimes.py], and use that name in cells' `runtime`",
+            )
         label = f"runtime {runtime_id!r}"
         if not isinstance(table, dict):
             raise self.fail(where, f"{label} must be a table, not {_describe(table)}", f"write it as [runtimes.{runtime_id}] with its keys below")
         language = self.get(table, where, "language", str, required=True, label=label)
         if language not in LANGUAGES:
-            raise self.fail(where + ("language",), f"{label} has unknown language {language!r}", f"use one of: {', '.join(LANGUAGES)}")
+            raise self.fail(where + ("language",), f"{label} has unknown language {_show(language)}", f"use one of: {', '.join(LANGUAGES)}")
+        name = self.get(table, where, "name", str, label=label)
+        self.one_line(where + ("name",), name, f"the name of {label}")
         environment = self.get(table, where, "environment", str, label=label)
         if environment is not None and not environment.strip():
             raise self.fail(where + ("environment",), f"{label} has an empty environment", f'write environment = "{HOST_ENVIRONMENT}" or an image reference')
         idle_timeout = self.get(table, where, "idle_timeout", str, label=label)
         if idle_timeout is not None:
-            try:
-                if parse_duration(idle_timeout) <= 0:
-                    raise DurationError("must be positive")
-            except DurationError as exc:
-                raise self.fail(where + ("idle_timeout",), f"{label} has a bad idle_timeout {idle_timeout!r}: {exc}", 'write it like "20m", "90s" or "1h30m"') from None
+            self.idle_timeout(where + ("idle_timeout",), idle_timeout, label)
         cpus = self.get(table, where, "cpus", (int, float), label=label)
-        if cpus is not None and (isinstance(cpus, bool) or cpus <= 0):
-            raise self.fail(where + ("cpus",), f"{label} has cpus = {cpus!r}", "write a positive number of CPUs, e.g. cpus = 1.5")
+        # Written so that nan, which compares false with everything, is refused too.
+        if cpus is not None and not MIN_CPUS <= cpus <= MAX_CPUS:
+            raise self.fail(
+                where + ("cpus",),
+                f"{label} has cpus = {_show(cpus)}, outside {MIN_CPUS:g} to {MAX_CPUS}",
+                f"write a number of CPUs from {MIN_CPUS:g} to {MAX_CPUS}, e.g. cpus = 1.5",
+            )
         memory = self.get(table, where, "memory", str, label=label)
         if memory is not None:
-            try:
-                if parse_size(memory) < 6 * 1024 * 1024:
-                    raise SizeError("Docker needs at least 6 MB")
-            except SizeError as exc:
-                raise self.fail(where + ("memory",), f"{label} has a bad memory limit {memory!r}: {exc}", 'write it like "256MB" or "2GiB"') from None
+            self.memory(where + ("memory",), memory, label)
         env = self.variables(where, self.get(table, where, "env", dict, label=label) or {}, label)
         if environment is not None and environment != HOST_ENVIRONMENT and not is_image_reference(environment):
             raise self.fail(
                 where + ("environment",),
-                f"{label} has environment {environment!r}, which is not an image reference",
+                f"{label} has environment {_show(environment)}, which is not an image reference",
                 'write "host" or an image like "njtui/python:3.11" or "registry.example.org:5000/team/image:tag"',
             )
         machine = self.get(table, where, "machine", str, label=label)
         if machine is not None:
-            presets = load_machines()
+            if self._machines is None:
+                self._machines = load_machines()
+            presets = self._machines
             if machine not in presets:
                 raise self.fail(
                     where + ("machine",),
-                    f"{label} names machine type {machine!r}, which is not defined",
+                    f"{label} names machine type {_show(machine)}, which is not defined",
                     f"use one of: {', '.join(sorted(presets))} (presets are in {machines_path()}), or leave it out and set cpus/memory",
                 )
         gpus = table.get("gpus")
         if gpus is not None:
             if isinstance(gpus, bool) or not (
-                (isinstance(gpus, int) and gpus >= 0) or (isinstance(gpus, list) and all(isinstance(g, str) and g for g in gpus))
+                (isinstance(gpus, int) and 0 <= gpus <= MAX_GPUS)
+                or (isinstance(gpus, list) and len(gpus) <= MAX_GPUS and all(isinstance(g, str) and _GPU_ID.fullmatch(g) for g in gpus))
             ):
-                raise self.fail(where + ("gpus",), f"`gpus` of {label} must be a count or a list of device ids, not {_describe(gpus)}", 'write gpus = 1, or gpus = ["0", "1"]')
+                raise self.fail(
+                    where + ("gpus",),
+                    f"`gpus` of {label} must be a count or a list of device ids, not {_describe(gpus)}",
+                    f'write gpus = 1 (at most {MAX_GPUS}), or gpus = ["0", "1"] (ids of letters, digits and : . _ / -)',
+                )
         mount_cuda = self.get(table, where, "mount_cuda", bool, label=label)
         secrets = self.get(table, where, "secrets", dict, label=label) or {}
         for variable, secret in secrets.items():
-            if not _VARIABLE_NAME.match(variable):
-                raise self.fail(where + ("secrets", variable), f"{variable!r} in the secrets of {label} is not a variable name", "use letters, digits and _ (not first a digit)")
-            if not isinstance(secret, str) or not _SECRET_NAME.match(secret):
+            if not _VARIABLE_NAME.fullmatch(variable):
+                raise self.fail(where + ("secrets", variable), f"{_show(variable)} in the secrets of {label} is not a variable name", "use letters, digits and _ (not first a digit)")
+            if not isinstance(secret, str) or not SECRET_NAME.fullmatch(secret):
                 raise self.fail(
                     where + ("secrets", variable),
                     f"secret {variable} of {label} must name a secret in your secret store, not {_describe(secret)}",
@@ -174,7 +234,7 @@ class _Validator:
         return RuntimeSpec(
             id=runtime_id,
             language=language,
-            name=self.get(table, where, "name", str, label=label) or "",
+            name=name or "",
             environment=environment or HOST_ENVIRONMENT,
             default=bool(self.get(table, where, "default", bool, label=label)),
             idle_timeout=idle_timeout,
@@ -189,12 +249,40 @@ class _Validator:
             extra={k: v for k, v in table.items() if k not in _RUNTIME_KEYS},
         )
 
+    def idle_timeout(self, where: tuple, text: str, label: str) -> None:
+        example = 'write it like "20m", "90s" or "1h30m"'
+        try:
+            seconds = parse_duration(text)
+        except DurationError as exc:
+            raise self.fail(where, f"{label} has a bad idle_timeout {_show(text)}: {exc}", example) from None
+        if not 0 < seconds <= MAX_IDLE_TIMEOUT:
+            raise self.fail(
+                where,
+                f"{label} has idle_timeout {_show(text)}; it must be more than 0 and at most {MAX_IDLE_TIMEOUT / 86400:g} days",
+                f'{example}; at most "{MAX_IDLE_TIMEOUT / 86400:g}d"',
+            )
+
+    def memory(self, where: tuple, text: str, label: str) -> None:
+        example = 'write it like "256MB" or "2GiB"'
+        try:
+            size = parse_size(text)
+        except SizeError as exc:
+            raise self.fail(where, f"{label} has a bad memory limit {_show(text)}: {exc}", example) from None
+        if size < MIN_MEMORY:
+            raise self.fail(where, f"{label} has a bad memory limit {_show(text)}: Docker needs at least {MIN_MEMORY // 1024**2}MiB", example)
+        if size > MAX_MEMORY:
+            raise self.fail(
+                where,
+                f"{label} has a bad memory limit {_show(text)}: a runtime may have at most {MAX_MEMORY // 1024**4}TiB",
+                f"{example}, at most {MAX_MEMORY // 1024**4}TiB",
+            )
+
     def variables(self, where: tuple, env: dict, label: str) -> dict[str, str]:
         for key, value in env.items():
-            if not _VARIABLE_NAME.match(key):
-                raise self.fail(where + ("env", key), f"{key!r} in the env of {label} is not a variable name", "use letters, digits and _ (not first a digit)")
+            if not _VARIABLE_NAME.fullmatch(key):
+                raise self.fail(where + ("env", key), f"{_show(key)} in the env of {label} is not a variable name", "use letters, digits and _ (not first a digit)")
             if not isinstance(value, str):
-                raise self.fail(where + ("env", key), f"environment variable {key} of {label} must be a string, not {_describe(value)}", f'quote it: {key} = "{value}"')
+                raise self.fail(where + ("env", key), f"environment variable {key} of {label} must be a string, not {_describe(value)}", f'quote it: {key} = "{value}"' if isinstance(value, (int, float)) else f'write it as a string: {key} = "…"')
         return dict(env)
 
     def mount(self, where: tuple, raw: Any, label: str) -> Mount:
@@ -202,16 +290,21 @@ class _Validator:
             raise self.fail(where, f"a mount of {label} must be a table, not {_describe(raw)}", "write it as [[runtimes.ID.mounts]] with kind, source and at")
         kind = self.get(raw, where, "kind", str, required=True, label=f"a mount of {label}")
         if kind not in MOUNT_KINDS:
-            raise self.fail(where + ("kind",), f"a mount of {label} has unknown kind {kind!r}", f"use one of: {', '.join(MOUNT_KINDS)}")
+            raise self.fail(where + ("kind",), f"a mount of {label} has unknown kind {_show(kind)}", f"use one of: {', '.join(MOUNT_KINDS)}")
         source = self.get(raw, where, "source", str, required=True, label=f"a mount of {label}")
+        self.one_line(where + ("source",), source, f"the source of a mount of {label}")
         at = self.get(raw, where, "at", str, required=True, label=f"a mount of {label}")
-        if not at.startswith("/") or "\0" in at or any(part == ".." for part in at.split("/")):
-            raise self.fail(where + ("at",), f"a mount of {label} is at {at!r}, which is not an absolute path", 'write the directory inside the runtime, e.g. at = "/data"')
+        self.one_line(where + ("at",), at, f"the directory of a mount of {label}")
+        if not at.startswith("/") or any(part == ".." for part in at.split("/")):
+            raise self.fail(where + ("at",), f"a mount of {label} is at {_show(at)}, which is not an absolute path", 'write the directory inside the runtime, e.g. at = "/data"')
         if kind == "dir" and not Path(source).expanduser().is_absolute():
-            raise self.fail(where + ("source",), f"the dir mount of {label} has source {source!r}, which is not an absolute path", "write the host directory's absolute path (~ works)")
+            raise self.fail(where + ("source",), f"the dir mount of {label} has source {_show(source)}, which is not an absolute path", "write the host directory's absolute path (~ works)")
         if kind == "s3" and not source.startswith("s3://"):
-            raise self.fail(where + ("source",), f"the s3 mount of {label} has source {source!r}", 'write it like "s3://bucket/prefix"')
+            raise self.fail(where + ("source",), f"the s3 mount of {label} has source {_show(source)}", 'write it like "s3://bucket/prefix"')
         ref = self.get(raw, where, "ref", str, label=f"a mount of {label}")
+        # git reads a ref that starts with "-" as an option; the rest is git's own ref rule.
+        if ref is not None and (not ref or ref.startswith("-") or _GIT_REF_FORBIDDEN.search(ref) or ".." in ref):
+            raise self.fail(where + ("ref",), f"a mount of {label} has ref {_show(ref)}, which is not a git branch, tag or commit", 'write a branch, tag or commit, e.g. ref = "main" or ref = "v1.2"')
         read_only = self.get(raw, where, "read_only", bool, label=f"a mount of {label}")
         extra = {k: v for k, v in raw.items() if k not in _MOUNT_KEYS}
         return Mount(kind=kind, source=source, at=at.rstrip("/") or "/", read_only=True if read_only is None else read_only, ref=ref, extra=extra)
@@ -235,25 +328,30 @@ class _Validator:
         if not isinstance(raw, dict):
             raise self.fail(("cells",), f"{label} must be a table, not {_describe(raw)}", "write each cell as a [[cells]] block")
         cell_id = self.get(raw, where, "id", str, required=True, label=label)
-        if not cell_id.strip():
-            raise self.fail(where + ("id",), f"{label} has an empty id", "give it a short unique id, e.g. 6 hex digits")
+        if not is_cell_id(cell_id):
+            raise self.fail(
+                where + ("id",),
+                f"{label} has an empty id" if not cell_id else f"{label} has id {_show(cell_id)}, which is not a valid cell id",
+                f'use {_ID_RULE}, unique in the notebook (njtui writes 6 hex digits, e.g. id = "{new_cell_id()}")',
+            )
         label = f"cell {cell_id!r}"
         kind = self.get(raw, where, "kind", str, required=True, label=label)
         if kind not in CELL_KINDS:
-            raise self.fail(where + ("kind",), f"{label} has unknown kind {kind!r}", f"use one of: {', '.join(CELL_KINDS)}")
+            raise self.fail(where + ("kind",), f"{label} has unknown kind {_show(kind)}", f"use one of: {', '.join(CELL_KINDS)}")
         source = self.get(raw, where, "source", str, required=True, label=label)
         language = self.get(raw, where, "language", str, label=label)
         runtime = self.get(raw, where, "runtime", str, label=label)
         if runtime is not None and runtime not in runtimes:
             known = ", ".join(runtimes) or "none defined"
-            raise self.fail(where + ("runtime",), f"{label} names runtime {runtime!r}, which the notebook does not define", f"define [runtimes.{runtime}] or use one of: {known}")
+            advice = f"define [runtimes.{runtime}] or use" if is_runtime_id(runtime) else "use"
+            raise self.fail(where + ("runtime",), f"{label} names runtime {_show(runtime)}, which the notebook does not define", f"{advice} one of: {known}")
         if kind == "code":
             if language is None and runtime is not None:
                 language = runtimes[runtime].language
             if language is None:
                 raise self.fail(where, f"code {label} has no `language`", f"add language = one of: {', '.join(LANGUAGES)}")
             if language not in LANGUAGES:
-                raise self.fail(where + ("language",), f"{label} has unknown language {language!r}", f"use one of: {', '.join(LANGUAGES)}")
+                raise self.fail(where + ("language",), f"{label} has unknown language {_show(language)}", f"use one of: {', '.join(LANGUAGES)}")
             if runtime is not None and runtimes[runtime].language != language:
                 raise self.fail(
                     where + ("runtime",),
@@ -270,10 +368,14 @@ class _Validator:
         )
 
     def check_cell_runtimes(self, notebook: Notebook) -> None:
+        # Each language's runtimes gathered once: per cell it would be cells × runtimes.
+        by_language: dict[str, list[str]] = {}
+        for spec in notebook.runtimes.values():
+            by_language.setdefault(spec.language, []).append(spec.id)
         for index, cell in enumerate(notebook.cells):
             if not cell.is_code or cell.runtime is not None:
                 continue
-            candidates = [s.id for s in notebook.runtimes.values() if s.language == cell.language]
+            candidates = by_language.get(cell.language or "", [])
             if len(candidates) > 1 and notebook.default_runtime(cell.language) is None:
                 raise self.fail(
                     ("cells", index),
@@ -282,29 +384,52 @@ class _Validator:
                 )
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as an error message shows it: repr, cut short, since it may be megabytes long."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + "…"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _describe(value: Any) -> str:
     for kind, name in _TYPE_NAMES.items():
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-            return f"{name} ({value!r})" if not isinstance(value, (dict, list)) else name
+            return f"{name} ({_show(value)})" if not isinstance(value, (dict, list)) else name
     if isinstance(value, float):
-        return f"a number ({value!r})"
-    return f"{type(value).__name__} ({value!r})"
+        return f"a number ({_show(value)})"
+    return f"{type(value).__name__} ({_show(value)})"
+
+
+def _position(raw: bytes, offset: int) -> tuple[int, int]:
+    """(line, column) of a byte offset of undecoded text; the column counts characters."""
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, len(raw[line_start:offset].decode("utf-8", "replace")) + 1
 
 
 def parse_notebook(raw: bytes, path: Path) -> Notebook:
-    if b"\x00" in raw[:8192]:
-        offset = raw.index(b"\x00")
+    """The notebook in `raw`, else NotebookError with the file, line and column and what to do;
+    never another exception, whatever `raw` holds."""
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        raise _too_large(path, len(raw))
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line, column = _position(raw, nul)
         raise NotebookError(
             path,
             "not a text file (it contains NUL bytes), so not a notebook",
-            line=raw.count(b"\n", 0, offset) + 1,
+            line=line,
+            column=column,
             hint=f"open the .toml notebook file itself; {_DONT_CHANGE}",
         )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        line, column = _position(raw, exc.start)
         raise NotebookError(
             path,
             f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be decoded)",
@@ -313,35 +438,117 @@ def parse_notebook(raw: bytes, path: Path) -> Notebook:
             hint=f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8; {_DONT_CHANGE}",
         ) from None
     text = text.removeprefix("\ufeff")
+    locator = Locator(text)
+    if locator.refusal is not None:
+        line, column = locator.position(locator.refusal.offset)
+        raise NotebookError(path, locator.refusal.message, line=line, column=column, hint=f"{locator.refusal.hint}; {_DONT_CHANGE}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        message, line, column = toml_error_position(exc)
+        message, line, column = toml_error_position(exc, text)
         raise NotebookError(
             path,
             f"not valid TOML: {message[:1].lower() + message[1:]}",
-            line=line,
-            column=column,
+            line=line or 1,
+            column=column or 1,
             hint=(
                 f"this looks like JSON (a Jupyter .ipynb?), not an njtui notebook; {_DONT_CHANGE}"
                 if text.lstrip().startswith("{")
                 else f"fix the TOML at that spot (a notebook is a TOML file, see README); {_DONT_CHANGE}"
             ),
         ) from None
-    return _Validator(path, text).notebook(data)
+    except (ValueError, RecursionError, OverflowError, MemoryError) as exc:
+        # The scan above refuses what is known to break tomllib (deep nesting, huge integers);
+        # this is for what is not known yet, so a notebook still never ends in a traceback.
+        raise NotebookError(
+            path,
+            f"tomllib could not read it ({type(exc).__name__}: {_show(str(exc), 120)})",
+            line=1,
+            column=1,
+            hint=f"this is not a notebook njtui can read, and a bug to report with the file; {_DONT_CHANGE}",
+        ) from None
+    return _Validator(path, locator).notebook(data)
 
 
-def load_notebook(path: Path | str) -> Notebook:
-    path = Path(path)
+def _too_large(path: Path, size: int) -> NotebookError:
+    return NotebookError(
+        path,
+        f"is {size / 1024**2:,.1f} MiB, larger than the {MAX_NOTEBOOK_BYTES // 1024**2} MiB a notebook may be",
+        hint=f"name the .toml notebook file itself; large data belongs in files beside it, not in cells; {_DONT_CHANGE}",
+    )
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    if kind == "a directory":
+        raise NotebookError(path, "is a directory, not a notebook file", hint="name a .toml notebook file")
+    raise NotebookError(
+        path,
+        f"is {kind}, not a regular file, so not a notebook",
+        hint="name the .toml notebook file itself (a symlink to one is fine); njtui reads notebooks only from regular files",
+    )
+
+
+def read_notebook_bytes(path: Path) -> bytes:
+    """The bytes of a notebook file. Only a regular file is read (a FIFO would block, /dev/zero
+    never end), and at most MAX_NOTEBOOK_BYTES of it; NotebookError otherwise."""
     try:
-        raw = path.read_bytes()
+        # stat follows a symlink: it is the file that would be read that must be regular, and
+        # it is checked before opening, since opening some devices already does something.
+        _check_regular(path, os.stat(path).st_mode)
+        # O_NONBLOCK: should a FIFO replace the file after the stat, opening it does not wait
+        # for a writer; the fstat below then refuses it.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise NotebookError(path, "no such notebook", hint="check the path, or run `njtui PATH` to create a new notebook there") from None
     except IsADirectoryError:
         raise NotebookError(path, "is a directory, not a notebook file", hint="name a .toml notebook file") from None
     except OSError as exc:
-        raise NotebookError(path, f"cannot read the file: {exc.strerror}", hint="check its permissions") from None
-    return parse_notebook(raw, path)
+        raise NotebookError(path, f"cannot read the file: {exc.strerror}", hint=_os_error_hint(exc)) from None
+    except ValueError:  # a NUL in the path
+        raise NotebookError(path, "is not a path a file can have (it contains a NUL)", hint="name the .toml notebook file") from None
+    try:
+        info = os.fstat(descriptor)
+        _check_regular(path, info.st_mode)
+        if info.st_size > MAX_NOTEBOOK_BYTES:
+            raise _too_large(path, info.st_size)
+        chunks: list[bytes] = []
+        total = 0
+        while True:  # the file may grow after the fstat: the limit holds for what is read
+            chunk = os.read(descriptor, min(1024**2, MAX_NOTEBOOK_BYTES + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_NOTEBOOK_BYTES:
+                raise _too_large(path, total)
+    except OSError as exc:
+        raise NotebookError(path, f"cannot read the file: {exc.strerror}", hint=_os_error_hint(exc)) from None
+    finally:
+        os.close(descriptor)
+    return b"".join(chunks)
+
+
+def _os_error_hint(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "check its permissions (and those of the directories above it)"
+    return "check the path; it must name a readable .toml notebook file"
+
+
+def load_notebook(path: Path | str) -> Notebook:
+    path = Path(path)
+    return parse_notebook(read_notebook_bytes(path), path)
 
 
 def notebook_document(notebook: Notebook) -> dict[str, Any]:
@@ -419,8 +626,14 @@ def dumps_notebook(notebook: Notebook) -> str:
 
 
 def save_notebook(notebook: Notebook, path: Path | str) -> None:
-    """Writes atomically; the text is checked to load back before it replaces anything."""
+    save_document(notebook_document(notebook), path)
+
+
+def save_document(document: dict[str, Any], path: Path | str) -> Notebook:
+    """Writes a notebook document atomically; the text is checked to load back, as any file
+    njtui reads is, before it replaces anything (NotebookError if not). Returns what it loads as."""
     path = Path(path)
-    text = dumps_notebook(notebook)
-    parse_notebook(text.encode("utf-8"), path)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    text = toml_writer.dumps(document).encode("utf-8")
+    notebook = parse_notebook(text, path)
+    atomic_write_bytes(path, text)
+    return notebook

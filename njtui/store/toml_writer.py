@@ -20,7 +20,8 @@ _LITERAL_FORBIDDEN = frozenset(chr(i) for i in range(32) if chr(i) not in "\t\n"
 def format_key(key: str) -> str:
     if key and all(ch in _BARE_KEY_CHARS for ch in key):
         return key
-    return format_value(key)
+    # A key is always a one-line basic string: multi-line strings are not keys in TOML.
+    return tomli_w.dumps({"v": key})[len("v = ") :].rstrip("\n")
 
 
 def format_value(value: Any) -> str:
