@@ -49,7 +49,9 @@ def pytest_sessionfinish(session, exitstatus):
 def isolated_env(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     runtime_dir = Path(f"/tmp/njt-{os.getpid()}-{home.name}")
-    runtime_dir.mkdir(parents=True, exist_ok=True)
+    # Private, as njtui requires of a runtime root (njtui.runner.private); short, for sockets.
+    runtime_dir.mkdir(mode=0o700, exist_ok=True)
+    runtime_dir.chmod(0o700)
     monkeypatch.setenv("NJTUI_RUNTIME_DIR", str(runtime_dir))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
@@ -110,12 +112,12 @@ def _remove_test_containers(basetemp: Path, report: bool) -> list[str]:
 def _remove_test_images() -> None:
     """Images the tests built (pulled from their loopback registry): untagged while a container
     still used them, they would stay behind as dangling images."""
-    from tests.helpers import TEST_IMAGE_LABEL
+    from tests.helpers import session_image_label
 
     try:
         import docker
 
-        docker.from_env().images.prune(filters={"label": TEST_IMAGE_LABEL, "dangling": False})
+        docker.from_env().images.prune(filters={"label": session_image_label(), "dangling": False})
     except Exception:  # noqa: BLE001 - no engine: nothing to clean
         pass
 

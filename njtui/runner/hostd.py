@@ -9,7 +9,12 @@ Each client is a cursor into the journal: messages just read from the agent are 
 clients that are caught up, and a client that lags reads on from the file, so a slow or late
 client costs no memory and never sees a gap or a duplicate.
 
-Only the standard library and njtui.runner.protocol are imported: this starts on every boot.
+The relay makes every file of the runtime without following symlinks, in a directory it
+checks is private (njtui.runner.private), and removes the agent's secret files when the agent
+ends: it outlives the agent and every client.
+
+Only the standard library, njtui.runner.protocol and njtui.runner.private (standard library
+only itself) are imported: this starts on every boot.
 """
 
 from __future__ import annotations
@@ -20,19 +25,27 @@ import fcntl
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
-from njtui.runner.protocol import AGENT_STDERR, RUNTIME_EXIT
+from njtui.runner.private import NotPrivateError, check_private_dir, open_existing, open_private, write_private
+from njtui.runner.protocol import AGENT_STDERR, RUNTIME_EXIT, exit_words
 
 CLIENT_BUFFER_LIMIT = 4 << 20
 JOURNAL_READ_CHUNK = 1 << 18
 HELLO_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 5.0
+# When the agent's main process has died but its helpers or a cell's background processes still
+# hold its output pipes, what they wrote within this long is kept, then its process group goes.
+ORPHAN_GRACE = 0.2
+AGENT_POLL = 0.25  # without pidfds: how often to look whether the agent still lives
 
 
 class Client:
@@ -49,14 +62,14 @@ class Relay:
         self.socket_path = socket_path
         self.agent = agent
         self.journal_path = runtime_dir / "journal.jsonl"
-        self.journal = open(self.journal_path, "rb")  # noqa: SIM115 - open for the relay's lifetime
+        self.journal = os.fdopen(open_existing(self.journal_path), "rb")  # open for the relay's lifetime
         self.offsets = array.array("q")  # offsets[seq - 1]: where message `seq` starts
         self.end = 0  # journal offset after the last complete line seen on the agent's stdout
         self.partial = bytearray()
         self.clients: dict[int, Client] = {}
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self.agent_log = open(runtime_dir / "agent.log", "ab")  # noqa: SIM115
+        self.agent_log = os.fdopen(open_private(runtime_dir / "agent.log", os.O_WRONLY | os.O_APPEND), "ab")
 
     # -- agent side
     def on_agent_stdout(self, data: bytes) -> None:
@@ -170,14 +183,31 @@ class Relay:
         self.selector.register(listener, selectors.EVENT_READ, ("listen", None))
         self.selector.register(self.agent.stdout, selectors.EVENT_READ, ("stdout", None))
         self.selector.register(self.agent.stderr, selectors.EVENT_READ, ("stderr", None))
+        # The agent's own end, seen even while other processes keep its pipes open (a bash
+        # agent's helpers outlive a killed main process): without it the runtime would stay busy.
+        try:
+            agent_handle = os.pidfd_open(self.agent.pid)
+            self.selector.register(agent_handle, selectors.EVENT_READ, ("agent", None))
+        except (AttributeError, OSError):
+            agent_handle = None
+        agent_gone_at: float | None = None
+        group_killed = False
         open_streams = 2
         drain_deadline = None
         while True:
-            timeout = None if drain_deadline is None else max(0.0, drain_deadline - time.monotonic())
+            deadlines = [drain_deadline] if drain_deadline is not None else []
+            if agent_gone_at is not None and not group_killed:
+                deadlines.append(agent_gone_at + ORPHAN_GRACE)
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            if agent_handle is None and agent_gone_at is None:
+                timeout = AGENT_POLL if timeout is None else min(timeout, AGENT_POLL)
             for key, events in self.selector.select(timeout):
                 kind, client = key.data
                 if kind == "listen":
                     self.accept(listener)
+                elif kind == "agent":
+                    self.selector.unregister(key.fileobj)
+                    agent_gone_at = time.monotonic()
                 elif kind in ("stdout", "stderr"):
                     data = os.read(key.fd, 1 << 16)
                     if not data:
@@ -192,13 +222,23 @@ class Relay:
                         self.on_client_readable(client)
                     if events & selectors.EVENT_WRITE and client.sock.fileno() in self.clients:
                         self.on_client_writable(client)
+            if agent_handle is None and agent_gone_at is None and self.agent.poll() is not None:
+                agent_gone_at = time.monotonic()
+            if agent_gone_at is not None and open_streams and not group_killed and time.monotonic() >= agent_gone_at + ORPHAN_GRACE:
+                group_killed = True
+                try:
+                    os.killpg(self.agent.pid, signal.SIGKILL)
+                except OSError:
+                    pass
             if open_streams == 0 and drain_deadline is None:
                 drain_deadline = time.monotonic() + DRAIN_TIMEOUT
             if drain_deadline is not None and (self.caught_up() or time.monotonic() >= drain_deadline):
                 break
         code = self.agent.wait()
+        if agent_handle is not None:
+            os.close(agent_handle)
         reason = exit_reason(self.journal_path, code)
-        (self.dir / "exit.json").write_text(json.dumps({"code": code, "reason": reason, "at": time.time()}))
+        write_private(self.dir / "exit.json", json.dumps({"code": code, "reason": reason, "at": time.time()}).encode())
         self.broadcast({"type": RUNTIME_EXIT, "code": code, "reason": reason})
         for client in list(self.clients.values()):
             client.sock.setblocking(True)
@@ -220,7 +260,7 @@ def exit_reason(journal_path: Path, code: int) -> str:
     except (OSError, ValueError):
         last = {}
     if last.get("type") == "exit":
-        return {"idle": "stopped: idle timeout", "shutdown": "stopped"}.get(last.get("reason"), f"stopped: {last.get('reason')}")
+        return exit_words(last.get("reason"))
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         return f"agent killed by {name}"
@@ -245,14 +285,35 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    alive = open(args.dir / "alive.lock", "w")  # noqa: SIM115 - held for the relay's lifetime
+    # Checked again here, not only by the client that started us: this is where the files are made.
+    try:
+        check_private_dir(args.dir)
+        check_private_dir(args.socket.parent)
+        alive = open_private(args.dir / "alive.lock", os.O_RDWR)  # held for the relay's lifetime
+    except NotPrivateError as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot use the runtime directory {args.dir}: {exc.strerror or exc}")
     try:
         fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return fail("this runtime is already running")
+    try:
+        return _serve(args, agent_argv, ready, fail)
+    finally:
+        # The agent has ended (or never ran): its secret files go now, not at the next njtui
+        # command. Before the process exits, so whoever waits on alive.lock finds them gone.
+        shutil.rmtree(args.dir / "secrets", ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, agent_argv: list[str], ready: IO[str], fail: Callable[[str], int]) -> int:
+    """Starts the agent and serves it until it ends (main holds the runtime's lock)."""
     for stale in ("exit.json", "journal.jsonl"):
         (args.dir / stale).unlink(missing_ok=True)
-    (args.dir / "journal.jsonl").touch(mode=0o600)
+    try:
+        os.close(open_private(args.dir / "journal.jsonl", os.O_WRONLY, exclusive=True))
+    except (NotPrivateError, OSError) as exc:
+        return fail(f"cannot create the journal: {exc}")
     try:
         agent = subprocess.Popen(
             agent_argv,
@@ -266,8 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         return fail(f"cannot start the agent: {exc}")
 
+    try:
+        relay = Relay(args.dir, args.socket, agent)
+    except (NotPrivateError, OSError) as exc:
+        agent.kill()
+        agent.wait()
+        return fail(str(exc))
     # Booted means the agent said hello; its first line proves it runs.
-    relay = Relay(args.dir, args.socket, agent)
     deadline = time.monotonic() + HELLO_TIMEOUT
     first = b""
     while b"\n" not in first:
@@ -285,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     hello = json.loads(first.split(b"\n", 1)[0])
     relay.on_agent_stdout(first)
 
+    # A name in a directory checked private: nothing else can be at it or replace it.
     args.socket.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(args.socket))
@@ -300,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
     signal.signal(signal.SIGTERM, forward_stop)
-    info_path = args.dir / "relay.json"
-    info_path.write_text(
-        json.dumps({"relay_pid": os.getpid(), "agent_pid": agent.pid, "instance": hello.get("instance"), "socket": str(args.socket)})
+    write_private(
+        args.dir / "relay.json",
+        json.dumps({"relay_pid": os.getpid(), "agent_pid": agent.pid, "instance": hello.get("instance"), "socket": str(args.socket)}).encode(),
     )
     ready.write("ok\n")
     ready.close()

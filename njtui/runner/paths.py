@@ -1,4 +1,8 @@
-"""Where live runtimes keep their sockets, journals and registrations on this machine."""
+"""Where live runtimes keep their sockets, journals and registrations on this machine.
+
+Every directory here must be private to the user (see njtui.runner.private): without
+XDG_RUNTIME_DIR the root is a fixed name in the shared /tmp that another user can take first.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,14 @@ from pathlib import Path
 
 import platformdirs
 
+from njtui.runner.private import check_ancestors, private_dir
+
 _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
 
 
 def runtime_root() -> Path:
+    """The runtime root, created 0700 if missing but not checked: use private_runtime_root()
+    before putting anything in it."""
     override = os.environ.get("NJTUI_RUNTIME_DIR")
     if override:
         root = Path(override)
@@ -21,8 +29,30 @@ def runtime_root() -> Path:
         # No XDG_RUNTIME_DIR (su, cron, some SSH set-ups): a private directory in /tmp, as
         # platformdirs would pick, without its warning on every command.
         root = Path(f"/tmp/njtui-runtime-{os.getuid()}")
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        # Made here, before anything else (the boot board) can create it with the umask's mode.
+        private_dir(root, parents=True)
+    except Exception:  # noqa: BLE001 - refused by private_runtime_root, with the reason, where it is used
+        pass
     return root
+
+
+def _way_out() -> str:
+    if os.environ.get("NJTUI_RUNTIME_DIR"):
+        return "point NJTUI_RUNTIME_DIR at a directory only you can use"
+    return "set XDG_RUNTIME_DIR to a directory only you can use (mkdir -m 700 DIR)"
+
+
+def private_root(root: Path, alternative: str | None = None) -> Path:
+    """`root`, created 0700 if missing, checked private (NotPrivateError says why and what to do)."""
+    alternative = alternative or _way_out()
+    private_dir(root, parents=True, alternative=alternative)
+    check_ancestors(root, alternative=alternative)
+    return root
+
+
+def private_runtime_root() -> Path:
+    return private_root(runtime_root())
 
 
 def notebook_identity(notebook_path: Path | str) -> str:
@@ -36,9 +66,11 @@ def runtime_key(notebook_path: Path | str, runtime_id: str) -> str:
 
 
 def socket_path(runtime_dir: Path) -> Path:
+    """Where a runtime's relay listens: in its (private) directory, or, if that path is too
+    long for a unix socket, in a private /tmp/njtui-<uid>, checked like the runtime root."""
     path = runtime_dir / "sock"
     if len(str(path)) <= _SOCKET_PATH_MAX:
         return path
     short_root = Path(f"/tmp/njtui-{os.getuid()}")
-    short_root.mkdir(exist_ok=True, mode=0o700)
+    private_root(short_root, "give the runtime directory a shorter path (XDG_RUNTIME_DIR or NJTUI_RUNTIME_DIR), which keeps sockets in it")
     return short_root / f"{runtime_dir.name}.sock"
