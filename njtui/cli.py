@@ -20,7 +20,8 @@ import platformdirs
 
 from njtui import __version__
 from njtui.model import format_duration
-from njtui.model.output import ExecutionRecord
+from njtui.model.output import ExecutionRecord, terminal_safe
+from njtui.runner import protocol
 from njtui.store import NotebookError, load_notebook
 from njtui.store.errors import StoreError
 
@@ -57,9 +58,19 @@ def _select_cells(notebook, wanted: list[str] | None, path: str):
 
 # -- output of executions, shared by `run` and `show`
 class TextPrinter:
+    """Output as the cell wrote it; on a terminal, without the escape sequences that would drive
+    it (cursor moves, titles, the clipboard): output may come from someone else's notebook or
+    results. Colours stay. A pipe gets the bytes unchanged."""
+
     def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
         self.out, self.err = out, err
         self.color = err.isatty() and "NO_COLOR" not in os.environ
+        self._guarded = {id(stream) for stream in (out, err) if stream.isatty()}
+
+    def _write(self, stream: TextIO, text: str) -> None:
+        if id(stream) in self._guarded:
+            text = terminal_safe(text, keep="\t\n\r", colours="NO_COLOR" not in os.environ)
+        stream.write(text)
 
     def _dim(self, text: str) -> str:
         return f"\x1b[2m{text}\x1b[0m" if self.color else text
@@ -75,14 +86,14 @@ class TextPrinter:
             stream = self.err if message.get("name") == "stderr" else self.out
             if stream is self.err:
                 self.out.flush()
-            stream.write(message.get("text", ""))
+            self._write(stream, message.get("text", ""))
             stream.flush()
         elif kind == "result":
-            self.out.write(message.get("data", {}).get("text/plain", "") + "\n")
+            self._write(self.out, message.get("data", {}).get("text/plain", "") + "\n")
             self.out.flush()
         elif kind == "error" and message.get("traceback"):
             self.out.flush()
-            self.err.write(message["traceback"] if message["traceback"].endswith("\n") else message["traceback"] + "\n")
+            self._write(self.err, message["traceback"] if message["traceback"].endswith("\n") else message["traceback"] + "\n")
             self.err.flush()
 
     def done(self, cell_id: str, status: str, duration: float | None, reason: str | None = None, extra: str = "") -> None:
@@ -92,7 +103,7 @@ class TextPrinter:
         if duration is not None:
             text += f" in {format_duration(duration)}"
         if reason:
-            text += f" ({reason})"
+            text += f" ({terminal_safe(reason)})"
         self.err.write(self._dim(text + extra) + "\n")
         self.err.flush()
 
@@ -174,8 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 break
             if status != "ok":
                 failures += 1
-                if not args.keep_going:
-                    break
+                if not args.keep_going or status == "interrupted":
+                    break  # stopped from elsewhere: the next cell would boot a new runtime
     finally:
         ctrl_c.restore()
         runner.detach()
@@ -231,21 +242,40 @@ def _follow(runner, events, exec_id, cell, runtime_id, label, printer, ctrl_c: C
             if not started and isinstance(printer, JsonPrinter):
                 printer.start(cell.id, label, None, runtime=runtime_id, exec=exec_id)
             status = message.get("status", "ok")
+            reason = message.get("reason")
+            if status == "interrupted" and not handled_presses and reason == protocol.STOPPED_MID_CELL:
+                reason = "stopped by another client"  # this command stops no runtime
             extra = {"count": message.get("count"), "exit_code": message.get("exit_code")} if isinstance(printer, JsonPrinter) else {}
-            printer.done(cell.id, status, message.get("duration"), reason=message.get("reason"), **extra)
-            return status, bool(handled_presses) or status == "interrupted"
+            printer.done(cell.id, status, message.get("duration"), reason=reason, **extra)
+            # Exit status 130 is for a Ctrl-C here, not for a runtime someone else stopped.
+            return status, bool(handled_presses) or (status == "interrupted" and reason is None)
         else:
             printer.event(cell.id, message)
 
 
 # -- njtui show
 def cmd_show(args: argparse.Namespace) -> int:
+    from njtui.runner.log import RunnerLog
     from njtui.runner.runner import Runner
     from njtui.store.results import ResultsStore
 
     notebook = _load(args.notebook)
     cells = _select_cells(notebook, args.cell, args.notebook)
-    runner = Runner(args.notebook, notebook)
+    printer: TextPrinter | JsonPrinter = JsonPrinter() if args.json else TextPrinter()
+    # Attaching records what the runtimes did unseen, and repairs the store from their journals
+    # after a failed write; an error there (the store still cannot be written) is said, and fails.
+    errors: list[str] = []
+
+    def said(entry) -> None:
+        # A warning here is a runtime that could not be reached: what is shown may lag behind it.
+        if entry.level in ("error", "warning"):
+            printer.note(f"njtui: {entry.runtime}: {entry.text}")
+        if entry.level == "error":
+            errors.append(entry.text)
+
+    log = RunnerLog()
+    log.subscribe(said)
+    runner = Runner(args.notebook, notebook, log=log)
     try:
         runner.attach_running()
         for session in list(runner.sessions.values()):
@@ -253,7 +283,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     finally:
         runner.detach()
     store = ResultsStore(args.notebook)
-    printer: TextPrinter | JsonPrinter = JsonPrinter() if args.json else TextPrinter()
     for cell in cells:
         record = store.latest(cell.id)
         spec = notebook.runtime_for(cell)
@@ -262,7 +291,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 printer.note(f"── {cell.id} · not run yet ──")
             continue
         _print_record(printer, store, record, cell, f"{spec.environment} · {cell.language}", args.json)
-    return EXIT_OK
+    return EXIT_FAILED if errors else EXIT_OK
 
 
 def _print_record(printer, store, record: ExecutionRecord, cell, label: str, as_json: bool) -> None:
@@ -423,17 +452,33 @@ def _short_path(path: str) -> str:
 
 
 # -- njtui results
-def cmd_results(args: argparse.Namespace) -> int:
-    import shutil
+def _printable(text: str) -> str:
+    """A name from a results directory as it may reach a terminal: escapes stay inert."""
+    return text if text.isprintable() else ascii(text)[1:-1]
 
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """Lists or extracts result files. A results directory is shared, untrusted input: an entry
+    that cannot be extracted safely is named in a warning and skipped, the rest extracted, and
+    the exit status is 1."""
     from njtui.model.size import format_size
-    from njtui.store.results import ResultsStore
+    from njtui.store.results import ResultsStore, valid_cell_id
 
     notebook = _load(args.notebook)
     store = ResultsStore(args.notebook)
     cells = _select_cells(notebook, [args.cell] if args.cell else None, args.notebook)
     found = 0
+    refused = 0
+
+    def warn(text: str) -> None:
+        nonlocal refused
+        refused += 1
+        print(f"njtui: warning: {'not extracted: ' if args.extract else 'skipped: '}{_printable(text)}", file=sys.stderr)
+
     for cell in cells:
+        if not valid_cell_id(cell.id):
+            warn(f"cell {cell.id!r}: its id cannot name a directory (1 to 64 letters, digits, '-' or '_')")
+            continue
         versions = store.versions(cell.id)
         if args.version is not None:
             if args.version not in versions:
@@ -443,30 +488,36 @@ def cmd_results(args: argparse.Namespace) -> int:
                 continue
             versions = [args.version]
         for version in versions:
-            record = store.load(cell.id, version)
-            files = store.files(record)
+            try:
+                record = store.load(cell.id, version)
+            except KeyError:
+                continue  # pruned since it was listed
+            if args.extract:
+                under = ([cell.id] if not args.cell else []) + ([f"v{version}"] if args.version is None else [])
+                written, warnings = store.extract(record, Path(args.extract), under)
+                found += len(written)
+                for path in written:
+                    print(_printable(str(path)))
+                for text in warnings:
+                    warn(text)
+                continue
+            files, warnings = store.manifest(record)
+            for text in warnings:
+                warn(text)
             if not files:
                 continue
             found += len(files)
-            if args.extract:
-                target = Path(args.extract) / (cell.id if not args.cell else "") / (f"v{version}" if args.version is None else "")
+            if args.json:
                 for entry in files:
-                    destination = (target / entry["name"]).resolve()
-                    if not str(destination).startswith(str(target.resolve())):
-                        continue  # a name that climbs out of the target directory
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(store.blob_path(entry["sha256"]), destination)
-                    print(destination)
-            elif args.json:
-                for entry in files:
-                    print(json.dumps({"cell": cell.id, "version": version, "count": record.count, **entry, "path": str(store.blob_path(entry["sha256"]))}))
+                    fields = {key: value for key, value in entry.items() if key not in ("cell", "version", "count", "path")}
+                    print(json.dumps({"cell": cell.id, "version": version, "count": record.count, **fields, "path": str(store.blob_path(entry["sha256"]))}))
             else:
                 print(f"── {cell.id} · version {version} · [{record.count}] {record.status} ──")
                 for entry in files:
-                    print(f"  {entry['name']:<32} {format_size(entry['size']):>10}  {entry['type']}")
-    if not found and not args.json:
+                    print(f"  {_printable(entry['name']):<32} {format_size(entry['size']):>10}  {_printable(entry['type'])}")
+    if not found and not refused and not args.json:
         print("no result files" + (f" for cell {args.cell}" if args.cell else ""), file=sys.stderr)
-    return EXIT_OK
+    return EXIT_FAILED if refused else EXIT_OK
 
 
 # -- njtui secrets
@@ -527,8 +578,8 @@ def cmd_runtime(args: argparse.Namespace) -> int:
 
     from njtui.model import RuntimeSpec
     from njtui.runner.launch import CONTAINER_ONLY
-    from njtui.store import save_notebook
-    from njtui.store.notebook_file import notebook_document, runtime_document
+    from njtui.store import toml_writer
+    from njtui.store.notebook_file import notebook_document, runtime_document, save_document
 
     path = Path(args.notebook)
     notebook = _load(args.notebook)
@@ -540,17 +591,7 @@ def cmd_runtime(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"runtime": spec.id, **table, "inherited_env": notebook.env}))
             return EXIT_OK
-        import tomli_w
-
-        print(f"[runtimes.{spec.id}]")
-        print(tomli_w.dumps({k: v for k, v in table.items() if not isinstance(v, (dict, list)) or k == "gpus"}), end="")
-        for key in ("env", "secrets"):
-            if table.get(key):
-                print(f"\n[runtimes.{spec.id}.{key}]")
-                print(tomli_w.dumps(table[key]), end="")
-        for mount in table.get("mounts", []):
-            print(f"\n[[runtimes.{spec.id}.mounts]]")
-            print(tomli_w.dumps(mount), end="")
+        print(toml_writer.dumps({"runtimes": {spec.id: table}}), end="")
         if notebook.env:
             print("\n# inherited from the notebook's [env]: " + ", ".join(f"{k}={v}" for k, v in notebook.env.items()))
         if spec.is_host:
@@ -586,16 +627,10 @@ def cmd_runtime(args: argparse.Namespace) -> int:
         else:
             raise UsageError(f"unknown setting {key!r}; settings: {', '.join([*RUNTIME_SCALARS, 'default', 'gpus', 'mount_cuda', 'env.NAME', 'secrets.NAME'])} (mounts: edit the file or the settings screen)")
     document["runtimes"][args.runtime] = table
-    # The edited document goes through the same validation as a file read from disk.
-    from njtui.store.notebook_file import parse_notebook
-    from njtui.store.toml_writer import dumps as toml_dumps
-
-    candidate = toml_dumps(document).encode()
     try:
-        updated = parse_notebook(candidate, path)
+        save_document(document, path)
     except NotebookError as exc:
         raise UsageError(f"{path}: not changed: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else "")) from None
-    save_notebook(updated, path)
     print(f"saved runtime {args.runtime} of {path}; a running runtime applies the change when restarted")
     return EXIT_OK
 

@@ -4,6 +4,16 @@ Only the client holding the runtime's recorder lock writes; others only watch. T
 (the last journal seq recorded, and which executions are still open) lets the next client
 resume after a client died mid-cell: it attaches from the cursor, and the runtime's journal
 replays what nobody recorded.
+
+Messages are recorded in journal order without a gap: one past the cursor is recorded, an
+older one is a duplicate, a later one is left for the replay from the cursor that the caller
+asks for (`behind`). So a client that takes the recording over while live messages are already
+on their way records the replay first, and never moves the cursor past what it did not write.
+
+A write to the store that fails (a full disk, EIO, a read-only file system) stops recording:
+the recorder says why (`failure`), lets go of its files and of the lock, and the journal keeps
+everything from the cursor on; the next recorder (this client later, or any other) resumes from
+there.
 """
 
 from __future__ import annotations
@@ -12,9 +22,13 @@ import time
 from typing import IO, Any
 
 from njtui.model import ExecutionRecord
-from njtui.store.results import RecordWriter, ResultsStore
+from njtui.store.results import InvalidCellId, RecordWriter, ResultsStore
 
 CURSOR_SAVE_INTERVAL = 0.25
+# Messages that end a burst (or come alone): the cursor is saved at once, so a watching client
+# that compares it with what it has seen knows that nothing is left to record. After a `done`,
+# the caller saves it (flush) once the listeners have it: that save is off the latency path.
+_SAVE_AT_ONCE = frozenset({"status", "hello", "exit", "log"})
 
 
 class Recorder:
@@ -28,6 +42,12 @@ class Recorder:
         self._queued_meta: dict[str, dict[str, Any]] = {}
         self._last_save = 0.0
         self._dirty = False
+        # Why the last write to the store failed ("results store: No space left on device"),
+        # until a recorder has caught up again; the caller clears it.
+        self.failure: str | None = None
+        self.failed_at = 0.0
+        # A message past the cursor arrived: a replay from since() must come first.
+        self.behind = False
 
     @property
     def active(self) -> bool:
@@ -35,9 +55,13 @@ class Recorder:
 
     def try_activate(self) -> bool:
         if self._lock is None:
-            self._lock = self.store.try_lock_recorder(self.key)
-            if self._lock is not None:
-                self.cursor = self.store.cursor(self.key)
+            try:
+                self._lock = self.store.try_lock_recorder(self.key)
+                if self._lock is not None:
+                    self.cursor = self.store.cursor(self.key)
+                    self.behind = False
+            except OSError as exc:
+                self._fail(exc)
         return self._lock is not None
 
     def bind(self, instance: str | None, lost_reason: str = "the runtime ended before the cell finished") -> None:
@@ -45,8 +69,13 @@ class Recorder:
         if not self.active or self.cursor.get("instance") == instance:
             return
         self.close_open(lost_reason)
+        if not self.active:
+            return
         self.cursor = {"instance": instance, "seq": 0, "open": {}}
-        self._save_cursor()
+        try:
+            self._save_cursor()
+        except OSError as exc:
+            self._fail(exc)
 
     def since(self) -> int:
         return int(self.cursor.get("seq", 0)) + 1
@@ -56,11 +85,25 @@ class Recorder:
         if not self.active:
             return None
         seq = message.get("seq")
-        if seq is None or seq <= self.cursor.get("seq", 0):
+        if not isinstance(seq, int) or seq < self.since():
             return None
-        finished = None
+        if seq > self.since():
+            self.behind = True
+            return None
+        self.behind = False
         kind = message.get("type")
-        exec_id = message.get("exec")
+        try:
+            finished = self._record(kind, message.get("exec"), message)
+            self.cursor["seq"] = seq
+            self._dirty = True
+            if kind in _SAVE_AT_ONCE or time.monotonic() - self._last_save > CURSOR_SAVE_INTERVAL:
+                self._flush()
+        except OSError as exc:
+            self._fail(exc)
+            return None
+        return finished
+
+    def _record(self, kind: str | None, exec_id: Any, message: dict[str, Any]) -> ExecutionRecord | None:
         if kind == "queued":
             self._queued_meta[exec_id] = message.get("meta") or {}
         elif kind == "start":
@@ -70,28 +113,27 @@ class Recorder:
             if writer is not None:
                 writer.add(message)
         elif kind == "done":
-            finished = self._done(exec_id, message)
-        self.cursor["seq"] = seq
-        self._dirty = True
-        if time.monotonic() - self._last_save > CURSOR_SAVE_INTERVAL:
-            self.flush()
-        return finished
+            return self._done(exec_id, message)
+        return None
 
     def _start(self, exec_id: str, message: dict[str, Any]) -> RecordWriter | None:
         meta = message.get("meta") or self._queued_meta.get(exec_id) or {}
         cell = meta.get("cell")
-        if not cell:
+        if not cell or not isinstance(exec_id, str):
             return None
         # begin() finds the version this execution already has when a recording is resumed.
-        writer = self.store.begin(
-            cell,
-            exec_id,
-            self.runtime_id,
-            status="running",
-            count=message.get("count"),
-            started_at=message.get("t"),
-            source_hash=meta.get("source_hash"),
-        )
+        try:
+            writer = self.store.begin(
+                cell,
+                exec_id,
+                self.runtime_id,
+                status="running",
+                count=message.get("count"),
+                started_at=message.get("t"),
+                source_hash=meta.get("source_hash"),
+            )
+        except InvalidCellId:
+            return None  # not a cell of a notebook njtui can load: nothing to show it under
         self._writers[exec_id] = writer
         self.cursor.setdefault("open", {})[exec_id] = cell
         return writer
@@ -118,8 +160,9 @@ class Recorder:
             status=message.get("status", "ok"),
             count=message.get("count") if message.get("count") is not None else writer.record.count,
             ended_at=message.get("t"),
-            duration=message.get("duration", (message.get("t") or 0) - (started or 0)),
+            duration=message["duration"] if message.get("duration") is not None else (message.get("t") or 0) - (started or 0),
             exit_code=message.get("exit_code"),
+            reason=message.get("reason"),
         )
         self._writers.pop(exec_id, None)
         self._queued_meta.pop(exec_id, None)
@@ -130,18 +173,27 @@ class Recorder:
         """Executions that can no longer finish (their runtime is gone) end as `lost`."""
         if not self.active:
             return
-        for exec_id in list(self.cursor.get("open", {})):
-            writer = self._writer(exec_id)
-            if writer is not None:
-                writer.finish(status="lost", ended_at=time.time(), reason=reason)
-            self._writers.pop(exec_id, None)
-            self.cursor["open"].pop(exec_id, None)
-        self._dirty = True
-        self.flush()
+        try:
+            for exec_id in list(self.cursor.get("open", {})):
+                writer = self._writer(exec_id)
+                if writer is not None:
+                    writer.finish(status="lost", ended_at=time.time(), reason=reason)
+                self._writers.pop(exec_id, None)
+                self.cursor["open"].pop(exec_id, None)
+                self._dirty = True
+            self._flush()
+        except OSError as exc:
+            self._fail(exc)
 
     def flush(self) -> None:
         if not self.active:
             return
+        try:
+            self._flush()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _flush(self) -> None:
         for writer in self._writers.values():
             writer.flush()
         if self._dirty:
@@ -152,12 +204,35 @@ class Recorder:
         self._last_save = time.monotonic()
         self._dirty = False
 
+    def _fail(self, exc: OSError) -> None:
+        """Stops recording after a write error: what was not written stays in the journal, from
+        the cursor last saved, for whoever records next."""
+        self.failure = f"results store: {exc.strerror or exc}"
+        self.failed_at = time.monotonic()
+        for writer in self._writers.values():
+            writer.abandon()
+        self._writers.clear()
+        self._drop_lock()
+
+    def _drop_lock(self) -> None:
+        if self._lock is not None:
+            try:
+                self._lock.close()
+            except OSError:
+                pass
+        self._lock = None
+        self.cursor = {}
+        self._dirty = False
+
     def release(self) -> None:
         if self._lock is None:
             return
-        self.flush()
-        for writer in self._writers.values():
-            writer.close()
-        self._lock.close()
-        self._lock = None
+        try:
+            self._flush()
+            for writer in self._writers.values():
+                writer.close()
+        except OSError as exc:
+            self._fail(exc)
+            return
         self._writers.clear()
+        self._drop_lock()

@@ -30,6 +30,9 @@ from njtui.runner.state import RuntimeState, RuntimeStatus
 from njtui.store.results import ResultsStore
 
 RECORDER_RETRY_INTERVAL = 1.0
+# After write errors the store is retried less and less often, up to this: each try replays the
+# journal from the cursor, wasted work while the disk is still full.
+RECORDER_RETRY_MAX = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,19 +67,40 @@ class RuntimeSession:
         self.closed = threading.Event()
         # Set when the answer to the status request sent on open arrives: replay is done.
         self.caught_up = threading.Event()
-        self._opened_at = time.time()
+        # The credentials its S3 mounts were made with: set at boot, or read on first need by a
+        # client that attached to a runtime another process booted.
+        self.mount_credentials: dict[str, str] | None = None
+        self._opened_at = 0.0
         self._thread: threading.Thread | None = None
-        self._last_recorder_try = 0.0
+        # The reader thread and the recording watcher both use the recorder: one at a time.
+        self._recording = threading.Lock()
+        # Set when this client saw a message it did not record: the watcher makes sure someone
+        # records it (the recording client, or this one once that has gone or the store heals).
+        self._unrecorded = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._retry_delay = RECORDER_RETRY_INTERVAL
+        self._seen_failed_at = 0.0
+        self._reported_failure: str | None = None
+        self._replay_from = 0  # `since` of the last attach sent
 
     def open(self) -> None:
         self._opened_at = time.time()
-        if self.recorder.try_activate():
-            self.recorder.bind(self.info.instance)
-            since = self.recorder.since()
-        else:
-            cursor = self.runner.store.cursor(self.info.key)
-            since = cursor.get("seq", 0) + 1 if cursor.get("instance") == self.info.instance else 1
-        self.connection = self.backend.connect(self.info)
+        with self._recording:
+            if self.recorder.try_activate():
+                self.recorder.bind(self.info.instance)
+            if self.recorder.active:
+                since = self.recorder.since()
+            else:
+                cursor = self.runner.store.cursor(self.info.key)
+                since = cursor.get("seq", 0) + 1 if cursor.get("instance") == self.info.instance else 1
+            self._replay_from = since
+            self._after_recording()
+        try:
+            self.connection = self.backend.connect(self.info)
+        except BaseException:
+            with self._recording:
+                self.recorder.release()  # the lock must not outlive a session that never opened
+            raise
         self.connection.send({"op": "attach", "since": since})
         self.connection.send({"op": "status"})
 
@@ -114,27 +138,138 @@ class RuntimeSession:
                     exit_reason = message.get("reason") or "stopped"
                     crashed = not exit_reason.startswith("stopped")
                 continue
-            if message["seq"] > self.last_seq:
+            fresh = message["seq"] > self.last_seq
+            done = message.get("type") == "done"
+            if fresh:
                 self.last_seq = message["seq"]
                 self._track(message)
-                self.runner._emit(RuntimeMessage(self.spec.id, message))
-            # Recorded after the listeners have it: file writes stay off the latency path.
-            finished = self.recorder.handle(message)
+                if not done:
+                    self.runner._emit(RuntimeMessage(self.spec.id, message))
+            # Recorded after the listeners have it, so file writes stay off the latency path; a
+            # `done` goes out once recorded, with its /results files stored, as its status must
+            # say whether the store has it all.
+            finished = self._record(message)
             if finished is not None:
-                if message.get("files_changed") is not False:
-                    self.runner.collect_files(self.backend, self.info, finished)
-                self.runner.write_back_mounts(self.backend, self.info, self.spec)
-            self._maybe_take_recording()
+                self.runner.collect_files(self.backend, self.info, finished, message)
+            if fresh and done:
+                self.runner._emit(RuntimeMessage(self.spec.id, self._as_recorded(message)))
+            if done:
+                with self._recording:
+                    self.recorder.flush()
+                    self._after_recording()
+                    unrecorded = not self.recorder.active
+                self._watch_if(unrecorded)
+            if finished is not None:
+                self.runner.write_back_mounts(self)
         self._ended(exit_reason, crashed)
 
-    def _maybe_take_recording(self) -> None:
-        """A watching client becomes the recorder when the recording client has gone."""
-        if self.recorder.active or time.monotonic() - self._last_recorder_try < RECORDER_RETRY_INTERVAL:
+    def _record(self, message: dict[str, Any]) -> ExecutionRecord | None:
+        with self._recording:
+            finished = self.recorder.handle(message)
+            if self.recorder.behind and self._replay_from != self.recorder.since():
+                self._request_replay()
+            if self.recorder.failure is not None and self.recorder.active and not self.recorder.behind and self.recorder.cursor.get("seq", 0) >= self.last_seq:
+                self.recorder.failure = None  # caught up with everything this client has seen
+            self._after_recording()
+            unrecorded = not self.recorder.active
+        self._watch_if(unrecorded)
+        return finished
+
+    def _watch_if(self, unrecorded: bool) -> None:
+        """Wakes the recording watcher (started on first need) when this client is not recording."""
+        if not unrecorded:
             return
-        self._last_recorder_try = time.monotonic()
-        if self.recorder.try_activate():
-            self.recorder.bind(self.info.instance)
-            self.send({"op": "attach", "since": self.recorder.since()})
+        self._unrecorded.set()
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch_recording, name=f"njtui-recording-{self.spec.id}", daemon=True)
+            self._watcher.start()
+
+    def _as_recorded(self, done: dict[str, Any]) -> dict[str, Any]:
+        """A `done` as the listeners get it: not ok while this client's writes to the store fail."""
+        with self._recording:
+            failure = self.recorder.failure
+            if failure is None or (self.recorder.active and self.recorder.cursor.get("seq", 0) >= done["seq"]):
+                return done
+        status = done.get("status", "ok")
+        return {**done, "status": "error" if status == "ok" else status, "reason": f"{failure} (the runtime's journal keeps the output)"}
+
+    def _request_replay(self) -> None:
+        """The journal from the cursor on: what this client has not recorded comes again."""
+        since = self.recorder.since()
+        self._replay_from = since
+        try:
+            self.send({"op": "attach", "since": since})
+            # A Docker connection replays when the next live message arrives: ask for one.
+            self.send({"op": "status"})
+        except (BackendError, OSError):
+            pass  # the reader sees the connection end
+
+    def _after_recording(self) -> None:
+        """After each use of the recorder (under its lock): retry pacing, and a log line when
+        writing to the store fails or works again."""
+        failure = self.recorder.failure
+        if failure is None:
+            self._seen_failed_at = 0.0
+            self._retry_delay = RECORDER_RETRY_INTERVAL
+        elif self.recorder.failed_at != self._seen_failed_at:
+            if self._seen_failed_at:
+                self._retry_delay = min(self._retry_delay * 2, RECORDER_RETRY_MAX)
+            self._seen_failed_at = self.recorder.failed_at
+        if failure == self._reported_failure:
+            return
+        self._reported_failure = failure
+        if failure is not None:
+            self.runner.log.error(
+                self.spec.id,
+                f"{failure}: outputs are not recorded in {self.runner.store.root}; the runtime's journal keeps them, "
+                "and recording resumes from it once the store can be written (`njtui show` does it too)",
+            )
+        else:
+            self.runner.log.info(self.spec.id, f"recording to {self.runner.store.root} resumed: it has everything again")
+
+    def _watch_recording(self) -> None:
+        """Sees that what this client saw unrecorded gets recorded: by the recording client, or
+        by this one once that client has gone (its lock is free) or the store takes writes again.
+        It runs on an event, not on the next message: the recording client may leave after the
+        last message of a cell, and none may follow."""
+        while True:
+            self._unrecorded.wait()
+            if self.closed.is_set():
+                return
+            self._unrecorded.clear()
+            if self._maybe_take_recording() or self._recorded_elsewhere():
+                continue
+            self._unrecorded.set()
+            if self.closed.wait(self._retry_delay):
+                return
+
+    def _maybe_take_recording(self) -> bool:
+        """A watching client becomes the recorder when the recording client has gone; one whose
+        writes failed tries again (less often each time). Either replays from the cursor."""
+        with self._recording:
+            if self.closed.is_set():
+                return False
+            if self.recorder.active:
+                return True
+            if self.recorder.failure is not None and time.monotonic() - self.recorder.failed_at < self._retry_delay:
+                return False
+            if self.recorder.try_activate():
+                self.recorder.bind(self.info.instance)
+            if self.recorder.active:
+                self._request_replay()
+            self._after_recording()
+            return self.recorder.active
+
+    def _recorded_elsewhere(self) -> bool:
+        """Whether the store has all this client has seen, recorded by another client."""
+        cursor = self.runner.store.cursor(self.info.key)
+        if cursor.get("instance") != self.info.instance or cursor.get("seq", 0) < self.last_seq:
+            return False
+        with self._recording:
+            if not self.recorder.active:
+                self.recorder.failure = None
+            self._after_recording()
+        return True
 
     def _track(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -176,22 +311,59 @@ class RuntimeSession:
                 RuntimeMessage(self.spec.id, {"seq": None, "exec": exec_id, "type": "done", "status": "lost", "reason": lost, "meta": {"cell": cell}, "t": time.time()})
             )
         self.open_execs.clear()
-        was_recording = self.recorder.active
-        self.recorder.close_open(reason)
-        self.recorder.release()
+        self._unrecorded.set()  # the watcher sees `closed` and stops
+        with self._recording:
+            recorded = self._record_rest_of_journal()
+            self.recorder.close_open(reason)
+            recorded = recorded and self.recorder.active
+            self.recorder.release()
+            recorded = recorded and self.recorder.failure is None
+            self._after_recording()
         # Under the runtime's lock: a restart waits until the old container is gone.
         with self.runner._lock(self.spec.id):
-            if was_recording:
+            if recorded:
+                # A journal not recorded whole stays for the next client (Runner.sync_ended).
                 self.backend.discard(self.info)
             self.runner._forget_session(self)
 
+    def _record_rest_of_journal(self) -> bool:
+        """At the runtime's end (under the recording lock): records from its journal what nobody
+        has, if no other client is recording. Whether the store now has all of it."""
+        if not self.recorder.active:
+            if not self.recorder.try_activate():
+                return False
+            self.recorder.bind(self.info.instance)
+            if not self.recorder.active:
+                return False
+        if self.recorder.cursor.get("seq", 0) >= self.last_seq and not self.recorder.behind:
+            self.recorder.failure = None
+            return True  # it recorded all this client saw: the journal holds nothing more
+        try:
+            for message in self.backend.journal(self.info):
+                finished = self.recorder.handle(message)
+                if not self.recorder.active:
+                    return False
+                if finished is not None:
+                    self.runner.collect_files(self.backend, self.info, finished, message)
+        except (BackendError, OSError, ValueError) as exc:
+            self.runner.log.warning(self.spec.id, f"could not read the journal of the ended runtime: {exc}")
+            return False
+        if self.recorder.behind:
+            return False
+        self.recorder.failure = None
+        return True
+
     def detach(self) -> None:
         self.closed.set()
+        self._unrecorded.set()  # the watcher sees `closed` and stops
         if self.connection is not None:
             self.connection.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        self.recorder.release()
+        with self._recording:
+            self.recorder.release()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=5)
 
 
 def default_backends() -> dict[str, Backend]:
@@ -238,19 +410,17 @@ class Runner:
     def status(self, runtime_id: str) -> RuntimeStatus:
         return self._statuses.get(runtime_id) or RuntimeStatus()
 
-    def _move(self, runtime_id: str, state: RuntimeState, **changes: Any) -> None:
+    def _move(self, runtime_id: str, state: RuntimeState | None, **changes: Any) -> None:
+        """To `state`, or, with None, an update in the state it is in."""
         # Reader threads and the caller's thread both move states; one at a time keeps them whole.
         with self._state_guard:
-            status = self.status(runtime_id).moved(state, **changes)
+            status = self.status(runtime_id)
+            status = status.moved(state or status.state, **changes)
             self._statuses[runtime_id] = status
         self._emit(RuntimeChanged(runtime_id, status))
 
     def _update(self, runtime_id: str, **changes: Any) -> None:
-        with self._state_guard:
-            status = self.status(runtime_id)
-            status = status.moved(status.state, **changes)
-            self._statuses[runtime_id] = status
-        self._emit(RuntimeChanged(runtime_id, status))
+        self._move(runtime_id, None, **changes)
 
     # -- runtimes
     def backend_for(self, spec: RuntimeSpec) -> Backend:
@@ -309,10 +479,11 @@ class Runner:
 
                 launch = resolve_launch(self.notebook, spec)
                 try:
-                    info = backend.start(self.path, spec, progress, launch)
+                    info = backend.start(self.path, spec, launch, progress)
                 finally:
                     self.boot_board.clear(board_key)
                 session = self._open_session(spec, backend, info, attached=False)
+                session.mount_credentials = launch.mount_credentials
                 if launch.secrets:
                     # Over the agent connection only: not in the container's config, not journaled.
                     session.send({"op": "secrets", "env": launch.secrets})
@@ -347,30 +518,37 @@ class Runner:
         if self.sessions.get(session.spec.id) is session:
             del self.sessions[session.spec.id]
 
-    def collect_files(self, backend: Backend, info: RuntimeInfo, record: ExecutionRecord) -> None:
-        """Files the execution wrote to /results (or $NJTUI_RESULTS) go to the results store."""
-        collect = getattr(backend, "collect_files", None)
-        if collect is None or record.started_at is None:
+    def collect_files(self, backend: Backend, info: RuntimeInfo, record: ExecutionRecord, done: dict[str, Any]) -> None:
+        """The files an execution wrote to /results (or $NJTUI_RESULTS) go to the results store:
+        the copies its agent staged before `done`, so a later cell's writes are never taken
+        for this one's. Once stored, the agent may let its copies go."""
+        staged = done.get("files")
+        if not staged:
             return
         try:
-            files = self.store.save_files(record, collect(info, record.started_at))
+            files = self.store.save_files(record, backend.collect_files(info, staged))
         except (BackendError, OSError) as exc:
             self.log.warning(info.runtime_id, f"could not collect /results of cell {record.cell}: {exc}")
             return
+        session = self.sessions.get(info.runtime_id)
+        if session is not None and session.info.key == info.key and session.info.instance == info.instance:
+            session.send({"op": "release", "exec": record.exec_id})
         if files:
             self.log.info(info.runtime_id, f"collected {len(files)} file{'s' if len(files) != 1 else ''} from /results of cell {record.cell}")
             self._emit(RuntimeMessage(info.runtime_id, {"seq": None, "exec": record.exec_id, "type": "files", "files": files, "version": record.version, "t": time.time()}))
 
-    def write_back_mounts(self, backend: Backend, info: RuntimeInfo, spec: RuntimeSpec) -> None:
+    def write_back_mounts(self, session: RuntimeSession) -> None:
         """After a cell: read-write S3 mounts send their changed files back to the bucket."""
+        spec = session.spec
         mounts = [mount for mount in spec.mounts if mount.kind == "s3" and not mount.read_only]
-        write_back = getattr(backend, "write_back", None)
+        write_back = getattr(session.backend, "write_back", None)
         if not mounts or write_back is None:
             return
         try:
-            credentials = resolve_launch(self.notebook, spec).mount_credentials
+            if session.mount_credentials is None:
+                session.mount_credentials = resolve_launch(self.notebook, spec).mount_credentials
             for mount in mounts:
-                keys = write_back(info, mount, credentials)
+                keys = write_back(session.info, mount, session.mount_credentials)
                 if keys:
                     self.log.info(spec.id, f"wrote {len(keys)} changed file{'s' if len(keys) != 1 else ''} back to {mount.source}")
         except BackendError as exc:
@@ -458,16 +636,22 @@ class Runner:
             for info in ended:
                 recorder = Recorder(self.store, info.key, info.runtime_id)
                 if not recorder.try_activate():
+                    if recorder.failure is not None:
+                        self.log.error(info.runtime_id, f"{recorder.failure}: the ended runtime's outputs are not recorded; its journal is kept for the next try")
                     continue
                 try:
                     recorder.bind(info.instance)
                     for message in backend.journal(info):
                         finished = recorder.handle(message)
-                        if finished is not None and message.get("files_changed") is not False:
-                            self.collect_files(backend, info, finished)
+                        if finished is not None:
+                            self.collect_files(backend, info, finished, message)
                     recorder.close_open(info.exit_reason or "the runtime ended")
                 finally:
                     recorder.release()
+                if recorder.failure is not None or recorder.behind:
+                    # Not recorded whole: the journal stays until the store can take it.
+                    self.log.error(info.runtime_id, f"{recorder.failure or 'its journal has a gap'}: the ended runtime's outputs are not all in {self.store.root}; its journal is kept for the next try")
+                    continue
                 backend.discard(info)
 
     def detach(self) -> None:
