@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import select
 import socket
 import subprocess
 import time
@@ -50,8 +53,13 @@ async def wait_for(pilot, condition, timeout: float = 30.0, what: str = "conditi
 
 # -- real servers on loopback (a Docker registry, an S3 API)
 
-# Marks images the tests build, so the end of the session removes them (conftest).
+# Marks images the tests build, so the end of the session removes them (conftest); the value
+# is the test session's pid, so a session never removes images another one is using.
 TEST_IMAGE_LABEL = "org.njtui.test-image"
+
+
+def session_image_label() -> str:
+    return f"{TEST_IMAGE_LABEL}={os.getpid()}"
 
 
 def free_loopback_port() -> int:
@@ -80,8 +88,49 @@ def push_image_only_the_registry_has(client, base_image: str, reference: str, me
     builder = client.containers.run(base_image, ["bash", "-c", f"head -c {megabytes * 1_000_000} /dev/urandom > /blob"], detach=True)
     builder.wait(timeout=60)
     repository, tag = reference.rsplit(":", 1)
-    builder.commit(repository=repository, tag=tag, changes=f"LABEL {TEST_IMAGE_LABEL}=1")
+    builder.commit(repository=repository, tag=tag, changes=f"LABEL {session_image_label()}")
     builder.remove()
     for line in client.api.push(reference, stream=True, decode=True):
         assert "error" not in line, line
     client.images.remove(reference)
+
+
+# -- an agent on its stdio, as the relay and Docker drive it
+
+
+class AgentProcess:
+    """Requests in, messages out; every wait is bounded, so an agent that goes silent fails its
+    test with what it said last instead of hanging the suite."""
+
+    def __init__(self, argv: list[str], **popen) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
+        self.buffer = b""
+        self.raw = b""  # every complete line the agent wrote, as written
+        self.messages: list[dict] = []
+
+    def send(self, request: dict) -> None:
+        self.proc.stdin.write((json.dumps(request, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def next(self, timeout: float = 20) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no message within {timeout}s; so far: {self.messages[-5:]}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
+            if ready:
+                data = os.read(self.proc.stdout.fileno(), 1 << 16)
+                if not data:
+                    raise AssertionError(f"the agent exited; its last messages: {self.messages[-5:]}")
+                self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        self.raw += line + b"\n"
+        message = json.loads(line)
+        self.messages.append(message)
+        return message
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()

@@ -7,55 +7,31 @@ these tests hold it to bash builtins (the Docker tests run it in an image withou
 from __future__ import annotations
 
 import json
-import os
-import select
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-AGENT = Path(__file__).resolve().parent.parent / "njtui" / "runner" / "agents" / "agent.sh"
+from njtui.runner.agents import AGENTS_DIR
+from tests.helpers import AgentProcess
+
+AGENT = AGENTS_DIR / "agent.sh"
 BASH = "/bin/bash"
 
 
-class BashAgent:
+class BashAgent(AgentProcess):
     def __init__(self, tmp_path: Path, idle_timeout: float = 60) -> None:
         self.journal = tmp_path / "journal.jsonl"
-        self.proc = subprocess.Popen(
+        super().__init__(
             ["env", "-i", "PATH=/nonexistent", f"HOME={tmp_path}", "LANG=C.UTF-8", BASH, str(AGENT), "--journal", str(self.journal), "--idle-timeout", str(idle_timeout)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=tmp_path,
         )
-        self.buffer = b""
-        self.messages: list[dict] = []
         self.hello = self.next(timeout=10)
-
-    def send(self, request: dict) -> None:
-        self.proc.stdin.write((json.dumps(request, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
-        self.proc.stdin.flush()
 
     def execute(self, exec_id: str, code: str, cell: str = "c") -> None:
         self.send({"op": "execute", "exec": exec_id, "code": code, "meta": {"cell": cell}})
-
-    def next(self, timeout: float = 20) -> dict:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no message within {timeout}s; so far: {self.messages[-5:]}")
-            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
-            if ready:
-                data = os.read(self.proc.stdout.fileno(), 1 << 16)
-                if not data:
-                    raise AssertionError(f"the agent exited: {self.proc.stderr.read().decode(errors='replace')}")
-                self.buffer += data
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        message = json.loads(line)
-        self.messages.append(message)
-        return message
 
     def until_done(self, exec_id: str, timeout: float = 30) -> list[dict]:
         got = []
@@ -69,11 +45,6 @@ class BashAgent:
     def run(self, exec_id: str, code: str) -> list[dict]:
         self.execute(exec_id, code)
         return self.until_done(exec_id)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

@@ -3,54 +3,40 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from njtui.runner.host import AGENTS_DIR
+from njtui.runner.agents import AGENTS_DIR
+from tests.helpers import AgentProcess
 
 
-class Agent:
+class Agent(AgentProcess):
     def __init__(self, journal: Path, idle_timeout: float = 60) -> None:
-        self.journal = journal
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, str(AGENTS_DIR / "agent.py"), "--journal", str(journal), "--idle-timeout", str(idle_timeout)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
             start_new_session=True,
         )
-        self.raw = b""
+        self.journal = journal
         self.hello = self.next()
 
     def send(self, **request) -> None:
-        self.proc.stdin.write((json.dumps(request) + "\n").encode())
-        self.proc.stdin.flush()
-
-    def next(self) -> dict:
-        line = self.proc.stdout.readline()
-        assert line, "agent closed its stdout"
-        self.raw += line
-        return json.loads(line)
+        super().send(request)
 
     def run(self, code: str, exec_id: str = "x", cell: str = "c1") -> list[dict]:
         self.send(op="execute", exec=exec_id, code=code, meta={"cell": cell})
         return self.until_done(exec_id)
 
     def until_done(self, exec_id: str) -> list[dict]:
+        """Every message up to the done of `exec_id`, other executions' included."""
         messages = []
         while True:
             message = self.next()
             messages.append(message)
             if message["type"] == "done" and message["exec"] == exec_id:
                 return messages
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

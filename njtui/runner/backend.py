@@ -7,14 +7,18 @@ them, and hands over the journal of a runtime that ended while nobody was attach
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from njtui.model import RuntimeSpec
 from njtui.runner import protocol
+
+if TYPE_CHECKING:
+    from njtui.runner.launch import Launch
 
 
 class BackendError(Exception):
@@ -54,7 +58,7 @@ class Connection(Protocol):
 class Backend(Protocol):
     name: str
 
-    def start(self, notebook_path: str, spec: RuntimeSpec, progress: ProgressCallback | None = None) -> RuntimeInfo: ...
+    def start(self, notebook_path: str, spec: RuntimeSpec, launch: Launch, progress: ProgressCallback | None = None) -> RuntimeInfo: ...
     def find(self, notebook_path: str, runtime_id: str) -> RuntimeInfo | None: ...
     def list(self) -> list[RuntimeInfo]: ...
     def connect(self, info: RuntimeInfo) -> Connection: ...
@@ -62,6 +66,26 @@ class Backend(Protocol):
     def ended(self, notebook_path: str) -> list[RuntimeInfo]: ...
     def journal(self, info: RuntimeInfo) -> Iterator[dict[str, Any]]: ...
     def discard(self, info: RuntimeInfo) -> None: ...
+    def collect_files(self, info: RuntimeInfo, staged: list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]: ...
+
+
+_STAGED_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[0-9]{1,9}$")
+
+
+def staged_files(staged: Any) -> Iterator[tuple[str, str]]:
+    """(name under /results, name of its staged copy) for each file a `done` message lists.
+    The message comes from inside the runtime: names that are not plain relative paths, and
+    staged names that are not the agent's own, are skipped."""
+    for entry in staged if isinstance(staged, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        name, staged_name = entry.get("name"), entry.get("staged")
+        if not isinstance(name, str) or not isinstance(staged_name, str) or not _STAGED_NAME.match(staged_name):
+            continue
+        parts = name.split("/")
+        if name.startswith("/") or "\0" in name or any(part in ("", ".", "..") for part in parts):
+            continue
+        yield name, staged_name
 
 
 class SocketConnection:

@@ -15,9 +15,9 @@ DOCKER_HOST or the current Docker context (ssh://, tcp://) works the same as the
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import math
 import os
 import socket
 import tarfile
@@ -30,17 +30,17 @@ from typing import IO, Any
 
 import njtui
 from njtui.model import RuntimeSpec
-from njtui.model.size import parse_size
 from njtui.runner import protocol
-from njtui.runner.backend import BackendError, ProgressCallback, RuntimeInfo
+from njtui.runner.agents import AGENT_SCRIPTS, AGENTS_DIR
+from njtui.runner.backend import BackendError, ProgressCallback, RuntimeInfo, staged_files
 from njtui.runner.launch import Launch
 from njtui.runner.mounts import fetch as fetch_mount
 from njtui.runner.mounts import s3_write_back
 from njtui.runner.paths import notebook_identity, runtime_key
 
-AGENTS_DIR = Path(__file__).parent / "agents"
 AGENT_DIR = "/opt/njtui"
 JOURNAL = f"{AGENT_DIR}/journal.jsonl"
+STAGE_DIR = f"{AGENT_DIR}/files"  # where the agent copies an ending cell's /results files
 RESULTS_DIR = "/results"
 LABEL_NOTEBOOK = "org.njtui.notebook"
 LABEL_RUNTIME = "org.njtui.runtime"
@@ -53,7 +53,6 @@ SECRETS_DIR = "/run/secrets"
 CUDA_AT = "/usr/local/cuda"
 HELLO_TIMEOUT = 60.0
 PROGRESS_INTERVAL = 0.1
-EXIT_REASONS = {"idle": "stopped: idle timeout", "shutdown": "stopped", "stdin closed": "stopped: its input closed"}
 
 
 def docker_client():
@@ -85,13 +84,13 @@ def _agent_archive(language: str) -> bytes:
     """A tar of the agent and the /results directory, for put_archive at the image's root."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory, mode in ((AGENT_DIR.lstrip("/"), 0o755), (RESULTS_DIR.lstrip("/"), 0o777)):
+        for directory, mode in ((AGENT_DIR.lstrip("/"), 0o755), (STAGE_DIR.lstrip("/"), 0o700), (RESULTS_DIR.lstrip("/"), 0o777)):
             entry = tarfile.TarInfo(directory)
             entry.type = tarfile.DIRTYPE
             entry.mode = mode
             entry.mtime = int(time.time())
             tar.addfile(entry)
-        name = {"python": "agent.py", "bash": "agent.sh"}[language]
+        name = AGENT_SCRIPTS[language]
         data = (AGENTS_DIR / name).read_bytes()
         entry = tarfile.TarInfo(f"{AGENT_DIR.lstrip('/')}/{name}")
         entry.size = len(data)
@@ -102,12 +101,11 @@ def _agent_archive(language: str) -> bytes:
 
 
 def agent_command(spec: RuntimeSpec) -> list[str]:
-    timeout = str(spec.idle_timeout_seconds)
-    if spec.language == "python":
-        return ["python3", f"{AGENT_DIR}/agent.py", "--journal", JOURNAL, "--idle-timeout", timeout]
-    if spec.language == "bash":
-        return ["bash", f"{AGENT_DIR}/agent.sh", "--journal", JOURNAL, "--idle-timeout", timeout]
-    raise BackendError(f"no agent for language {spec.language!r}")
+    script = AGENT_SCRIPTS.get(spec.language)
+    if script is None:
+        raise BackendError(f"no agent for language {spec.language!r}")
+    interpreter = "python3" if spec.language == "python" else "bash"
+    return [interpreter, f"{AGENT_DIR}/{script}", "--journal", JOURNAL, "--idle-timeout", str(spec.idle_timeout_seconds)]
 
 
 def _journal_lines(container) -> Iterator[bytes]:
@@ -386,12 +384,11 @@ class DockerBackend:
         except Exception as exc:  # noqa: BLE001 - a registry that can't be reached
             raise BackendError(f"image {reference} could not be pulled: {exc}") from None
 
-    def container_config(self, notebook_path: str, spec: RuntimeSpec, launch: Launch | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def container_config(self, notebook_path: str, spec: RuntimeSpec, launch: Launch) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the container is created with: (create_container arguments, host config
         arguments), from the runtime's resolved settings. Secret values are not here."""
         import docker
 
-        launch = launch or Launch(env=dict(spec.env))
         key = runtime_key(notebook_path, spec.id)
         environment = {
             **launch.env,
@@ -425,9 +422,10 @@ class DockerBackend:
         if launch.mount_cuda:
             cuda = cuda_home()
             binds[cuda] = {"bind": CUDA_AT, "mode": "ro"}
-            image_path = self._image_env(spec.environment).get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            image_env = self._image_env(spec.environment)
+            image_path = image_env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             environment["PATH"] = f"{CUDA_AT}/bin:{image_path}"
-            library_path = self._image_env(spec.environment).get("LD_LIBRARY_PATH")
+            library_path = image_env.get("LD_LIBRARY_PATH")
             environment["LD_LIBRARY_PATH"] = f"{CUDA_AT}/lib64" + (f":{library_path}" if library_path else "")
             environment["CUDA_HOME"] = CUDA_AT
         if binds:
@@ -489,11 +487,10 @@ class DockerBackend:
         """The environment variables an image sets (its `ENV`), for "show inherited"."""
         return self._image_env(reference)
 
-    def create(self, notebook_path: str, spec: RuntimeSpec, launch: Launch | None = None):
+    def create(self, notebook_path: str, spec: RuntimeSpec, launch: Launch):
         """Creates (does not start) the runtime's container, mounts included."""
         import docker
 
-        launch = launch or Launch(env=dict(spec.env))
         create, host = self.container_config(notebook_path, spec, launch)
         self._remove_named(create["name"])
         try:
@@ -510,7 +507,7 @@ class DockerBackend:
             raise
         return container
 
-    def start(self, notebook_path: str, spec: RuntimeSpec, progress: ProgressCallback | None = None, launch: Launch | None = None) -> RuntimeInfo:
+    def start(self, notebook_path: str, spec: RuntimeSpec, launch: Launch, progress: ProgressCallback | None = None) -> RuntimeInfo:
         import docker
 
         running = self.find(notebook_path, spec.id)
@@ -640,7 +637,7 @@ class DockerBackend:
         if last is not None:
             message = json.loads(last)
             if message.get("type") == "exit":
-                return EXIT_REASONS.get(message.get("reason"), f"stopped: {message.get('reason')}")
+                return protocol.exit_words(message.get("reason"))
         code = state.get("ExitCode")
         if state.get("Error"):
             return f"container failed: {state['Error']}"
@@ -661,37 +658,48 @@ class DockerBackend:
             infos.append(info)
         return infos
 
-    def collect_files(self, info: RuntimeInfo, since: float) -> Iterator[tuple[str, IO[bytes]]]:
-        """Files under /results changed since `since` (the execution's start), streamed out of
-        the container as one tar through the API."""
+    @contextlib.contextmanager
+    def _directory_archive(self, info: RuntimeInfo, directory: str) -> Iterator[IO[bytes] | None]:
+        """A directory of the container as one tar through the API, spooled to a temporary
+        file; None if the directory is not there."""
         import docker
 
         container = self._api(f"runtime {info.runtime_id}", self.client.containers.get, info.details["container"])
         try:
-            chunks, _ = container.get_archive(RESULTS_DIR + "/.")
+            chunks, _ = container.get_archive(directory.rstrip("/") + "/.")
         except docker.errors.NotFound:
+            yield None
             return
         with tempfile.TemporaryFile() as spool:
             for chunk in chunks:
                 spool.write(chunk)
             spool.seek(0)
-            yield from files_changed_since(spool, since)
+            yield spool
+
+    def collect_files(self, info: RuntimeInfo, staged: list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
+        """The copies of its /results files the agent staged as an execution ended."""
+        names = {staged_name: name for name, staged_name in staged_files(staged)}
+        if not names:
+            return
+        with self._directory_archive(info, STAGE_DIR) as archive:
+            if archive is None:
+                return
+            with tarfile.open(fileobj=archive, mode="r|") as tar:
+                for member in tar:
+                    name = names.get(member.name.rsplit("/", 1)[-1])
+                    if name is None or not member.isfile():
+                        continue
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        yield name, handle
 
     def write_back(self, info: RuntimeInfo, mount, credentials: dict[str, str]) -> list[str]:
         """A read-write S3 mount's changed files, from the container back to the bucket."""
-        import docker
-
-        container = self._api(f"runtime {info.runtime_id}", self.client.containers.get, info.details["container"])
-        try:
-            chunks, _ = container.get_archive(mount.at.rstrip("/") + "/.")
-        except docker.errors.NotFound:
-            return []
-        with tempfile.TemporaryFile() as spool:
-            for chunk in chunks:
-                spool.write(chunk)
-            spool.seek(0)
+        with self._directory_archive(info, mount.at) as archive:
+            if archive is None:
+                return []
             try:
-                return s3_write_back(mount, credentials, files_changed_since(spool, 0))
+                return s3_write_back(mount, credentials, regular_files(archive))
             except BackendError:
                 raise
             except Exception as exc:  # noqa: BLE001 - botocore's errors, in words
@@ -715,12 +723,11 @@ class DockerBackend:
             pass
 
 
-def files_changed_since(archive: IO[bytes], since: float) -> Iterator[tuple[str, IO[bytes]]]:
-    """Regular files in a tar of the results directory modified at or after `since`."""
-    cutoff = math.floor(since)  # tar keeps whole seconds
+def regular_files(archive: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
+    """The regular files in a tar of a directory, by their names inside it."""
     with tarfile.open(fileobj=archive, mode="r|") as tar:
         for member in tar:
-            if not member.isfile() or member.mtime < cutoff:
+            if not member.isfile():
                 continue
             name = member.name.split("/", 1)[1] if "/" in member.name else member.name
             handle = tar.extractfile(member)

@@ -11,6 +11,8 @@ PROTOCOL = 1
 # Messages a relay adds that are not the agent's (they carry no seq and are not journaled).
 AGENT_STDERR = "agent_stderr"
 RUNTIME_EXIT = "runtime_exit"
+# The reason in the `done` of a cell that a `shutdown` request ended (both agents say it).
+STOPPED_MID_CELL = "the runtime was stopped"
 
 
 def new_exec_id() -> str:
@@ -28,3 +30,11 @@ def execute_request(exec_id: str, code: str, meta: dict[str, Any]) -> dict[str, 
 
 def decode(line: bytes) -> dict[str, Any]:
     return json.loads(line.decode("utf-8", "replace"))
+
+
+_EXIT_WORDS = {"idle": "stopped: idle timeout", "shutdown": "stopped", "stdin closed": "stopped: its input closed"}
+
+
+def exit_words(reason: str | None) -> str:
+    """The reason of an agent's `exit` message, as the panel and the log say it."""
+    return _EXIT_WORDS.get(reason or "", f"stopped: {reason}")

@@ -19,6 +19,7 @@ import os
 import queue
 import select
 import signal
+import stat
 import sys
 import threading
 import time
@@ -36,6 +37,11 @@ FLUSH_BYTES = 1 << 16
 FD_CHECK_NS = 100_000
 READ_CHUNK = 1 << 16
 AGENT_FILE = os.path.abspath(__file__)
+# After a shutdown or the end of its input, a cell that ignores its interrupt this long is
+# abandoned and the agent exits anyway: a stop takes well under a second.
+SHUTDOWN_GRACE = 0.5
+# What a cell ended by the agent's own end says, by the reason the agent ends.
+ENDED_BY = {"shutdown": "the runtime was stopped", "stdin closed": "the runtime's connection closed"}
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -45,12 +51,20 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _results_changed_since(started_at: float) -> bool:
-    """Whether the cell wrote into the results directory: the client collects only then."""
+# Exec ids name staged files: only ids that are safe as a file name get files staged.
+_SAFE_ID = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def _safe_id(exec_id: object) -> bool:
+    return isinstance(exec_id, str) and 0 < len(exec_id) <= 64 and set(exec_id) <= _SAFE_ID
+
+
+def _results_snapshot() -> dict[str, tuple[int, int, int]]:
+    """Regular files under $NJTUI_RESULTS (relative name → mtime, size, inode), links not followed."""
     root = os.environ.get("NJTUI_RESULTS")
+    found: dict[str, tuple[int, int, int]] = {}
     if not root:
-        return False
-    cutoff = started_at - 1.0  # file systems with whole-second times
+        return found
     pending = [root]
     while pending:
         try:
@@ -61,11 +75,34 @@ def _results_changed_since(started_at: float) -> bool:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
-                elif entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                    return True
+                elif entry.is_file(follow_symlinks=False):
+                    stat = entry.stat(follow_symlinks=False)
+                    found[os.path.relpath(entry.path, root)] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             except OSError:
                 continue
-    return False
+    return found
+
+
+def _copy_no_follow(source: str, target: str) -> int:
+    """Copies a regular file byte for byte; a link planted in its place is not followed."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    in_fd = os.open(source, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(in_fd).st_mode):
+            raise OSError(f"{source} is not a regular file")
+        out_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        size = 0
+        try:
+            while True:
+                chunk = os.read(in_fd, 1 << 20)
+                if not chunk:
+                    return size
+                _write_all(out_fd, chunk)
+                size += len(chunk)
+        finally:
+            os.close(out_fd)
+    finally:
+        os.close(in_fd)
 
 
 class Channel:
@@ -241,10 +278,17 @@ class Capture:
 
 
 class Agent:
-    def __init__(self, channel: Channel, capture: Capture, idle_timeout: float) -> None:
+    def __init__(self, channel: Channel, capture: Capture, idle_timeout: float, stage_dir: str | None = None) -> None:
         self.channel = channel
         self.capture = capture
         self.idle_timeout = idle_timeout
+        # Where the files a cell wrote to $NJTUI_RESULTS are copied as it ends, so that the next
+        # cell can't change them before a client collects them.
+        self.stage_dir = stage_dir
+        # Held while an execution's `done` (or the agent's `exit`) is written: the cell's thread and
+        # the shutdown watchdog must not both end the same execution.
+        self._ending = threading.Lock()
+        self._ended = False
         self.requests: queue.Queue[dict | None] = queue.Queue()
         self.count = 0
         self.running: str | None = None  # while the cell's code runs: SIGINT interrupts it
@@ -280,6 +324,8 @@ class Agent:
                 return
             elif op == "secrets":
                 self.set_secrets(request.get("env") or {})
+            elif op == "release":
+                self.release_files(request.get("exec"))
             else:
                 self.channel.emit("log", level="error", text=f"unknown op {op!r}")
         self.shutdown("stdin closed")
@@ -295,11 +341,47 @@ class Agent:
             if directory:
                 try:
                     os.makedirs(directory, mode=0o700, exist_ok=True)
-                    fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
                     with os.fdopen(fd, "w") as handle:
                         handle.write(value)
                 except OSError as exc:
                     self.channel.emit("log", level="error", text=f"cannot write secret file {name}: {exc.strerror}")
+
+    def release_files(self, exec_id: object) -> None:
+        """A client has stored an execution's files: their staged copies go."""
+        if not self.stage_dir or not _safe_id(exec_id):
+            return
+        try:
+            names = os.listdir(self.stage_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(f"{exec_id}."):
+                try:
+                    os.unlink(os.path.join(self.stage_dir, name))
+                except OSError:
+                    pass
+
+    def _stage_results(self, exec_id: str, before: dict[str, tuple[int, int, int]]) -> list[dict[str, str]]:
+        """Copies of the files this cell created or changed under $NJTUI_RESULTS."""
+        root = os.environ.get("NJTUI_RESULTS")
+        if not root or not self.stage_dir or not _safe_id(exec_id):
+            return []
+        changed = sorted(name for name, signature in _results_snapshot().items() if before.get(name) != signature)
+        staged = []
+        for number, name in enumerate(changed):
+            target = f"{exec_id}.{number}"
+            try:
+                os.makedirs(self.stage_dir, mode=0o700, exist_ok=True)
+                path = os.path.join(self.stage_dir, target)
+                if os.path.lexists(path):
+                    os.unlink(path)
+                _copy_no_follow(os.path.join(root, name), path)
+            except OSError as exc:
+                self.channel.emit("log", level="warning", text=f"could not keep results file {name}: {exc}")
+                continue
+            staged.append({"name": name, "staged": target})
+        return staged
 
     def emit_status(self) -> None:
         self.channel.emit(
@@ -331,6 +413,29 @@ class Agent:
         self.shutdown_reason = reason
         self.interrupt()
         self.requests.put(None)
+        threading.Thread(target=self._exit_after_grace, name="njtui-shutdown", daemon=True).start()
+
+    def _exit_after_grace(self) -> None:
+        """Ends the agent even when the running cell ignores its interrupt (catches
+        KeyboardInterrupt, blocks in C code): the execution ends as interrupted."""
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while time.monotonic() < deadline:
+            if self._ended:
+                return
+            time.sleep(0.01)
+        with self._ending:
+            if self._ended:
+                return
+            self.capture.drain()
+            if self.current is not None:
+                self.channel.emit(
+                    "done", self.current, status="interrupted", count=self.count, duration=None,
+                    reason=ENDED_BY.get(self.shutdown_reason or "", self.shutdown_reason), files=[],
+                )
+            self._drop_queued()
+            self.channel.emit("exit", reason=self.shutdown_reason)
+            self._ended = True
+            os._exit(0)
 
     def _on_sigint(self, signum: int, frame: object) -> None:
         # Raised once per cell: the interrupt arrives both as a signal and through
@@ -350,9 +455,7 @@ class Agent:
                 self.exit("idle")
                 return
             if request is None or self.shutdown_reason is not None:
-                self._drop_queued()
-                self.exit(self.shutdown_reason or "shutdown")
-                return
+                break
             if self.interrupt_requested:
                 self.interrupt_requested = False
                 self._finish_dropped(request)
@@ -360,9 +463,15 @@ class Agent:
                 continue
             self.run_cell(request["exec"], request.get("code", ""), request.get("meta") or {})
             self.last_activity = time.monotonic()
+            if self.shutdown_reason is not None:
+                break
             if self.interrupt_requested:
                 self.interrupt_requested = False
                 self._drop_queued()
+        with self._ending:
+            if not self._ended:
+                self._drop_queued()
+                self.exit(self.shutdown_reason or "shutdown")
 
     def _finish_dropped(self, request: dict) -> None:
         self.channel.emit("done", request.get("exec"), status="interrupted", count=None, duration=0.0)
@@ -379,6 +488,7 @@ class Agent:
     def exit(self, reason: str) -> None:
         self.capture.drain()
         self.channel.emit("exit", reason=reason)
+        self._ended = True
 
     def run_cell(self, exec_id: str, code: str, meta: dict) -> None:
         self.count += 1
@@ -386,8 +496,8 @@ class Agent:
         self.capture.exec_id = exec_id
         self._interrupt_raised = False
         self.current = exec_id
+        results_before = _results_snapshot()
         self.channel.emit("start", exec_id, meta=meta, count=count)
-        started_at = time.time()
         started = time.perf_counter()
         status = "ok"
         filename = f"<cell {meta.get('cell') or exec_id}>"
@@ -400,20 +510,21 @@ class Agent:
                 self.running = None
         except KeyboardInterrupt as exc:
             status = "interrupted"
-            self._report_error(exc, exec_id)
+            if self.shutdown_reason is None:  # else the reason says it all, not a traceback
+                self._report_error(exc, exec_id)
         except BaseException as exc:  # noqa: BLE001 - a cell's failure, whatever it is
             status = "error"
             self._report_error(exc, exec_id)
+        duration = time.perf_counter() - started
+        # Output and files first, then `done`: what the cell did belongs to this execution alone.
         self.capture.drain()
-        self.channel.emit(
-            "done",
-            exec_id,
-            status=status,
-            count=count,
-            duration=time.perf_counter() - started,
-            files_changed=_results_changed_since(started_at),
-        )
-        self.current = None
+        files = self._stage_results(exec_id, results_before)
+        extra = {"reason": ENDED_BY.get(self.shutdown_reason, self.shutdown_reason)} if status == "interrupted" and self.shutdown_reason else {}
+        with self._ending:
+            if self._ended:
+                return
+            self.channel.emit("done", exec_id, status=status, count=count, duration=duration, files=files, **extra)
+            self.current = None
 
     def _execute(self, code: str, filename: str, exec_id: str, count: int) -> None:
         tree = ast.parse(code, filename, "exec")
@@ -476,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
 
     channel = Channel(proto_out, args.journal)
     capture = Capture(channel)
-    agent = Agent(channel, capture, args.idle_timeout)
+    agent = Agent(channel, capture, args.idle_timeout, os.path.join(os.path.dirname(os.path.abspath(args.journal)), "files"))
     sys.stdout, sys.stderr, sys.stdin = capture.stdout, capture.stderr, NoInput()
     sys.modules["__main__"] = agent.main_module
     sys.argv = [""]

@@ -38,8 +38,25 @@ __njt_us "$__njt_idle"; __njt_idle_us=$REPLY
 read -r _ _ _ _ __njt_pgid _ </proc/$$/stat 2>/dev/null || __njt_pgid=0
 __njt_main=$$
 __njt_instance="bash-$$-${EPOCHREALTIME/[.,]/}-$RANDOM"
-__njt_cellfile="${__njt_journal%/*}/cell-$$.sh"
-[[ $__njt_journal == */* ]] || __njt_cellfile="/tmp/njtui-cell-$$.sh"
+# The agent's own files live beside its journal (a private directory njtui made), never in a
+# shared place like /tmp.
+__njt_dir=.
+[[ $__njt_journal == */* ]] && __njt_dir=${__njt_journal%/*}
+__njt_cellfile="$__njt_dir/cell-$$.sh"
+# Files a cell wrote to $NJTUI_RESULTS are copied here as it ends (see __njt_stage_results).
+__njt_stage="$__njt_dir/files"
+__njt_mark="$__njt_dir/results-mark"
+__njt_probe="$__njt_dir/results-probe"
+# Written by main to both output pipes when a cell has ended: what precedes it in a pipe is
+# the cell's output, whatever process wrote it. RS bytes make it unlikely in real output, the
+# instance makes it unguessable.
+__njt_end=$'\036'"njtui-cell-end-$__njt_instance"$'\036'
+# A stop's interrupt normally ends the cell at once; one that ignores it is abandoned after this.
+__njt_grace_us=500000
+# Outside tools, used when the image has them (a bash-only image has none: builtins then).
+__njt_cp=$(type -P cp 2>/dev/null)
+__njt_rm=$(type -P rm 2>/dev/null)
+__njt_mkdir=$(type -P mkdir 2>/dev/null)
 printf -v __njt_controls '%b' '\001\002\003\004\005\006\007\010\013\014\016\017\020\021\022\023\024\025\026\027\030\031\032\033\034\035\036\037'
 
 # JSON string body of $1 in REPLY.
@@ -99,7 +116,8 @@ exec 0</dev/null
 __njt_emitter() {
     trap '' INT PIPE
     LC_NUMERIC=C
-    local seq=0 running=null count=0 queued=0 journal_fd= now last sleep=0.001 line kind fields chunk
+    local seq=0 running=null count=0 queued=0 journal_fd= now last sleep=0.001 line chunk rc finishing=0
+    local held_stdout= held_stderr= ended_stdout=0 ended_stderr=0
     local -a f
     if [[ -n $__njt_journal ]]; then
         : >"$__njt_journal"
@@ -114,12 +132,46 @@ __njt_emitter() {
         [[ -n $journal_fd ]] && printf '%s\n' "$message" >&"$journal_fd"
         printf '%s\n' "$message" 2>/dev/null
     }
-    chunk_from() { # fd name: one chunk, if any
-        chunk=
-        IFS= read -r -d '' -N 512 -t 0.002 -u "$1" chunk
-        [[ -n $chunk ]] || return 1
-        __njt_esc "$chunk"
-        emit "$running" stream ",\"name\":\"$2\",\"text\":\"$REPLY\""
+    stream() { # exec-json name text
+        [[ -n $3 ]] || return 0
+        __njt_esc "$3"
+        emit "$1" stream ",\"name\":\"$2\",\"text\":\"$REPLY\""
+    }
+    take() { # name text: output read from a pipe, up to and past a cell's end marker
+        local name=$1 text held ended tail
+        held=held_$name ended=ended_$name
+        text=${!held}$2
+        printf -v "$held" '%s' ''
+        if ((${!ended})); then
+            stream null "$name" "$text" # after its cell's end: a background process's output
+        elif [[ $text == *"$__njt_end"* ]]; then
+            stream "$running" "$name" "${text%%"$__njt_end"*}"
+            printf -v "$ended" 1
+            stream null "$name" "${text#*"$__njt_end"}"
+        else
+            # A marker may be cut between two reads: hold back what could be its beginning.
+            tail=${text##*$'\036'}
+            if [[ $text == *$'\036'* && $__njt_end == $'\036'"$tail"* ]]; then
+                printf -v "$held" '%s' $'\036'"$tail"
+                text=${text%$'\036'*}
+            fi
+            stream "$running" "$name" "$text"
+        fi
+    }
+    chunk_from() { # fd name: what the pipe has now; 1 if nothing
+        # `read -N` buffers what it read but a timeout cut short, and hands that out on the next
+        # read of any descriptor: so a short read is followed by reads of the same pipe until
+        # one comes back empty or full, and only then is another pipe read.
+        local got=1
+        while :; do
+            chunk=
+            IFS= read -r -d '' -N 512 -t 0.002 -u "$1" chunk
+            rc=$?
+            [[ -n $chunk ]] || return $got
+            got=0
+            take "$2" "$chunk"
+            ((rc == 0)) && return 0
+        done
     }
     drain() { # all output written so far, alternating the two streams
         local more=1
@@ -129,10 +181,87 @@ __njt_emitter() {
             if read -t 0 -u "$__njt_err"; then chunk_from "$__njt_err" stderr && more=1; fi
         done
     }
+    drain_to_end() { # a cell's output up to the end markers main wrote before its `done`
+        until ((ended_stdout && ended_stderr)); do
+            ((ended_stdout)) || chunk_from "$__njt_out" stdout
+            ((ended_stderr)) || chunk_from "$__njt_err" stderr
+        done
+        ended_stdout=0 ended_stderr=0
+    }
+    control() { # one line main or the reader sent
+        IFS=$'\t' read -r -a f <<<"$1"
+        case ${f[0]} in
+        Q) # queued: exec meta
+            local position=$queued
+            [[ $running == null ]] || position=$((position + 1))
+            emit "\"${f[1]}\"" queued ",\"meta\":${f[2]},\"position\":$position"
+            queued=$((queued + 1)) ;;
+        S) # start: exec count meta
+            queued=$((queued > 0 ? queued - 1 : 0))
+            running="\"${f[1]}\""
+            count=${f[2]}
+            emit "$running" start ",\"meta\":${f[3]},\"count\":$count"
+            printf 'A\n' >&"$__njt_ack" ;;
+        D) # done: exec status count duration exit-code files
+            drain_to_end
+            if [[ ${f[2]} == error && ${f[5]} != 0 ]]; then
+                emit "\"${f[1]}\"" error ",\"ename\":\"ExitStatus\",\"evalue\":\"exit status ${f[5]}\",\"traceback\":\"\""
+            fi
+            local reason=
+            if [[ ${f[2]} == interrupted && -n $__njt_ending ]]; then reason=",\"reason\":\"$__njt_ending\""; fi
+            emit "\"${f[1]}\"" done ",\"status\":\"${f[2]}\",\"count\":${f[3]},\"duration\":${f[4]},\"exit_code\":${f[5]},\"files\":[${f[6]}]$reason"
+            running=null
+            __njt_now; last=$REPLY
+            printf 'A\n' >&"$__njt_ack" ;;
+        X) # a queued cell dropped by an interrupt
+            queued=$((queued > 0 ? queued - 1 : 0))
+            emit "\"${f[1]}\"" done ",\"status\":\"interrupted\",\"count\":null,\"duration\":0.0"
+            __njt_now; last=$REPLY ;;
+        T) # status
+            local state=busy idle_for=0
+            if [[ $running == null ]]; then
+                __njt_now; __njt_secs $((REPLY - last))
+                state=idle idle_for=$REPLY
+            fi
+            emit null status ",\"state\":\"$state\",\"running\":$running,\"queued\":$queued,\"count\":$count,\"idle_for\":$idle_for" ;;
+        L) # log: level text
+            __njt_esc "${f[2]}"
+            emit null log ",\"level\":\"${f[1]}\",\"text\":\"$REPLY\"" ;;
+        E) ((finishing)) || finish "${f[1]}" ;;
+        esac
+    }
     finish() { # reason
+        local deadline abandoned=0
+        finishing=1
+        case $1 in
+        shutdown) __njt_ending="the runtime was stopped" ;;
+        "stdin closed") __njt_ending="the runtime's connection closed" ;;
+        esac
+        # The reader has interrupted the running cell: its `done` normally follows at once.
+        __njt_now; deadline=$((REPLY + __njt_grace_us))
+        while [[ $running != null ]]; do
+            __njt_now
+            ((REPLY < deadline)) || break
+            if read -t 0 -u "$__njt_ctl"; then
+                IFS= read -r -u "$__njt_ctl" line
+                control "$line"
+            else
+                drain
+                read -t 0.005 -u "$__njt_never"
+            fi
+        done
         drain
+        if [[ $running != null ]]; then
+            abandoned=1
+            emit "$running" done ",\"status\":\"interrupted\",\"count\":$count,\"duration\":null,\"files\":[],\"reason\":\"$__njt_ending\""
+        fi
         emit null exit ",\"reason\":\"$1\""
         kill -TERM "$__njt_reader" "$__njt_main" 2>/dev/null
+        if ((abandoned)); then
+            # The cell ignores its interrupt and holds main: it ends with the runtime.
+            if ((__njt_pgid == __njt_main)); then kill -KILL -- "-$__njt_pgid" 2>/dev/null; fi
+            kill -KILL "$__njt_main" 2>/dev/null
+        fi
         builtin exit 0
     }
 
@@ -145,44 +274,7 @@ __njt_emitter() {
         if read -t 0 -u "$__njt_ctl"; then
             got=1
             IFS= read -r -u "$__njt_ctl" line
-            IFS=$'\t' read -r -a f <<<"$line"
-            case ${f[0]} in
-            Q) # queued: exec meta
-                local position=$queued
-                [[ $running == null ]] || position=$((position + 1))
-                emit "\"${f[1]}\"" queued ",\"meta\":${f[2]},\"position\":$position"
-                queued=$((queued + 1)) ;;
-            S) # start: exec count meta
-                queued=$((queued > 0 ? queued - 1 : 0))
-                running="\"${f[1]}\""
-                count=${f[2]}
-                emit "$running" start ",\"meta\":${f[3]},\"count\":$count"
-                printf 'A\n' >&"$__njt_ack" ;;
-            D) # done: exec status count duration exit-code
-                drain
-                if [[ ${f[2]} == error && ${f[5]} != 0 ]]; then
-                    emit "\"${f[1]}\"" error ",\"ename\":\"ExitStatus\",\"evalue\":\"exit status ${f[5]}\",\"traceback\":\"\""
-                fi
-                emit "\"${f[1]}\"" done ",\"status\":\"${f[2]}\",\"count\":${f[3]},\"duration\":${f[4]},\"exit_code\":${f[5]}"
-                running=null
-                __njt_now; last=$REPLY
-                printf 'A\n' >&"$__njt_ack" ;;
-            X) # a queued cell dropped by an interrupt
-                queued=$((queued > 0 ? queued - 1 : 0))
-                emit "\"${f[1]}\"" done ",\"status\":\"interrupted\",\"count\":null,\"duration\":0.0"
-                __njt_now; last=$REPLY ;;
-            T) # status
-                local state=busy idle_for=0
-                if [[ $running == null ]]; then
-                    __njt_now; __njt_secs $((REPLY - last))
-                    state=idle idle_for=$REPLY
-                fi
-                emit null status ",\"state\":\"$state\",\"running\":$running,\"queued\":$queued,\"count\":$count,\"idle_for\":$idle_for" ;;
-            L) # log: level text
-                __njt_esc "${f[2]}"
-                emit null log ",\"level\":\"${f[1]}\",\"text\":\"$REPLY\"" ;;
-            E) finish "${f[1]}" ;;
-            esac
+            control "$line"
         fi
         if ((got)); then
             sleep=0.001
@@ -222,6 +314,10 @@ __njt_reader() {
         interrupt) __njt_interrupt ;;
         status) printf 'T\n' >&"$__njt_ctl" ;;
         secrets) printf 'SECRETS\t%s\n' "$line" >&"$__njt_req" ;;
+        release)
+            exec=${line#*\"exec\":\"}
+            exec=${exec%%\"*}
+            __njt_release "$exec" ;;
         shutdown)
             __njt_interrupt
             printf 'E\tshutdown\n' >&"$__njt_ctl"
@@ -229,7 +325,21 @@ __njt_reader() {
         *) printf 'L\twarning\t%s\n' "bad request: ${line:0:200}" >&"$__njt_ctl" ;;
         esac
     done
-    [[ $op == shutdown ]] || printf 'E\tstdin closed\n' >&"$__njt_ctl"
+    if [[ $op != shutdown ]]; then
+        # Nobody can talk to the runtime any more: end what runs, record it, exit.
+        __njt_interrupt
+        printf 'E\tstdin closed\n' >&"$__njt_ctl"
+    fi
+}
+
+# A client has stored an execution's files: their staged copies go (emptied where no `rm`).
+__njt_release() {
+    [[ $1 =~ ^[A-Za-z0-9_-]{1,64}$ ]] || return 0
+    local staged
+    for staged in "$__njt_stage/$1".*; do
+        [[ -f $staged ]] || continue
+        if [[ -n $__njt_rm ]]; then "$__njt_rm" -f -- "$staged"; else : >"$staged"; fi
+    done
 }
 
 __njt_interrupt() {
@@ -292,6 +402,54 @@ __njt_set_secrets() {
     done
 }
 
+# Copies a file byte for byte. Without `cp`: NUL-separated segments, each written back
+# followed by the NUL that ended it (read -d '' fails only on the last, unterminated one).
+__njt_copy() {
+    if [[ -n $__njt_cp ]]; then
+        "$__njt_cp" -- "$1" "$2" 2>/dev/null
+        return
+    fi
+    local LC_ALL=C segment
+    {
+        while IFS= read -r -d '' segment; do printf '%s\0' "$segment"; done
+        printf '%s' "$segment"
+    } <"$1" >"$2" 2>/dev/null
+}
+
+# After a cell: the files under $NJTUI_RESULTS it created or changed (newer than the mark made
+# when the previous cell ended) are copied to the stage before its `done`, so the next cell
+# cannot change them before a client collects them. Sets __njt_files (JSON objects).
+__njt_stage_results() {
+    __njt_files=
+    local root=${NJTUI_RESULTS%/} file name number=0 options
+    [[ -n $root && -d $root && $1 =~ ^[A-Za-z0-9_-]{1,64}$ ]] || return 0
+    if [[ ! -d $__njt_stage ]]; then
+        [[ -n $__njt_mkdir ]] && "$__njt_mkdir" -m 700 -p -- "$__njt_stage" 2>/dev/null
+        [[ -d $__njt_stage ]] || return 0
+    fi
+    options=$(shopt -p globstar dotglob nullglob)
+    shopt -s globstar dotglob nullglob
+    local -a found=("$root"/**)
+    eval "$options"
+    for file in "${found[@]}"; do
+        [[ -f $file && ! -L $file && $file -nt $__njt_mark ]] || continue
+        name=${file#"$root"/}
+        __njt_copy "$file" "$__njt_stage/$1.$number" || continue
+        __njt_esc "$name"
+        __njt_files+="${__njt_files:+,}{\"name\":\"$REPLY\",\"staged\":\"$1.$number\"}"
+        number=$((number + 1))
+    done
+}
+
+# File times are coarse (a clock tick of some milliseconds): a cell starts only once the clock
+# has moved past the mark, so everything it writes is newer than the mark.
+__njt_past_mark() {
+    [[ -n $NJTUI_RESULTS ]] || return 0
+    : >"$__njt_probe" 2>/dev/null || return 0
+    until [[ $__njt_probe -nt $__njt_mark ]]; do : >"$__njt_probe"; done
+}
+
+: >"$__njt_mark" 2>/dev/null
 __njt_stop=
 __njt_count=0
 trap '__njt_stop=interrupt' INT
@@ -328,6 +486,7 @@ while :; do
     printf '%s\n' "$REPLY" >"$__njt_cellfile"
     __njt_count=$((__njt_count + 1))
     printf 'S\t%s\t%d\t%s\n' "$__njt_exec" "$__njt_count" "$__njt_meta" >&"$__njt_ctl"
+    __njt_past_mark
     __njt_await_ack
     __njt_now; __njt_started=$REPLY
     __njt_exit_code=
@@ -355,7 +514,12 @@ while :; do
     if [[ $__njt_status != interrupted ]]; then
         if ((__njt_rc == 0)); then __njt_status=ok; else __njt_status=error; fi
     fi
-    printf 'D\t%s\t%s\t%d\t%s\t%d\n' "$__njt_exec" "$__njt_status" "$__njt_count" "$__njt_duration" "$__njt_rc" >&"$__njt_ctl"
+    __njt_stage_results "$__njt_exec"
+    : >"$__njt_mark" 2>/dev/null
+    # The end markers, then `done`: the emitter reads each pipe up to its marker first.
+    printf '%s' "$__njt_end" >&"$__njt_out"
+    printf '%s' "$__njt_end" >&"$__njt_err"
+    printf 'D\t%s\t%s\t%d\t%s\t%d\t%s\n' "$__njt_exec" "$__njt_status" "$__njt_count" "$__njt_duration" "$__njt_rc" "$__njt_files" >&"$__njt_ctl"
     __njt_await_ack
     __njt_status=
 done

@@ -1,0 +1,109 @@
+"""Host runtimes that end mid-cell (issue 10, findings 6 and 7): a killed agent turns its
+runtime red with the reason instead of leaving it busy forever, and a runtime stopped from
+another command ends by itself, its cell recorded, the attached client told who stopped it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import time
+
+import pytest
+
+from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
+from njtui.runner.state import RuntimeState
+from njtui.store import load_notebook
+from njtui.store.results import ResultsStore
+from tests.conftest import BASH_IMAGE, PYTHON_IMAGE, REPO, njtui
+from tests.helpers import make_notebook
+
+LONG = {"python": "print('started', flush=True)\nimport time\ntime.sleep(60)\n", "bash": "echo started\nsleep 60\n"}
+
+
+def next_event(events: queue.Queue, matches, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "the event never came"
+        try:
+            event = events.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if matches(event):
+            return event
+
+
+@pytest.mark.parametrize("language", ["python", "bash"])
+def test_a_killed_host_agent_turns_its_runtime_red_and_loses_the_cell(tmp_path, language):
+    path = make_notebook(tmp_path, [("long", language, LONG[language])])
+    notebook = load_notebook(path)
+    runner = Runner(path, notebook)
+    events: queue.Queue = queue.Queue()
+    runner.subscribe(events.put)
+    try:
+        exec_id = runner.execute(notebook.cell("long"))
+        next_event(events, lambda e: isinstance(e, RuntimeMessage) and e.message.get("type") == "stream")
+        runtime_id = next(iter(notebook.runtimes))
+        os.kill(runner.sessions[runtime_id].info.pid, signal.SIGKILL)
+        red = next_event(events, lambda e: isinstance(e, RuntimeChanged) and e.status.state != RuntimeState.RUNNING)
+        assert red.status.state == RuntimeState.ERROR and red.status.reason == "agent killed by SIGKILL"
+        lost = next_event(events, lambda e: isinstance(e, RuntimeMessage) and e.message.get("exec") == exec_id and e.message.get("type") == "done")
+        assert lost.message["status"] == "lost"
+    finally:
+        runner.detach()
+    assert ResultsStore(path).latest("long").status == "lost"
+    listed = njtui("runtimes", "--json")
+    assert listed.returncode == 0 and str(path) not in listed.stdout  # nothing left running, or busy
+
+
+@pytest.mark.parametrize("language", ["python", "bash"])
+@pytest.mark.parametrize("where", ["host", "docker"])
+def test_a_busy_runtime_stopped_from_another_command(request, tmp_path, language, where):
+    environment = "host"
+    if where == "docker":
+        request.getfixturevalue("docker_engine")
+        environment = PYTHON_IMAGE if language == "python" else BASH_IMAGE
+    path = make_notebook(tmp_path, [("long", language, LONG[language])], environment=environment)
+    run = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "njtui"), "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert run.stdout.readline() == "started\n"
+        stop = njtui("runtimes", "stop", "--all")
+        assert stop.returncode == 0, stop.stderr
+        out, err = run.communicate(timeout=30)
+    finally:
+        run.kill() if run.poll() is None else None
+    assert run.returncode == 1, err  # a failed cell, not 130: nobody pressed Ctrl-C here
+    assert "stopped by another client" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err + out
+    # The agent ended by itself: the stop needed no SIGKILL.
+    assert "SIGKILL" not in err
+    record = ResultsStore(path).latest("long")
+    assert record.status == "interrupted" and record.reason == "the runtime was stopped"
+
+
+@pytest.mark.parametrize("language", ["python", "bash"])
+def test_an_agent_whose_relay_died_ends_instead_of_running_on(tmp_path, language):
+    """The relay holds the agent's input: once it is gone nobody can reach the agent, whose
+    journal may already be collected; the agent must end, not wait for its idle timeout."""
+    import select
+
+    path = make_notebook(tmp_path, [("long", language, LONG[language])])
+    notebook = load_notebook(path)
+    runner = Runner(path, notebook)
+    events: queue.Queue = queue.Queue()
+    runner.subscribe(events.put)
+    try:
+        runner.execute(notebook.cell("long"))
+        next_event(events, lambda e: isinstance(e, RuntimeMessage) and e.message.get("type") == "stream")
+        info = runner.sessions[next(iter(notebook.runtimes))].info
+        agent = os.pidfd_open(info.pid)
+        os.kill(info.details["relay_pid"], signal.SIGKILL)
+        # A pidfd turns readable when its process has ended.
+        assert select.select([agent], [], [], 30)[0], f"the agent (pid {info.pid}) still runs without its relay"
+        os.close(agent)
+    finally:
+        runner.detach()
