@@ -381,3 +381,27 @@ async def test_an_image_a_cell_writes_to_results_is_drawn_under_it(tmp_path):
         assert screen.count("▀") >= 32 * 8
         assert "cannot draw broken.png" in screen
         app.runner.stop_all()
+
+
+async def test_escape_sequences_in_output_cannot_drive_the_terminal(tmp_path):
+    """Output is untrusted: a cursor move, a background colour, a window title and a clipboard
+    write printed by a cell are shown as the text around them, in the cell and in the pager."""
+    source = (
+        "import sys\n"
+        "sys.stdout.write('before\\x1b[8A\\x1b[41mINJECTED\\x1b[0m\\n')\n"
+        "sys.stdout.write('\\x1b]0;owned title\\x07title gone\\n')\n"
+        "sys.stdout.write('\\x1b]52;c;ZGF0YQ==\\x1b\\\\clipboard gone\\x07\\x08\\n');\n"
+    )
+    path = make_notebook(tmp_path, [("evil", "python", source)])
+    app = open_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: finished(app, "evil"), what="evil")
+        shown = [line for _, line in output_of(app, "evil").visible_lines()]
+        assert shown == ["beforeINJECTED", "title gone", "clipboard gone"]
+        widget = app.query_one("#notebook").widgets["evil"]
+        assert "\x1b" not in widget._output_text().plain
+        await wait_for(pilot, lambda: app.store.latest("evil") is not None and app.store.latest("evil").finished, what="record")
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, PagerScreen) and app.screen.lines_read == 3, what="pager")
+        assert list(app.screen.query_one("Log").lines) == ["beforeINJECTED", "title gone", "clipboard gone"]

@@ -399,7 +399,8 @@ class NotebookApp(App[str]):
 
     def _execute_failed(self, cell: Cell, reason: str) -> None:
         output = self.outputs.setdefault(cell.id, CellOutput())
-        output.apply({"type": "done", "status": "error", "reason": reason})
+        output.apply({"type": "done", "status": "error"})
+        output.reason = reason
         output.add_text("note", f"[could not run: {reason}]\n")
         self.view.refresh_cell(cell.id)
         self.view.schedule_window()

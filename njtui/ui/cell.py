@@ -240,6 +240,3 @@ class CellWidget(Widget):
         self.remove_class("editing")
         self.refresh_cell(now=time.time())
 
-    def editor_text(self) -> str | None:
-        editors = self.query(CellEditor)
-        return editors.first().text if editors else None

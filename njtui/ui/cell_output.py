@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any
 
 from njtui.model import ExecutionRecord
+from njtui.model.output import terminal_safe
 from njtui.model.size import format_size
 
 TAIL_LINES = 30
@@ -28,7 +29,7 @@ def _as_displayed(line: str) -> str:
     # A terminal shows what follows the last carriage return (progress bars redraw that way).
     if "\r" in line:
         line = line.rstrip("\r").rsplit("\r", 1)[-1]
-    return _clip(line)
+    return _clip(terminal_safe(line))
 
 
 class CellOutput:
@@ -42,8 +43,6 @@ class CellOutput:
         self.duration: float | None = None
         self.source_hash: str | None = None
         self.reason: str | None = None
-        self.exit_code: int | None = None
-        self.version: int | None = None
         self.lines: deque[tuple[str, str]] = deque(maxlen=TAIL_LINES)
         self.open_line: tuple[str, str] | None = None  # the last line while it has no newline yet
         self.total_lines = 0
@@ -65,13 +64,11 @@ class CellOutput:
         """The cell's latest stored execution, as found when the notebook opens."""
         self.__init__()
         self.exec_id = record.exec_id
-        self.version = record.version
         self.count = record.count
         self.source_hash = record.source_hash
         self.started_at = record.started_at
         self.duration = record.duration
         self.reason = record.reason
-        self.exit_code = record.exit_code
         self.status = record.status
         self.earlier_output = truncated
         for event in events:
@@ -98,11 +95,10 @@ class CellOutput:
         elif kind == "done":
             self.status = message.get("status") or "ok"
             self.duration = message.get("duration")
-            self.exit_code = message.get("exit_code")
             self.reason = message.get("reason")
             if self.count is None:
                 self.count = message.get("count")
-            if self.status == "lost" and self.reason:
+            if self.status != "ok" and self.reason:
                 self.add_text("note", f"[{self.reason}]\n")
         else:
             self._add_event(message)

@@ -14,7 +14,7 @@ import platformdirs
 import tomli_w
 
 from njtui.store.atomic import atomic_write_bytes
-from njtui.store.errors import toml_error_position
+from njtui.store.errors import StoreError, toml_error_position
 
 
 def config_path() -> Path:
@@ -36,12 +36,12 @@ def load_config(path: Path | None = None) -> UserConfig:
         return UserConfig()
     except tomllib.TOMLDecodeError as exc:
         message, line, column = toml_error_position(exc)
-        return UserConfig(error=f"{path}:{line}:{column}: error: not valid TOML: {message}")
+        return UserConfig(error=str(StoreError(path, f"not valid TOML: {message}", line=line, column=column)))
     except (OSError, UnicodeDecodeError) as exc:
-        return UserConfig(error=f"{path}: error: cannot read it: {exc}")
+        return UserConfig(error=str(StoreError(path, f"cannot read it: {exc}")))
     theme = data.pop("theme", None)
     if theme is not None and not isinstance(theme, str):
-        return UserConfig(error=f"{path}: error: theme must be a string", extra=data)
+        return UserConfig(error=str(StoreError(path, "theme must be a string")), extra=data)
     return UserConfig(theme=theme, extra=data)
 
 

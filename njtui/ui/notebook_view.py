@@ -105,9 +105,6 @@ class NotebookView(VerticalScroll, can_focus=True):
         """A mounted cell reports its real height; cells outside the window keep using it."""
         self._measured[widget.cell.id] = (self._measure_key(widget.cell), height)
 
-    def cell_top(self, index: int) -> int:
-        return sum(self._heights[:index])
-
     @property
     def viewport_height(self) -> int:
         return max(1, self.scrollable_content_region.height)
@@ -145,9 +142,7 @@ class NotebookView(VerticalScroll, can_focus=True):
         for cell_id, widget in list(self.widgets.items()):
             index = self._index_of(cell_id)
             if index is None or index not in keep:
-                if widget.editing:
-                    # Its text is already in the cell; leaving the window ends edit mode.
-                    pass
+                # An editor's text is in its cell as typed: leaving the window ends edit mode.
                 widget.remove()
                 del self.widgets[cell_id]
         if len(keep):

@@ -15,6 +15,7 @@ from njtui.model import Notebook
 from njtui.runner.log import LogEntry
 from njtui.runner.state import RuntimeState, RuntimeStatus
 from njtui.ui.cell import format_seconds
+from njtui.model.output import terminal_safe
 
 STATE_STYLES = {
     RuntimeState.STOPPED: "grey50",
@@ -62,7 +63,8 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
         done, total = status.progress.get("done") or 0, status.progress["total"]
         row.append(f"\n  {progress_bar(done, total)} {_size(done)}/{_size(total)}", style=style)
     if status.state in (RuntimeState.ERROR, RuntimeState.STOPPED) and status.reason:
-        row.append(f"\n  {status.reason}", style=style if status.state == RuntimeState.ERROR else "dim")
+        # A reason may quote what an agent or engine printed: shown, never interpreted.
+        row.append(f"\n  {terminal_safe(status.reason)}", style=style if status.state == RuntimeState.ERROR else "dim")
     if pending and status.state == RuntimeState.RUNNING:
         row.append(f"\n  ⟳ restart to apply: {', '.join(pending)}", style="bold yellow")
     return row
@@ -101,9 +103,10 @@ class RuntimesPanel(Vertical):
         highlighted = self.highlighted_runtime
         now = time.time()
         rows = []
+        served_counts = notebook.cells_served()
         for runtime_id, spec in notebook.runtimes.items():
             status = statuses.get(runtime_id) or RuntimeStatus()
-            served = len(notebook.cells_served_by(runtime_id))
+            served = served_counts.get(runtime_id, 0)
             rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment, spec.language, served, status, now, (pending or {}).get(runtime_id)), id=runtime_id))
         options.clear_options()
         options.add_options(rows)
@@ -136,7 +139,7 @@ class RunnerLogPanel(Vertical):
         line = Text(no_wrap=False)
         line.append(time.strftime("%H:%M:%S ", time.localtime(entry.at)), style="dim")
         line.append(f"{entry.runtime or '-'} ", style="bold")
-        line.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
+        line.append(terminal_safe(entry.text), style=LEVEL_STYLES.get(entry.level, ""))
         return line
 
     def add(self, entries: list[LogEntry]) -> None:

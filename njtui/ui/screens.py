@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 
 from njtui.model import ExecutionRecord
 from njtui.store.results import ResultsStore
+from njtui.model.output import terminal_safe
 
 PAGER_BATCH = 5000
 
@@ -98,7 +99,6 @@ class PagerScreen(Screen[None]):
 
     @work(thread=True, exclusive=True)
     def load(self) -> None:
-        log = self.query_one(Log)
         batch: list[str] = []
         pending = ""
         for event in self.store.events(self.record):
@@ -123,7 +123,7 @@ class PagerScreen(Screen[None]):
     def _append(self, lines: list[str], last: bool = False) -> None:
         log = self.query_one(Log)
         if lines:
-            log.write_lines(lines)
+            log.write_lines([terminal_safe(line) for line in lines])
             self.lines_read += len(lines)
         if last:
             self.query_one("#pager-title", Static).update(f"{self.title_text} · {self.lines_read:,} lines")

@@ -17,17 +17,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static, Switch, TabbedContent, TabPane
+from textual.worker import get_current_worker
 
 from njtui.model import LANGUAGES, Notebook, RuntimeSpec
 from njtui.model.settings import MOUNT_KINDS, Mount
 from njtui.model.size import format_size
 from njtui.store import NotebookError
 from njtui.store.machines import load_machines
-from njtui.store.notebook_file import notebook_document, parse_notebook
+from njtui.store.notebook_file import dumps_notebook, parse_notebook
 from njtui.store.secrets import SecretStore
-from njtui.store.toml_writer import dumps as toml_dumps
 
+ENGINE_CHECK_DELAY = 0.3  # seconds without typing before the environment is checked
 CONTAINER_ONLY_NOTE = "Not applied to host runtimes: mounts, machine type, CPUs, memory, GPUs and CUDA take effect in Docker runtimes only."
 
 
@@ -61,6 +63,7 @@ class RuntimeSettingsScreen(Screen[bool]):
         self.show_inherited = True
         self.image_env: dict[str, str] = {}
         self.dirty = False
+        self._engine_check: Timer | None = None
 
     # -- layout
     def compose(self) -> ComposeResult:
@@ -159,7 +162,8 @@ class RuntimeSettingsScreen(Screen[bool]):
             status, ok = f"✓ {environment}: {where}", True
         except Exception as exc:  # noqa: BLE001
             status, ok = f"✗ {exc}", False
-        self.app.call_from_thread(self._engine_facts, images, problem, image_env, status, ok)
+        if not get_current_worker().is_cancelled:  # a newer reference is being checked
+            self.app.call_from_thread(self._engine_facts, images, problem, image_env, status, ok)
 
     def _engine_facts(self, images, problem, image_env, status, ok) -> None:
         self.image_env = image_env
@@ -278,7 +282,10 @@ class RuntimeSettingsScreen(Screen[bool]):
         elif field == "environment":
             if value != spec.environment:
                 spec.environment = value
-                self.load_engine_facts(value)
+                # Asked once typing pauses: each check may go over the network to a registry.
+                if self._engine_check is not None:
+                    self._engine_check.stop()
+                self._engine_check = self.set_timer(ENGINE_CHECK_DELAY, lambda: self.load_engine_facts(value))
         elif field == "idle_timeout":
             spec.idle_timeout = value or None
         elif field == "cpus":
@@ -344,7 +351,7 @@ class RuntimeSettingsScreen(Screen[bool]):
         notebook.runtimes[self.spec.id] = self.spec
         if not notebook.default_runtime(self.spec.language):
             self.spec.default = True
-        text = toml_dumps(notebook_document(notebook)).encode()
+        text = dumps_notebook(notebook).encode()
         return parse_notebook(text, self.path)
 
     def action_save(self) -> None:

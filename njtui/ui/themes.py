@@ -13,15 +13,15 @@ import platformdirs
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-from njtui.store.errors import toml_error_position
+from njtui.store.errors import StoreError, toml_error_position
 
 DEFAULT_THEME = "njtui-dark"
 COLOUR_KEYS = ("primary", "secondary", "accent", "foreground", "background", "surface", "panel", "success", "warning", "error", "boost")
 OTHER_KEYS = {"name": str, "dark": bool, "luminosity_spread": float, "text_alpha": float, "variables": dict}
 
 
-class ThemeFileError(Exception):
-    pass
+class ThemeFileError(StoreError):
+    """A theme file njtui cannot use."""
 
 
 def bundled_themes_dir() -> Path:
@@ -46,17 +46,17 @@ def load_theme_file(path: Path) -> Theme:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         message, line, column = toml_error_position(exc)
-        raise ThemeFileError(f"{path}:{line}:{column}: error: not valid TOML: {message}\n  hint: a theme file is TOML; see themes/njtui-dark.toml") from None
+        raise ThemeFileError(path, f"not valid TOML: {message}", line=line, column=column, hint="a theme file is TOML; see themes/njtui-dark.toml") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ThemeFileError(f"{path}: error: cannot read it: {exc}") from None
+        raise ThemeFileError(path, f"cannot read it: {exc}") from None
     unknown = sorted(set(data) - set(COLOUR_KEYS) - set(OTHER_KEYS))
     if unknown:
-        raise ThemeFileError(f"{path}: error: unknown key {unknown[0]!r}\n  hint: keys are {', '.join(COLOUR_KEYS + tuple(OTHER_KEYS))}")
+        raise ThemeFileError(path, f"unknown key {unknown[0]!r}", hint=f"keys are {', '.join(COLOUR_KEYS + tuple(OTHER_KEYS))}")
     if "primary" not in data:
-        raise ThemeFileError(f"{path}: error: missing key 'primary'\n  hint: every theme needs primary = \"#rrggbb\"")
+        raise ThemeFileError(path, "missing key 'primary'", hint='every theme needs primary = "#rrggbb"')
     for key, kind in OTHER_KEYS.items():
         if key in data and not isinstance(data[key], kind) and not (kind is float and isinstance(data[key], int)):
-            raise ThemeFileError(f"{path}: error: {key} must be {kind.__name__}")
+            raise ThemeFileError(path, f"{key} must be {kind.__name__}")
     for key in COLOUR_KEYS:
         if key in data:
             try:
@@ -64,10 +64,10 @@ def load_theme_file(path: Path) -> Theme:
                     raise TypeError
                 Color.parse(data[key])
             except (ColorParseError, TypeError):
-                raise ThemeFileError(f"{path}: error: {key} = {data[key]!r} is not a colour\n  hint: write it like \"#5fafd7\"") from None
+                raise ThemeFileError(path, f"{key} = {data[key]!r} is not a colour", hint='write it like "#5fafd7"') from None
     variables = data.get("variables", {})
     if any(not isinstance(value, str) for value in variables.values()):
-        raise ThemeFileError(f"{path}: error: values in [variables] must be strings")
+        raise ThemeFileError(path, "values in [variables] must be strings")
     name = data.get("name") or path.stem
     return Theme(name=name, **{k: v for k, v in data.items() if k != "name"})
 
