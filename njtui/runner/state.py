@@ -20,11 +20,12 @@ class RuntimeState(str, Enum):
     ERROR = "error"
 
 
+# Moves to another state; staying in one (a new phase, busy/idle) is always allowed.
 ALLOWED = {
     RuntimeState.STOPPED: {RuntimeState.BOOTING, RuntimeState.RUNNING, RuntimeState.ERROR},
-    RuntimeState.BOOTING: {RuntimeState.BOOTING, RuntimeState.RUNNING, RuntimeState.ERROR, RuntimeState.STOPPED},
-    RuntimeState.RUNNING: {RuntimeState.RUNNING, RuntimeState.STOPPED, RuntimeState.ERROR, RuntimeState.BOOTING},
-    RuntimeState.ERROR: {RuntimeState.BOOTING, RuntimeState.STOPPED, RuntimeState.RUNNING, RuntimeState.ERROR},
+    RuntimeState.BOOTING: {RuntimeState.RUNNING, RuntimeState.ERROR, RuntimeState.STOPPED},
+    RuntimeState.RUNNING: {RuntimeState.STOPPED, RuntimeState.ERROR, RuntimeState.BOOTING},
+    RuntimeState.ERROR: {RuntimeState.BOOTING, RuntimeState.STOPPED, RuntimeState.RUNNING},
 }
 
 
