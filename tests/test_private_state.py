@@ -108,16 +108,21 @@ def test_a_runtime_root_others_can_use_is_refused_and_left_as_it_is(tmp_path, mo
     assert "Traceback" not in listed.stderr and f"host runtimes not listed: {root} is not private" in listed.stderr
 
 
-@pytest.mark.parametrize("name", ["alive.lock", "relay.log", "agent.log"])
-def test_a_symlink_planted_as_a_file_the_relay_opens_is_refused(tmp_path, isolated_env, name):
-    path = make_notebook(tmp_path, [("c", "python", "print('ran')\n")])
-    runtime_dir = isolated_env / runtime_key(path, "py")
+def plant_link(tmp_path, runtime_root, name, **settings) -> tuple:
+    """A notebook whose runtime directory already holds a symlink named `name` to a file of the
+    victim's: (notebook, runtime dir, the link's target, the target's snapshot)."""
+    path = make_notebook(tmp_path, [("c", "python", "print('ran')\n")], **settings)
+    runtime_dir = runtime_root / runtime_key(path, "py")
     runtime_dir.mkdir(mode=0o700)
     target = tmp_path / "target"
     target.write_bytes(TARGET_TEXT)
-    before = snapshot(target)
     (runtime_dir / name).symlink_to(target)
+    return path, runtime_dir, target, snapshot(target)
 
+
+@pytest.mark.parametrize("name", ["alive.lock", "relay.log", "agent.log"])
+def test_a_symlink_planted_as_a_file_the_relay_opens_is_refused(tmp_path, isolated_env, name):
+    path, runtime_dir, target, before = plant_link(tmp_path, isolated_env, name)
     result = njtui("run", str(path))
     assert result.returncode == 1 and "ran" not in result.stdout
     assert "Traceback" not in result.stderr
@@ -127,14 +132,7 @@ def test_a_symlink_planted_as_a_file_the_relay_opens_is_refused(tmp_path, isolat
 
 @pytest.mark.parametrize("name", ["info.json", "relay.json", "exit.json"])
 def test_a_symlink_planted_as_a_file_njtui_replaces_is_replaced_not_followed(tmp_path, isolated_env, name):
-    path = make_notebook(tmp_path, [("c", "python", "print('ran')\n")], idle_timeout="3s")
-    runtime_dir = isolated_env / runtime_key(path, "py")
-    runtime_dir.mkdir(mode=0o700)
-    target = tmp_path / "target"
-    target.write_bytes(TARGET_TEXT)
-    before = snapshot(target)
-    (runtime_dir / name).symlink_to(target)
-
+    path, runtime_dir, target, before = plant_link(tmp_path, isolated_env, name, idle_timeout="3s")
     result = njtui("run", str(path))
     assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
     wait_for_relay_exit(runtime_dir)  # the idle timeout: exit.json is written as the relay ends

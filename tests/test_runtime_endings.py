@@ -35,18 +35,24 @@ def next_event(events: queue.Queue, matches, timeout: float = 30):
             return event
 
 
-@pytest.mark.parametrize("language", ["python", "bash"])
-def test_a_killed_host_agent_turns_its_runtime_red_and_loses_the_cell(tmp_path, language):
+def long_cell_running(tmp_path, language) -> tuple:
+    """A host runtime running a long cell that has begun to print: (path, runner, events,
+    exec id, the runtime's info)."""
     path = make_notebook(tmp_path, [("long", language, LONG[language])])
     notebook = load_notebook(path)
     runner = Runner(path, notebook)
     events: queue.Queue = queue.Queue()
     runner.subscribe(events.put)
+    exec_id = runner.execute(notebook.cell("long"))
+    next_event(events, lambda e: isinstance(e, RuntimeMessage) and e.message.get("type") == "stream")
+    return path, runner, events, exec_id, runner.sessions[next(iter(notebook.runtimes))].info
+
+
+@pytest.mark.parametrize("language", ["python", "bash"])
+def test_a_killed_host_agent_turns_its_runtime_red_and_loses_the_cell(tmp_path, language):
+    path, runner, events, exec_id, info = long_cell_running(tmp_path, language)
     try:
-        exec_id = runner.execute(notebook.cell("long"))
-        next_event(events, lambda e: isinstance(e, RuntimeMessage) and e.message.get("type") == "stream")
-        runtime_id = next(iter(notebook.runtimes))
-        os.kill(runner.sessions[runtime_id].info.pid, signal.SIGKILL)
+        os.kill(info.pid, signal.SIGKILL)
         red = next_event(events, lambda e: isinstance(e, RuntimeChanged) and e.status.state != RuntimeState.RUNNING)
         assert red.status.state == RuntimeState.ERROR and red.status.reason == "agent killed by SIGKILL"
         lost = next_event(events, lambda e: isinstance(e, RuntimeMessage) and e.message.get("exec") == exec_id and e.message.get("type") == "done")
@@ -91,15 +97,8 @@ def test_an_agent_whose_relay_died_ends_instead_of_running_on(tmp_path, language
     journal may already be collected; the agent must end, not wait for its idle timeout."""
     import select
 
-    path = make_notebook(tmp_path, [("long", language, LONG[language])])
-    notebook = load_notebook(path)
-    runner = Runner(path, notebook)
-    events: queue.Queue = queue.Queue()
-    runner.subscribe(events.put)
+    _, runner, _, _, info = long_cell_running(tmp_path, language)
     try:
-        runner.execute(notebook.cell("long"))
-        next_event(events, lambda e: isinstance(e, RuntimeMessage) and e.message.get("type") == "stream")
-        info = runner.sessions[next(iter(notebook.runtimes))].info
         agent = os.pidfd_open(info.pid)
         os.kill(info.details["relay_pid"], signal.SIGKILL)
         # A pidfd turns readable when its process has ended.
