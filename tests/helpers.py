@@ -51,6 +51,22 @@ async def wait_for(pilot, condition, timeout: float = 30.0, what: str = "conditi
         await asyncio.sleep(0)
 
 
+async def screen_settled(pilot, screen_type=None, timeout: float = 30.0) -> None:
+    """Waits until the screen on top (of `screen_type`, if given) has no worker still running
+    (a pager loading, a palette searching, a settings screen asking the engine), then lets it
+    draw once: a snapshot waits for what it shows, not for a time."""
+    app = pilot.app
+
+    def settled() -> bool:
+        screen = app.screen
+        if screen_type is not None and not isinstance(screen, screen_type):
+            return False
+        return not any(worker.node is screen and worker.is_running for worker in app.workers)
+
+    await wait_for(pilot, settled, timeout=timeout, what=f"{screen_type.__name__ if screen_type else 'the screen'} to settle")
+    await pilot.pause()
+
+
 # -- real servers on loopback (a Docker registry, an S3 API)
 
 # Marks images the tests build, so the end of the session removes them (conftest); the value

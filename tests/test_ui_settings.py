@@ -17,7 +17,7 @@ from njtui.runner.runner import Runner
 from njtui.store import load_notebook, save_notebook
 from njtui.ui.settings_screen import RuntimeSettingsScreen, inherited_variables
 from tests.conftest import PYTHON_IMAGE
-from tests.helpers import open_app, wait_for
+from tests.helpers import open_app, screen_settled, wait_for
 
 FIXED_IMAGES = [
     {"reference": "njtui/bash:5", "size": 117_000_000, "created": 0},
@@ -69,10 +69,10 @@ def open_tab(runtime_id: str, tab: str | None):
     async def run_before(pilot):
         await pilot.pause()
         pilot.app.action_runtime_settings(runtime_id)
-        await pilot.pause(0.3)
+        await screen_settled(pilot, RuntimeSettingsScreen)
         if tab:
             pilot.app.screen.query_one("TabbedContent").active = tab
-        await pilot.pause(0.3)
+        await screen_settled(pilot, RuntimeSettingsScreen)
 
     return run_before
 
@@ -101,9 +101,8 @@ async def test_editing_settings_saves_the_notebook_and_refuses_bad_values(tmp_pa
     app = open_app(path)
     async with app.run_test(size=(100, 34)) as pilot:
         await pilot.press("e")
-        await pilot.pause(0.3)
+        await screen_settled(pilot, RuntimeSettingsScreen)
         screen = app.screen
-        assert isinstance(screen, RuntimeSettingsScreen)
         screen.query_one("TabbedContent").active = "tab-variables"
         await pilot.pause()
         screen.query_one("#variable-input").focus()
@@ -133,7 +132,7 @@ async def test_settings_show_restart_to_apply_and_the_real_engine(docker_engine,
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: app.outputs.get("a") is not None and app.outputs["a"].finished, timeout=60, what="the cell")
         await pilot.press("e")
-        await pilot.pause(0.5)
+        await screen_settled(pilot, RuntimeSettingsScreen)
         screen = app.screen
         await wait_for(pilot, lambda: screen.query_one("#images").row_count > 0, what="the engine's images")
         assert PYTHON_IMAGE in [row.value for row in screen.query_one("#images").rows]

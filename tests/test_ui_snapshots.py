@@ -19,6 +19,8 @@ from njtui.runner.log import LogEntry
 from njtui.runner.state import RuntimeState, RuntimeStatus
 from njtui.store import save_notebook
 from njtui.ui.cell_output import CellOutput
+from njtui.ui.screens import PagerScreen
+from tests.helpers import screen_settled
 
 NOW = 1_764_000_000.0  # 2025-11-24 16:00:00 UTC
 
@@ -237,7 +239,7 @@ def test_pager(tour_app, snap_compare):
         app.outputs["train"].load(writer.record, [], True)
         app.view.select(4)
         await pilot.press("o")
-        await pilot.pause(0.3)
+        await screen_settled(pilot, PagerScreen)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=paging)
 
@@ -274,7 +276,9 @@ def test_command_palette(tour_app, snap_compare):
     async def palette(pilot):
         await show_state(pilot)
         await pilot.press("ctrl+p", *"runtime: re")
-        await pilot.pause(0.3)
+        from textual.command import CommandPalette
+
+        await screen_settled(pilot, CommandPalette)
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=palette)
 
