@@ -98,6 +98,7 @@ def test_shutdown_of_a_busy_runtime_ends_it_by_itself(agent):
         messages.append(agent.next())
     done = next(m for m in messages if m["type"] == "done")
     assert done["status"] == "interrupted" and done["reason"] == STOPPED_MID_CELL
+    assert done["duration"] is not None, "the interrupt ended the cell, not the grace period"
     # The reason says it: no KeyboardInterrupt traceback as if someone had pressed Ctrl-C.
     assert not [m for m in messages if m["type"] == "error"]
     assert messages[-1]["reason"] == "shutdown"
@@ -159,3 +160,16 @@ def test_output_never_moves_into_the_next_execution(agent):
         if output.get(f"e{i}") != {"stdout": f"out{i} a\nout{i} b\n", "stderr": f"err{i} a\nerr{i} b\n"}
     }
     assert not wrong, f"{len(wrong)} of {count} executions got another's output: {list(wrong.items())[:3]}"
+
+
+def test_every_interrupt_wakes_a_sleeping_cell(agent):
+    """A signal to the process lands on any of its threads; the Python agent's main thread,
+    asleep in time.sleep(), slept on when the signal hit the request reader instead. Twenty
+    tries make that race show."""
+    code = {"python": "print('asleep', flush=True)\nimport time\ntime.sleep(60)\n", "bash": "echo asleep\n/bin/sleep 60\n"}[agent.language]
+    for attempt in range(20):
+        agent.execute(f"s{attempt}", code)
+        agent.until(f"s{attempt}", "stream")
+        agent.send({"op": "interrupt"})
+        done = agent.until(f"s{attempt}", "done")
+        assert done["status"] == "interrupted", done

@@ -404,8 +404,10 @@ class Agent:
         if os.getpgrp() == os.getpid():
             # As a terminal's Ctrl-C (and jupyter_client): the cell and its child processes.
             os.killpg(os.getpgrp(), signal.SIGINT)
-        else:
-            os.kill(os.getpid(), signal.SIGINT)
+        # A signal sent to the process wakes whichever thread the kernel picks, often this one:
+        # the main thread would sleep on in time.sleep() or a blocking read. Sent to it, the call
+        # returns with EINTR and the handler raises KeyboardInterrupt at once.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     def shutdown(self, reason: str) -> None:
         if self.shutdown_reason is not None:
