@@ -40,6 +40,7 @@ AGENT_FILE = os.path.abspath(__file__)
 # After a shutdown or the end of its input, a cell that ignores its interrupt this long is
 # abandoned and the agent exits anyway: a stop takes well under a second.
 SHUTDOWN_GRACE = 0.5
+INTERRUPT_RETRIES, INTERRUPT_RETRY_INTERVAL = 20, 0.02
 # What a cell ended by the agent's own end says, by the reason the agent ends.
 ENDED_BY = {"shutdown": "the runtime was stopped", "stdin closed": "the runtime's connection closed"}
 
@@ -296,6 +297,7 @@ class Agent:
         self.last_activity = time.monotonic()
         self.interrupt_requested = False
         self._interrupt_raised = False
+        self._interrupting = 0  # the count of the execution the signals sent are meant for
         self.shutdown_reason: str | None = None  # set once: the first reason to end wins
         self.main_module = types.ModuleType("__main__")
         self.main_module.__dict__["__builtins__"] = __builtins__
@@ -398,6 +400,7 @@ class Agent:
         self.interrupt_requested = True
         if self.running is None:
             return
+        self._interrupting = self.count
         # os.system() ignores SIGINT while it waits: interrupt_main raises KeyboardInterrupt
         # as soon as control is back in Python, so the rest of the cell does not run.
         _thread.interrupt_main()
@@ -408,6 +411,18 @@ class Agent:
         # the main thread would sleep on in time.sleep() or a blocking read. Sent to it, the call
         # returns with EINTR and the handler raises KeyboardInterrupt at once.
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        threading.Thread(target=self._interrupt_until_raised, args=(self.count,), name="njtui-interrupt", daemon=True).start()
+
+    def _interrupt_until_raised(self, count: int) -> None:
+        """A signal that comes just as the cell enters a blocking call (between Python's last
+        check for signals and the system call) is only handled once that call returns:
+        time.sleep(60) would sleep on. So the main thread is signalled again until the
+        interrupt has been raised in the cell, while that cell runs."""
+        for _ in range(INTERRUPT_RETRIES):
+            time.sleep(INTERRUPT_RETRY_INTERVAL)
+            if self.running is None or self.count != count or self._interrupt_raised:
+                return
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     def shutdown(self, reason: str) -> None:
         if self.shutdown_reason is not None:
@@ -442,7 +457,8 @@ class Agent:
     def _on_sigint(self, signum: int, frame: object) -> None:
         # Raised once per cell: the interrupt arrives both as a signal and through
         # interrupt_main, and a second KeyboardInterrupt would hit the agent's own code.
-        if self.running is not None and not self._interrupt_raised:
+        # A signal meant for an earlier execution (sent again as it ended) leaves this one be.
+        if self.running is not None and self.count == self._interrupting and not self._interrupt_raised:
             self._interrupt_raised = True
             raise KeyboardInterrupt
 
@@ -507,6 +523,10 @@ class Agent:
         try:
             try:
                 self.running = exec_id
+                if self.interrupt_requested and not self._interrupt_raised:
+                    # It came after `start` but before the cell could be signalled.
+                    self._interrupt_raised = True
+                    raise KeyboardInterrupt
                 self._execute(code, filename, exec_id, count)
             finally:
                 self.running = None

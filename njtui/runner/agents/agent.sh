@@ -48,9 +48,9 @@ __njt_stage="$__njt_dir/files"
 __njt_mark="$__njt_dir/results-mark"
 __njt_probe="$__njt_dir/results-probe"
 # Written by main to both output pipes when a cell has ended: what precedes it in a pipe is
-# the cell's output, whatever process wrote it. RS bytes make it unlikely in real output, the
-# instance makes it unguessable.
-__njt_end=$'\036'"njtui-cell-end-$__njt_instance"$'\036'
+# the cell's output, whatever process wrote it. It opens with US and closes with RS, bytes real
+# output rarely holds, and the instance makes it unguessable.
+__njt_end=$'\037'"njtui-cell-end-$__njt_instance"$'\036'
 # A stop's interrupt normally ends the cell at once; one that ignores it is abandoned after this.
 __njt_grace_us=500000
 # Outside tools, used when the image has them (a bash-only image has none: builtins then).
@@ -118,6 +118,7 @@ __njt_emitter() {
     LC_NUMERIC=C
     local seq=0 running=null count=0 queued=0 journal_fd= now last sleep=0.001 line chunk rc finishing=0
     local held_stdout= held_stderr= ended_stdout=0 ended_stderr=0
+    local reader_pid=0 interrupted= interrupt_again=0 interrupt_tries=0
     local -a f
     if [[ -n $__njt_journal ]]; then
         : >"$__njt_journal"
@@ -150,10 +151,10 @@ __njt_emitter() {
             stream null "$name" "${text#*"$__njt_end"}"
         else
             # A marker may be cut between two reads: hold back what could be its beginning.
-            tail=${text##*$'\036'}
-            if [[ $text == *$'\036'* && $__njt_end == $'\036'"$tail"* ]]; then
-                printf -v "$held" '%s' $'\036'"$tail"
-                text=${text%$'\036'*}
+            tail=${text##*$'\037'}
+            if [[ $text == *$'\037'* && $__njt_end == $'\037'"$tail"* ]]; then
+                printf -v "$held" '%s' $'\037'"$tail"
+                text=${text%$'\037'*}
             fi
             stream "$running" "$name" "$text"
         fi
@@ -162,13 +163,15 @@ __njt_emitter() {
         # `read -N` buffers what it read but a timeout cut short, and hands that out on the next
         # read of any descriptor: so a short read is followed by reads of the same pipe until
         # one comes back empty or full, and only then is another pipe read.
-        local got=1
+        # The first read waits a little to gather a chunk; the ones after it only empty that
+        # buffer (it is handed out without waiting), so they give up almost at once.
+        local got=1 wait=0.002
         while :; do
             chunk=
-            IFS= read -r -d '' -N 512 -t 0.002 -u "$1" chunk
+            IFS= read -r -d '' -N 512 -t "$wait" -u "$1" chunk
             rc=$?
             [[ -n $chunk ]] || return $got
-            got=0
+            got=0 wait=0.0002
             take "$2" "$chunk"
             ((rc == 0)) && return 0
         done
@@ -182,9 +185,28 @@ __njt_emitter() {
         done
     }
     drain_to_end() { # a cell's output up to the end markers main wrote before its `done`
-        until ((ended_stdout && ended_stderr)); do
-            ((ended_stdout)) || chunk_from "$__njt_out" stdout
-            ((ended_stderr)) || chunk_from "$__njt_err" stderr
+        # The markers are in the pipes already, so plain reads up to their closing RS end at
+        # once, without a timeout (and with `-d`, bash buffers nothing: chunk_from left its
+        # buffer empty).
+        local name fd held ended text rest opening=${__njt_end%$'\036'}
+        for name in stdout stderr; do
+            ended=ended_$name
+            if ((${!ended})); then continue; fi
+            held=held_$name
+            fd=$__njt_out
+            [[ $name == stdout ]] || fd=$__njt_err
+            text=${!held}
+            printf -v "$held" '%s' ''
+            while :; do
+                rest=
+                IFS= read -r -d $'\036' -u "$fd" rest
+                text+=$rest
+                if [[ $text == *"$opening" ]]; then
+                    stream "$running" "$name" "${text%"$opening"}"
+                    break
+                fi
+                text+=$'\036' # one of the output's own
+            done
         done
         ended_stdout=0 ended_stderr=0
     }
@@ -228,7 +250,31 @@ __njt_emitter() {
             __njt_esc "${f[2]}"
             emit null log ",\"level\":\"${f[1]}\",\"text\":\"$REPLY\"" ;;
         E) ((finishing)) || finish "${f[1]}" ;;
+        R) reader_pid=${f[1]} ;;
+        I) # the reader has interrupted the running cell: see that it ends
+            if [[ $running != null ]]; then
+                interrupted=$running interrupt_tries=0
+                __njt_now; interrupt_again=$((REPLY + 100000))
+            fi ;;
         esac
+    }
+    interrupt_again() {
+        # A SIGINT that comes while main is starting a command (between its fork and exec) is
+        # lost to it: the cell's sleep would sleep on. Its processes get another, while the same
+        # cell runs (no other can start before this emitter acknowledges it), ten times at most.
+        [[ -n $interrupted ]] || return 0
+        if [[ $running != "$interrupted" ]] || ((interrupt_tries >= 10)); then
+            interrupted=
+            return 0
+        fi
+        __njt_now
+        ((REPLY >= interrupt_again)) || return 0
+        interrupt_tries=$((interrupt_tries + 1)) interrupt_again=$((REPLY + 100000))
+        local stat pid ppid rest
+        for stat in /proc/[0-9]*/stat; do
+            read -r pid _ _ ppid rest <"$stat" 2>/dev/null || continue
+            ((ppid == __njt_main && pid != BASHPID && pid != reader_pid)) && kill -INT "$pid" 2>/dev/null
+        done
     }
     finish() { # reason
         local deadline abandoned=0
@@ -269,13 +315,16 @@ __njt_emitter() {
     emit null hello ",\"agent\":\"bash\",\"protocol\":1,\"instance\":\"$REPLY\",\"pid\":$__njt_main,\"language\":\"bash\",\"idle_timeout\":$__njt_idle"
     while :; do
         local got=0
-        if read -t 0 -u "$__njt_out"; then chunk_from "$__njt_out" stdout && got=1; fi
-        if read -t 0 -u "$__njt_err"; then chunk_from "$__njt_err" stderr && got=1; fi
+        # Main's reports first: at a cell's end its output is read up to the end markers with
+        # plain reads, without waiting for more that will not come.
         if read -t 0 -u "$__njt_ctl"; then
             got=1
             IFS= read -r -u "$__njt_ctl" line
             control "$line"
         fi
+        if read -t 0 -u "$__njt_out"; then chunk_from "$__njt_out" stdout && got=1; fi
+        if read -t 0 -u "$__njt_err"; then chunk_from "$__njt_err" stderr && got=1; fi
+        interrupt_again
         if ((got)); then
             sleep=0.001
             continue
@@ -295,6 +344,7 @@ __njt_reader() {
     trap 'printf "INTERRUPT\n" >&"$__njt_req"' INT
     trap '' PIPE
     local line op exec meta rc
+    printf 'R\t%s\n' "$BASHPID" >&"$__njt_ctl" # so the emitter never interrupts the reader
     while :; do
         IFS= read -r line
         rc=$?
@@ -311,7 +361,9 @@ __njt_reader() {
             [[ $line == *\"meta\":* ]] || meta='{}'
             printf 'Q\t%s\t%s\n' "$exec" "$meta" >&"$__njt_ctl"
             printf 'EXEC\t%s\n' "$line" >&"$__njt_req" ;;
-        interrupt) __njt_interrupt ;;
+        interrupt)
+            __njt_interrupt
+            printf 'I\n' >&"$__njt_ctl" ;;
         status) printf 'T\n' >&"$__njt_ctl" ;;
         secrets) printf 'SECRETS\t%s\n' "$line" >&"$__njt_req" ;;
         release)
@@ -418,7 +470,8 @@ __njt_copy() {
 
 # After a cell: the files under $NJTUI_RESULTS it created or changed (newer than the mark made
 # when the previous cell ended) are copied to the stage before its `done`, so the next cell
-# cannot change them before a client collects them. Sets __njt_files (JSON objects).
+# cannot change them before a client collects them (all of them when the directory was empty
+# as the cell started). Sets __njt_files (JSON objects).
 __njt_stage_results() {
     __njt_files=
     local root=${NJTUI_RESULTS%/} file name number=0 options
@@ -427,12 +480,17 @@ __njt_stage_results() {
         [[ -n $__njt_mkdir ]] && "$__njt_mkdir" -m 700 -p -- "$__njt_stage" 2>/dev/null
         [[ -d $__njt_stage ]] || return 0
     fi
-    options=$(shopt -p globstar dotglob nullglob)
+    # The cell's own shell options stay as they were (no subshell: a fork per cell is slow).
+    local restore=
+    shopt -q globstar || restore+=" globstar"
+    shopt -q dotglob || restore+=" dotglob"
+    shopt -q nullglob || restore+=" nullglob"
     shopt -s globstar dotglob nullglob
     local -a found=("$root"/**)
-    eval "$options"
+    [[ -z $restore ]] || shopt -u $restore
     for file in "${found[@]}"; do
-        [[ -f $file && ! -L $file && $file -nt $__njt_mark ]] || continue
+        [[ -f $file && ! -L $file ]] || continue
+        ((__njt_results_were_empty)) || [[ $file -nt $__njt_mark ]] || continue
         name=${file#"$root"/}
         __njt_copy "$file" "$__njt_stage/$1.$number" || continue
         __njt_esc "$name"
@@ -442,9 +500,17 @@ __njt_stage_results() {
 }
 
 # File times are coarse (a clock tick of some milliseconds): a cell starts only once the clock
-# has moved past the mark, so everything it writes is newer than the mark.
+# has moved past the mark, so everything it writes is newer than the mark. With no file there
+# yet, every file the cell leaves is new: no need to wait.
 __njt_past_mark() {
-    [[ -n $NJTUI_RESULTS ]] || return 0
+    __njt_results_were_empty=1
+    [[ -n $NJTUI_RESULTS && -d $NJTUI_RESULTS ]] || return 0
+    local entry
+    for entry in "${NJTUI_RESULTS%/}"/* "${NJTUI_RESULTS%/}"/.[!.]*; do
+        [[ -e $entry || -L $entry ]] && break
+    done
+    [[ -e $entry || -L $entry ]] || return 0
+    __njt_results_were_empty=0
     : >"$__njt_probe" 2>/dev/null || return 0
     until [[ $__njt_probe -nt $__njt_mark ]]; do : >"$__njt_probe"; done
 }
