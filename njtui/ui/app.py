@@ -1,6 +1,6 @@
 """The njtui terminal app: a notebook's cells beside its runtimes panel and the runner log.
 
-The app talks to runtimes only through `njtui.runner.runner.Runner` (the facade). Calls that
+The app talks to runtimes only through `njtui.runner.Runner` (the facade). Calls that
 may block (booting, stopping) run in thread workers; what the runner reports arrives on its
 threads, is queued by `RunnerBridge`, and reaches the app as one `RunnerEventsReady` message
 per batch, so a cell printing 200,000 lines costs a few redraws, not 200,000.
@@ -27,11 +27,9 @@ from textual.message import Message
 from textual.widgets import Footer, OptionList, TextArea
 
 from njtui.model import LANGUAGES, Cell, Notebook, RuntimeSpec
-from njtui.runner.backend import BackendError
-from njtui.runner.log import LogEntry
-from njtui.runner.runner import Runner, RuntimeChanged, RuntimeMessage
-from njtui.runner.state import RuntimeState, RuntimeStatus
-from njtui.store import StoreError, save_notebook
+from njtui.runner import LogEntry, Runner, RuntimeChanged, RuntimeMessage, RuntimeState, RuntimeStatus
+from njtui.runner import RunnerError as BackendError
+from njtui.store import StoreError
 from njtui.ui.cell import RUN_BINDINGS, CellEditor, CellWidget
 from njtui.ui.cell_output import CellOutput
 from njtui.ui.config import load_config, remember_theme
@@ -40,8 +38,13 @@ from njtui.ui.notebook_view import NotebookView
 from njtui.ui.panels import RunnerLogPanel, RuntimesPanel
 from njtui.ui.settings_screen import RuntimeSettingsScreen
 from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen, key_label
+from njtui.store.merge import describe_summary
+from njtui.store.notebook_file import NotebookFile
+from njtui.ui.screens import ConflictScreen
 
 CHORD_SECONDS = 1.0
+# How often the notebook file is looked at (one stat; read only when it changed).
+WATCH_SECONDS = 0.5
 NEW_RUNTIME = "\0new"
 
 
@@ -125,6 +128,10 @@ class NotebookApp(App[str]):
         self.notebook = notebook
         self.runner = runner or Runner(self.path, notebook)
         self.store = self.runner.store
+        # What was read from the file: saves merge with changes made there since (a three-way
+        # merge), and changes made there while the notebook is open are taken in as they come.
+        self.notebook_file = NotebookFile(self.path, notebook)
+        self._watch_problem: str | None = None
         self.outputs: dict[str, CellOutput] = {}
         self.exec_cells: dict[str, str] = {}
         self.statuses: dict[str, RuntimeStatus] = {}
@@ -171,6 +178,7 @@ class NotebookApp(App[str]):
         self.runner_log_panel.add(list(self.runner.log.history))
         self.view.focus()
         self.set_interval(1.0, self._tick)
+        self.set_interval(WATCH_SECONDS, self._watch_file)
         self._open_results()
 
     @property
@@ -475,10 +483,11 @@ class NotebookApp(App[str]):
             lambda _: self._show_runtimes(),
         )
 
-    def _settings_saved(self) -> None:
-        self.action_save()
+    def _settings_saved(self) -> bool:
+        saved = self.action_save()
         self._show_runtimes()
         self.view.refresh_all()
+        return saved
 
     def _show_runtimes(self) -> None:
         pending = {rid: self.runner.pending_changes(rid) for rid in self.notebook.runtimes}
@@ -700,14 +709,124 @@ class NotebookApp(App[str]):
 
     # -- saving and quitting
     def action_save(self) -> bool:
+        return self._save()
+
+    def _save(self, prefer: str | None = None, then=None) -> bool:
+        """Saves, merged with what changed in the file since it was read. A part changed both
+        here and there opens the conflict dialog, and the file waits for its answer; `then`
+        runs once the notebook is saved."""
         try:
-            save_notebook(self.notebook, self.path)
+            result = self.notebook_file.save(self.notebook, prefer=prefer)
         except (StoreError, OSError) as exc:
             self.notify(str(exc), title="Not saved", severity="error", timeout=10)
             return False
+        if result.status == "conflict":
+            self.push_screen(ConflictScreen(str(self.path), result.conflicts), partial(self._conflict_answered, then))
+            return False
+        self._take_in_notebook(result.notebook)
         self.dirty = False
-        self.notify(f"saved {self.path.name}", timeout=2)
+        taken = describe_summary(result.taken_in)
+        merged = f" (merged with the file's changes: {taken})" if taken else ""
+        self.notify(f"saved {self.path.name}{merged}", timeout=2 if not merged else 4)
+        if merged:
+            self.runner.log.info(None, f"saved, merged with changes on disk: {taken}")
+        if not result.layout_kept:
+            self.notify("its layout could not be edited in place: the file was written anew, without its comments", title="Comments not kept", severity="warning", timeout=10)
+        if then is not None:
+            then()
         return True
+
+    def _conflict_answered(self, then, choice: str | None) -> None:
+        if choice in ("ours", "theirs"):
+            self._save(prefer=choice, then=then)
+        else:
+            self.notify("not saved: the file is as it was, your changes are still here", timeout=4)
+
+    # -- the file, changed while it is open
+    def _watch_file(self) -> None:
+        """Takes in what changed in the file while it is open, at once, except what is being
+        edited here: cells in an editor, runtimes with their settings open, and anything the
+        conflict dialog is deciding about wait for the next save's merge."""
+        if self._screen_torn_down() or isinstance(self.screen, ConflictScreen):
+            return
+        held_cells = {widget.cell.id for widget in self.view.widgets.values() if widget.editing}
+        held_runtimes = {screen.spec.id for screen in self.screen_stack if isinstance(screen, RuntimeSettingsScreen)}
+        try:
+            taken = self.notebook_file.take_in(self.notebook, hold_cells=held_cells, hold_runtimes=held_runtimes)
+        except (StoreError, OSError) as exc:
+            # Polled twice a second: a problem that lasts (the directory unreadable) is said once.
+            if str(exc) != self._watch_problem:
+                self._watch_problem = str(exc)
+                self.runner.log.warning(None, f"cannot watch the notebook file: {exc}")
+            return
+        self._watch_problem = None
+        if taken is None:
+            return
+        if taken.error is not None:
+            self.runner.log.warning(None, f"{taken.error.location}: {taken.error.message}")
+            return
+        changes = describe_summary(taken.changed)
+        if changes:
+            self._take_in_notebook(taken.notebook)
+            self.runner.log.info(None, f"notebook changed on disk: {changes}")
+        if taken.waiting:
+            parts = ", ".join(conflict.label for conflict in taken.waiting)
+            self.runner.log.info(None, f"changed on disk and being edited here, merged on save: {parts}")
+
+    def _take_in_notebook(self, merged: Notebook) -> None:
+        """Makes the open notebook `merged`, in place (the runner and the view hold it), keeping
+        the Cell objects of cells that stay so their widgets and outputs stay too."""
+        notebook = self.notebook
+        notebook.title, notebook.env, notebook.format_version, notebook.extra = merged.title, merged.env, merged.format_version, merged.extra
+        runtimes = {rid: notebook.runtimes[rid] if notebook.runtimes.get(rid) == spec else spec for rid, spec in merged.runtimes.items()}
+        runtimes_changed = runtimes != notebook.runtimes or list(runtimes) != list(notebook.runtimes)
+        notebook.runtimes.clear()
+        notebook.runtimes.update(runtimes)
+        existing = {cell.id: cell for cell in notebook.cells}
+        cells, changed, structural = [], [], False
+        for new in merged.cells:
+            cell = existing.get(new.id)
+            if cell is None:
+                cells.append(new)
+                structural = True
+                continue
+            if cell != new:
+                structural |= (cell.kind, cell.language) != (new.kind, new.language)
+                cell.kind, cell.source, cell.language, cell.runtime, cell.extra = new.kind, new.source, new.language, new.runtime, new.extra
+                changed.append(cell.id)
+            cells.append(cell)
+        structural |= [cell.id for cell in cells] != [cell.id for cell in notebook.cells]
+        view = self.view
+        selected = view.selected_cell.id if view.selected_cell is not None else None
+        # An editor still showing what the cell held before is closed: the cell shows what it holds now.
+        stale_editors = [widget for cell_id in changed if (widget := view.widgets.get(cell_id)) is not None and widget.editing]
+        notebook.cells[:] = cells
+        self.title = notebook.title or self.path.name
+        if stale_editors:
+            self.call_later(self._close_editors, stale_editors)
+        if structural:
+            ids = [cell.id for cell in cells]
+            view.selected = ids.index(selected) if selected in ids else min(view.selected, max(0, len(ids) - 1))
+            view.rebuild()
+            view.select(view.selected, scroll=False)
+        else:
+            for cell_id in changed:
+                view.refresh_cell(cell_id)
+            view.schedule_window()
+        if runtimes_changed or structural or changed:
+            self._show_runtimes()
+        # A settings screen with nothing unsaved continues from the merged runtime: its next
+        # save must not take back what the merge brought in.
+        for screen in self.screen_stack:
+            if isinstance(screen, RuntimeSettingsScreen) and not screen.dirty and notebook.runtimes.get(screen.spec.id, screen.spec) != screen.spec:
+                screen.spec = copy.deepcopy(notebook.runtimes[screen.spec.id])
+                screen.refresh_tables()
+
+    async def _close_editors(self, widgets: list) -> None:
+        for widget in widgets:
+            if widget.is_attached:
+                await widget.stop_editing()
+        self.view.focus()
 
     def action_quit_app(self) -> None:
         if self.dirty:
@@ -717,8 +836,7 @@ class NotebookApp(App[str]):
 
     def _save_prompt_answered(self, answer: str | None) -> None:
         if answer == "save":
-            if self.action_save():
-                self._leave()
+            self._save(then=self._leave)  # after the conflict dialog, if saving needs one
         elif answer == "discard":
             self._leave()
 

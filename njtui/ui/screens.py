@@ -16,6 +16,8 @@ from textual.widgets.option_list import Option
 from njtui.model import ExecutionRecord
 from njtui.store.results import ResultsStore
 from njtui.model.output import terminal_safe
+from njtui.store import toml_writer
+from njtui.store.merge import MISSING, Conflict
 
 PAGER_BATCH = 5000
 
@@ -186,3 +188,76 @@ class SavePromptScreen(ModalScreen[str]):
                 ),
                 id="prompt-text",
             )
+
+
+class ConflictScreen(ModalScreen[str | None]):
+    """Saving found parts changed differently here and in the file (by another program, an
+    editor, a `git pull`): keep mine, take theirs, or first see both versions of each. The file
+    is not touched until a choice is made; Esc leaves it so, with the changes still unsaved here."""
+
+    BINDINGS = [
+        Binding("m", "dismiss('ours')", "keep mine", show=True),
+        Binding("t", "dismiss('theirs')", "take theirs", show=True),
+        Binding("b", "toggle_both", "show both", show=True),
+        Binding("escape", "dismiss(None)", "cancel", show=True),
+    ]
+
+    def __init__(self, path: str, conflicts: list[Conflict]) -> None:
+        super().__init__()
+        self.path = path
+        self.conflicts = conflicts
+
+    def compose(self) -> ComposeResult:
+        count = len(self.conflicts)
+        summary = Text.assemble(
+            f"{self.path} changed on disk since njtui read it, and {count} ",
+            "part was" if count == 1 else "parts were",
+            " changed both there and here:\n",
+        )
+        for conflict in self.conflicts:
+            summary.append(f"  • {terminal_safe(conflict.label)}\n", style="bold")
+        summary.append("\nEverything else merges. Nothing is written until you choose.", style="dim")
+        with Vertical(id="conflict-box"):
+            yield Static(summary, id="conflict-summary")
+            with VerticalScroll(id="conflict-both"):
+                yield Static(self._both(), id="conflict-versions")
+            yield Static(
+                Text.assemble(
+                    ("m", "bold"), " keep mine   ", ("t", "bold"), " take theirs   ", ("b", "bold"), " show both   ", ("Esc", "bold"), " cancel"
+                ),
+                id="conflict-keys",
+            )
+
+    def _both(self) -> Text:
+        text = Text()
+        for index, conflict in enumerate(self.conflicts):
+            if index:
+                text.append("\n")
+            text.append(f"{terminal_safe(conflict.label)}\n", style="bold underline")
+            for title, value, style in (("mine (here, not saved)", conflict.ours, "green"), ("theirs (in the file now)", conflict.theirs, "yellow")):
+                text.append(f"── {title} ──\n", style=f"bold {style}")
+                text.append(terminal_safe(shown_value(value), keep="\t\n") + "\n")
+        text.rstrip()
+        return text
+
+    def on_mount(self) -> None:
+        box = self.query_one("#conflict-box")
+        box.border_title = "Changed on disk"
+        self.query_one("#conflict-both").display = False
+
+    def action_toggle_both(self) -> None:
+        both = self.query_one("#conflict-both")
+        both.display = not both.display
+        if both.display:
+            both.focus()
+
+
+def shown_value(value: object) -> str:
+    """A version of a notebook part as the file would say it."""
+    if value is MISSING:
+        return "(removed)"
+    if isinstance(value, str):
+        return value.rstrip("\n") if value.strip() else repr(value)
+    if isinstance(value, dict):
+        return toml_writer.dumps(value).rstrip("\n")
+    return toml_writer.format_value(value)

@@ -26,7 +26,7 @@ from njtui.model.settings import MOUNT_KINDS, Mount
 from njtui.model.size import format_size
 from njtui.store import NotebookError
 from njtui.store.machines import load_machines
-from njtui.store.notebook_file import dumps_notebook, parse_notebook
+from njtui.store.notebook_file import edit_notebook, runtime_document
 from njtui.store.secrets import SecretStore
 
 ENGINE_CHECK_DELAY = 0.3  # seconds without typing before the environment is checked
@@ -52,7 +52,7 @@ class RuntimeSettingsScreen(Screen[bool]):
         Binding("ctrl+i", "toggle_inherited", "show inherited", show=False),
     ]
 
-    def __init__(self, path, notebook: Notebook, runtime_id: str, runner, pending: list[str], on_saved: Callable[[], None]) -> None:
+    def __init__(self, path, notebook: Notebook, runtime_id: str, runner, pending: list[str], on_saved: Callable[[], bool | None]) -> None:
         super().__init__()
         self.path = path
         self.notebook = notebook
@@ -347,12 +347,15 @@ class RuntimeSettingsScreen(Screen[bool]):
     # -- saving
     def candidate(self) -> Notebook:
         """The notebook with these settings, validated as a file read from disk would be."""
-        notebook = copy.deepcopy(self.notebook)
-        notebook.runtimes[self.spec.id] = self.spec
-        if not notebook.default_runtime(self.spec.language):
+        probe = copy.deepcopy(self.notebook)
+        probe.runtimes[self.spec.id] = self.spec
+        if not probe.default_runtime(self.spec.language):
             self.spec.default = True
-        text = dumps_notebook(notebook).encode()
-        return parse_notebook(text, self.path)
+
+        def edit(document: dict) -> None:
+            document.setdefault("runtimes", {})[self.spec.id] = runtime_document(self.spec)
+
+        return edit_notebook(self.notebook, edit, self.path)
 
     def action_save(self) -> None:
         if getattr(self, "environment_ok", True) is False:
@@ -369,10 +372,13 @@ class RuntimeSettingsScreen(Screen[bool]):
             if cell.runtime == self.spec.id and cell.language != self.spec.language:
                 cell.language = self.spec.language
         self.dirty = False
-        self.on_saved()
+        # The notebook's save merges with changes made to the file meanwhile; False: it did
+        # not write (a conflict to settle in its dialog, or an error it reported).
+        saved = self.on_saved()
         self.pending = self.runner.pending_changes(self.spec.id)
         self.query_one("#settings-pending", Static).update(self._pending_text())
-        self.app.notify("settings saved" + (" — restart the runtime to apply them" if self.pending else ""), timeout=3)
+        if saved is not False:
+            self.app.notify("settings saved" + (" — restart the runtime to apply them" if self.pending else ""), timeout=3)
 
     def action_close(self) -> None:
         if self.dirty:
