@@ -1,7 +1,7 @@
 """The `njtui` command: open a notebook, run it headless, read its results, manage runtimes.
 
 Exit status: 0 success, 1 a cell failed (or a runtime could not run it), 2 bad input (the
-message names the file and line), 130 interrupted with Ctrl-C.
+message names the file and line), 130 interrupted with Ctrl-C, 141 stdout closed by its reader.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import argparse
 import json
 import os
 import queue
+import select
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,11 +21,13 @@ import platformdirs
 from njtui import __version__
 from njtui.model import format_duration
 from njtui.model.output import ExecutionRecord, terminal_safe
-from njtui.runner import protocol
+from njtui.runner import STOPPED_MID_CELL
 from njtui.store import NotebookError, load_notebook
 from njtui.store.errors import StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Stdout's reader went away (`njtui show NB | head`): the status SIGPIPE would have given.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 COMMANDS = ("open", "run", "show", "runtimes", "results", "secrets", "runtime")
 
 
@@ -151,9 +153,7 @@ class JsonPrinter:
 
 # -- njtui run
 def cmd_run(args: argparse.Namespace) -> int:
-    from njtui.runner.backend import BackendError
-    from njtui.runner.log import RunnerLog
-    from njtui.runner.runner import Runner, RuntimeMessage
+    from njtui.runner import Runner, RunnerError, RunnerLog
 
     notebook = _load(args.notebook)
     cells = _select_cells(notebook, args.cell, args.notebook)
@@ -173,13 +173,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             label = f"{spec.environment} · {cell.language}"
             try:
                 exec_id = runner.execute(cell)
-            except BackendError as exc:
+            except RunnerError as exc:
                 printer.done(cell.id, "error", None, reason=f"runtime {spec.id} did not start: {str(exc).splitlines()[0]}")
                 failures += 1
                 if not args.keep_going:
                     break
                 continue
-            status, interrupted_now = _follow(runner, events, exec_id, cell, spec.id, label, printer, ctrl_c, RuntimeMessage)
+            status, interrupted_now = _follow(runner, events, exec_id, cell, spec.id, label, printer, ctrl_c)
             interrupted = interrupted or interrupted_now
             if interrupted:
                 break
@@ -210,8 +210,10 @@ class CtrlC:
         signal.signal(signal.SIGINT, self._previous)
 
 
-def _follow(runner, events, exec_id, cell, runtime_id, label, printer, ctrl_c: CtrlC, RuntimeMessage):
+def _follow(runner, events, exec_id, cell, runtime_id, label, printer, ctrl_c: CtrlC):
     """Prints one execution's events until it is done; Ctrl-C interrupts it (twice: gives up)."""
+    from njtui.runner import RuntimeMessage
+
     handled_presses = 0
     started = False
     while True:
@@ -243,7 +245,7 @@ def _follow(runner, events, exec_id, cell, runtime_id, label, printer, ctrl_c: C
                 printer.start(cell.id, label, None, runtime=runtime_id, exec=exec_id)
             status = message.get("status", "ok")
             reason = message.get("reason")
-            if status == "interrupted" and not handled_presses and reason == protocol.STOPPED_MID_CELL:
+            if status == "interrupted" and not handled_presses and reason == STOPPED_MID_CELL:
                 reason = "stopped by another client"  # this command stops no runtime
             extra = {"count": message.get("count"), "exit_code": message.get("exit_code")} if isinstance(printer, JsonPrinter) else {}
             printer.done(cell.id, status, message.get("duration"), reason=reason, **extra)
@@ -255,8 +257,7 @@ def _follow(runner, events, exec_id, cell, runtime_id, label, printer, ctrl_c: C
 
 # -- njtui show
 def cmd_show(args: argparse.Namespace) -> int:
-    from njtui.runner.log import RunnerLog
-    from njtui.runner.runner import Runner
+    from njtui.runner import Runner, RunnerLog
     from njtui.store.results import ResultsStore
 
     notebook = _load(args.notebook)
@@ -278,8 +279,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     runner = Runner(args.notebook, notebook, log=log)
     try:
         runner.attach_running()
-        for session in list(runner.sessions.values()):
-            session.caught_up.wait(timeout=10)
+        runner.wait_caught_up(timeout=10)
     finally:
         runner.detach()
     store = ResultsStore(args.notebook)
@@ -310,140 +310,92 @@ def _print_record(printer, store, record: ExecutionRecord, cell, label: str, as_
 
 
 # -- njtui runtimes
-def _all_backends() -> dict[str, Any]:
-    from njtui.runner.runner import default_backends
-
-    return default_backends()
-
-
-def _listed(backends: dict[str, Any]) -> list[tuple[Any, Any]]:
-    from njtui.runner.backend import BackendError
-
-    infos = []
-    for name, backend in backends.items():
-        try:
-            infos.extend((backend, info) for info in backend.list())
-        except BackendError as exc:
-            # No engine: host runtimes are still listed; say why Docker ones are not.
-            if name != "docker" or "unreachable" not in str(exc) or os.environ.get("DOCKER_HOST"):
-                print(f"njtui: {name} runtimes not listed: {exc}", file=sys.stderr)
-    return infos
-
-
-def _live_status(backend, info) -> dict[str, Any]:
-    """Asks a runtime what it is doing: busy or idle, and for how long."""
-    try:
-        connection = backend.connect(info)
-    except Exception:  # noqa: BLE001 - a runtime going away while listed is just not answering
-        return {}
-    try:
-        connection.send({"op": "attach", "since": 1 << 62})
-        connection.send({"op": "status"})
-        import threading
-
-        answer: dict[str, Any] = {}
-
-        def read() -> None:
-            for message in connection:
-                if message.get("type") == "status":
-                    answer.update(message)
-                    return
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout=2)
-        return answer
-    finally:
-        connection.close()
-
-
 def cmd_runtimes(args: argparse.Namespace) -> int:
-    infos = _listed(_all_backends())
+    from njtui.runner import Runner
+
     if args.action == "stop":
         if not args.all and not args.id:
             raise UsageError("say which runtime to stop: njtui runtimes stop ID (from `njtui runtimes`) or --all")
-        chosen = [(b, i) for b, i in infos if args.all or i.key.startswith(args.id) or i.runtime_id == args.id]
-        if not chosen:
+        stops = Runner.stop_runtimes(None if args.all else args.id)
+        for problem in stops.problems:
+            print(f"njtui: {problem}", file=sys.stderr)
+        for entry in stops.stopped:
+            what = f"{entry.runtime} of {_safe(entry.notebook)}"
+            if entry.state == "exited":
+                print(f"removed {entry.key} (exited {what}, notebook missing)")
+            else:
+                print(f"stopped {entry.key} ({what})")
+        for entry, why in stops.failed:
+            print(f"njtui: could not stop {entry.key} ({entry.runtime} of {_safe(entry.notebook)}): {why}", file=sys.stderr)
+        if stops.failed:
+            return EXIT_FAILED
+        if not stops.stopped:
             if args.all:
                 print("no runtimes running")
                 return EXIT_OK
             print(f"njtui: no running runtime matches {args.id!r}; `njtui runtimes` lists them", file=sys.stderr)
             return EXIT_BAD_INPUT
-        for backend, info in chosen:
-            backend.stop(info)
-            print(f"stopped {info.key} ({info.runtime_id} of {info.notebook})")
         return EXIT_OK
-    rows = []
-    now = time.time()
-    for backend, info in infos:
-        live = _live_status(backend, info)
-        state = live.get("state", "unknown")
-        idle = live.get("idle_for")
-        rows.append(
-            {
-                "id": info.key,
-                "notebook": info.notebook,
-                "runtime": info.runtime_id,
-                "backend": info.backend,
-                "environment": info.environment,
-                "language": info.language,
-                "state": "running" if state in ("idle", "busy") else state,
-                "busy": state == "busy",
-                "pid": info.pid,
-                "idle_for": idle,
-                "uptime": now - info.started_at,
-            }
-        )
-    from njtui.model.size import format_size
-    from njtui.runner.boot_board import BootBoard
-
-    for entry in BootBoard().entries():
-        progress = entry.get("progress") or {}
-        detail = entry.get("phase") or "booting"
-        if progress.get("total"):
-            detail += f" {format_size(progress.get('done') or 0)}/{format_size(progress['total'])}"
-        rows.append(
-            {
-                "id": entry["key"],
-                "notebook": entry.get("notebook"),
-                "runtime": entry.get("runtime"),
-                "backend": entry.get("backend"),
-                "environment": entry.get("environment"),
-                "language": entry.get("language"),
-                "state": "booting",
-                "phase": entry.get("phase"),
-                "progress": progress,
-                "detail": detail,
-                "busy": False,
-                "pid": None,
-                "idle_for": None,
-                "uptime": None,
-            }
-        )
+    listing = Runner.list_runtimes()
+    for problem in listing.problems:
+        print(f"njtui: {problem}", file=sys.stderr)
     if args.json:
-        for row in rows:
-            print(json.dumps(row))
+        for entry in listing.runtimes:
+            print(json.dumps(entry.to_dict()))
         return EXIT_OK
-    if not rows:
+    if not listing.runtimes:
         print("no runtimes running")
         return EXIT_OK
-    header = ("ID", "NOTEBOOK", "RUNTIME", "BACKEND", "STATE", "PID", "IDLE")
-    table = [header] + [
-        (
-            r["id"],
-            _short_path(r["notebook"]),
-            r["runtime"],
-            r["backend"],
-            r.get("detail") or ("busy" if r["busy"] else r["state"]),
-            str(r["pid"] or "-"),
-            format_duration(r["idle_for"]) if r["idle_for"] is not None and not r["busy"] else "-",
-        )
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _print_runtimes_table(listing.runtimes)
     return EXIT_OK
+
+
+# The TUI's colours for runtime states: green running, yellow booting or busy, red error, grey
+# stopped (a container kept after it exited).
+_STATE_STYLES = {"running": "green", "busy": "yellow", "booting": "yellow", "exited": "bright_black"}
+
+
+def _print_runtimes_table(entries) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    # Rich honours NO_COLOR and a terminal's width. A pipe gets one line per runtime however
+    # long, so grep and awk see whole rows, unless COLUMNS asks for a width.
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(file=sys.stdout, highlight=False, width=1_000_000 if piped else None)
+    # No borders and no padding at the edges: rows start at column 0 and end at their last value.
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    table.add_column("ID", no_wrap=True, style="cyan")
+    # Only the notebook's path may break over lines: an ID must stay whole to be copied.
+    table.add_column("NOTEBOOK", overflow="fold")
+    table.add_column("RUNTIME", no_wrap=True)
+    table.add_column("BACKEND", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("PID", no_wrap=True, justify="right")
+    table.add_column("IDLE", no_wrap=True, justify="right")
+    for entry in entries:
+        notebook = Text(_safe(_short_path(entry.notebook)))
+        if entry.notebook_missing:
+            notebook.append(" (notebook missing)", style="red")
+        state = entry.detail or ("busy" if entry.busy else entry.state)
+        idle = format_duration(entry.idle_for) if entry.idle_for is not None and not entry.busy else "-"
+        table.add_row(
+            _safe(entry.key),
+            notebook,
+            _safe(entry.runtime),
+            _safe(entry.backend),
+            Text(_safe(state), style=_STATE_STYLES.get("busy" if entry.busy else entry.state, "red")),
+            str(entry.pid or "-"),
+            idle,
+        )
+    console.print(table)
+
+
+def _safe(text: str | None) -> str:
+    """A value from a container label or a boot board entry, which any process of the user (or
+    any image's author, for labels) may have written: inert on a terminal."""
+    return terminal_safe(text or "")
 
 
 def _short_path(path: str) -> str:
@@ -577,12 +529,13 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     import copy
 
     from njtui.model import RuntimeSpec
-    from njtui.runner.launch import CONTAINER_ONLY
-    from njtui.store import toml_writer
-    from njtui.store.notebook_file import notebook_document, runtime_document, save_document
+    from njtui.runner import CONTAINER_ONLY
+    from njtui.store import NotebookFile, edit_notebook, toml_writer
+    from njtui.store.notebook_file import runtime_document
 
     path = Path(args.notebook)
-    notebook = _load(args.notebook)
+    notebook_file = NotebookFile.load(path)
+    notebook = notebook_file.notebook
     if args.action == "show":
         spec = notebook.runtimes.get(args.runtime)
         if spec is None:
@@ -606,31 +559,40 @@ def cmd_runtime(args: argparse.Namespace) -> int:
         if language is None:
             raise UsageError(f"no runtime {args.runtime!r}; to add one, give its language: njtui runtime set {args.notebook} {args.runtime} language=python")
         spec = RuntimeSpec(args.runtime, language)
-        notebook.runtimes[args.runtime] = spec
-    document = notebook_document(notebook)
-    table = copy.deepcopy(document["runtimes"][args.runtime])
-    for key in args.unset or []:
-        container, _, name = key.partition(".")
-        if name:
-            table.get(container, {}).pop(name, None)
-        else:
-            table.pop(key, None)
-    for assignment in args.assignments:
-        if "=" not in assignment:
-            raise UsageError(f"{assignment!r}: write KEY=VALUE (env.NAME=VALUE, secrets.NAME=SECRET; --unset KEY removes one)")
-        key, value = assignment.split("=", 1)
-        if key.startswith(("env.", "secrets.")):
-            container, name = key.split(".", 1)
-            table.setdefault(container, {})[name] = value
-        elif key in RUNTIME_SCALARS or key in ("default", "mount_cuda", "gpus"):
-            table[key] = _setting_value(key, value)
-        else:
-            raise UsageError(f"unknown setting {key!r}; settings: {', '.join([*RUNTIME_SCALARS, 'default', 'gpus', 'mount_cuda', 'env.NAME', 'secrets.NAME'])} (mounts: edit the file or the settings screen)")
-    document["runtimes"][args.runtime] = table
+
+    def edit(document: dict) -> None:
+        table = copy.deepcopy(document.get("runtimes", {}).get(args.runtime) or runtime_document(spec))
+        for key in args.unset or []:
+            container, _, name = key.partition(".")
+            if name:
+                table.get(container, {}).pop(name, None)
+            else:
+                table.pop(key, None)
+        for assignment in args.assignments:
+            if "=" not in assignment:
+                raise UsageError(f"{assignment!r}: write KEY=VALUE (env.NAME=VALUE, secrets.NAME=SECRET; --unset KEY removes one)")
+            key, value = assignment.split("=", 1)
+            if key.startswith(("env.", "secrets.")):
+                container, name = key.split(".", 1)
+                table.setdefault(container, {})[name] = value
+            elif key in RUNTIME_SCALARS or key in ("default", "mount_cuda", "gpus"):
+                table[key] = _setting_value(key, value)
+            else:
+                raise UsageError(f"unknown setting {key!r}; settings: {', '.join([*RUNTIME_SCALARS, 'default', 'gpus', 'mount_cuda', 'env.NAME', 'secrets.NAME'])} (mounts: edit the file or the settings screen)")
+        document.setdefault("runtimes", {})[args.runtime] = table
+
     try:
-        save_document(document, path)
+        # The file is edited in place (its comments stay) and merged with whatever changed in
+        # it since it was read here, as every njtui save is.
+        result = notebook_file.save(edit_notebook(notebook, edit, path))
     except NotebookError as exc:
         raise UsageError(f"{path}: not changed: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else "")) from None
+    if result.status == "conflict":
+        what = "; ".join(conflict.label for conflict in result.conflicts)
+        raise UsageError(
+            f"{path}: not changed: the file changed while this command ran, in the same settings ({what})"
+            f"\n  hint: run the command again to set them over the file's new values"
+        )
     print(f"saved runtime {args.runtime} of {path}; a running runtime applies the change when restarted")
     return EXIT_OK
 
@@ -638,8 +600,7 @@ def cmd_runtime(args: argparse.Namespace) -> int:
 # -- njtui NOTEBOOK
 def cmd_open(args: argparse.Namespace) -> int:
     from njtui.model import Notebook
-    from njtui.runner.log import RunnerLog
-    from njtui.runner.runner import Runner
+    from njtui.runner import Runner, RunnerLog
     from njtui.store import save_notebook
     from njtui.ui.app import NotebookApp
 
@@ -729,6 +690,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_gone(stream: TextIO) -> bool:
+    """Whether `stream` is a pipe or socket nobody reads any more: poll reports an error or a
+    hang-up on it."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _silence_closed_output() -> bool:
+    """After a BrokenPipeError: whether it was stdout or stderr whose reader went away (`njtui
+    show NB | head`); if so they now write to /dev/null, so that nothing more (the interpreter's
+    last flush included) fails on them, as the Python docs on SIGPIPE advise."""
+    gone = [stream for stream in (sys.stdout, sys.stderr) if _reader_gone(stream)]
+    if not gone:
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in gone:
+        os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
@@ -738,9 +724,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_BAD_INPUT
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGPIPE stays ignored (Python's default), for every command: restored to its default it
+    # would kill the TUI on a write to a runtime's closed socket, not only on a closed stdout.
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        if args.handler is not cmd_open:
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+        return status
+    except BrokenPipeError:
+        if args.handler is cmd_open or not _silence_closed_output():
+            raise  # a pipe of njtui's own broke (a runtime's socket): a bug to see, not to hide
+        return EXIT_BROKEN_PIPE
     except (NotebookError, StoreError) as exc:
         print(f"njtui: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -355,6 +355,20 @@ class DockerBackend:
     def list(self) -> list[RuntimeInfo]:
         return [self._info(container) for container in self._containers(running=True)]
 
+    def orphans(self) -> list[RuntimeInfo]:
+        """Exited runtime containers whose notebook is no longer at its path on this machine
+        (moved or deleted). An exited container waits for its notebook's next client to record
+        its journal and remove it; none will come for these, so they are listed for the user."""
+        infos = []
+        for container in self._containers(running=False):
+            info = self._info(container)
+            if os.path.exists(info.notebook):
+                continue
+            info.alive = False
+            info.exit_reason = self.exit_reason(container.id)
+            infos.append(info)
+        return infos
+
     # -- starting
     def ensure_image(self, reference: str, progress: ProgressCallback | None = None) -> None:
         import docker

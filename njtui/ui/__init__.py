@@ -1,1 +1,1 @@
-"""The Textual terminal UI; it reaches runtimes only through njtui.runner.runner.Runner."""
+"""The Textual terminal UI; it reaches runtimes only through `njtui.runner` (its public face: Runner and its events)."""

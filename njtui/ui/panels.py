@@ -12,8 +12,7 @@ from textual.widgets import OptionList, RichLog
 from textual.widgets.option_list import Option
 
 from njtui.model import Notebook
-from njtui.runner.log import LogEntry
-from njtui.runner.state import RuntimeState, RuntimeStatus
+from njtui.runner import LogEntry, RuntimeState, RuntimeStatus
 from njtui.ui.cell import format_seconds
 from njtui.model.output import terminal_safe
 
