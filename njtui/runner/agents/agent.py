@@ -38,8 +38,8 @@ FD_CHECK_NS = 100_000
 READ_CHUNK = 1 << 16
 AGENT_FILE = os.path.abspath(__file__)
 # After a shutdown or the end of its input, a cell that ignores its interrupt this long is
-# abandoned and the agent exits anyway: a stop takes well under a second.
-SHUTDOWN_GRACE = 0.5
+# abandoned and the agent exits anyway (a cell that takes it ends in milliseconds).
+SHUTDOWN_GRACE = 1.0
 INTERRUPT_RETRIES, INTERRUPT_RETRY_INTERVAL = 20, 0.02
 # What a cell ended by the agent's own end says, by the reason the agent ends.
 ENDED_BY = {"shutdown": "the runtime was stopped", "stdin closed": "the runtime's connection closed"}

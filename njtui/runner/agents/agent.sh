@@ -52,7 +52,7 @@ __njt_probe="$__njt_dir/results-probe"
 # output rarely holds, and the instance makes it unguessable.
 __njt_end=$'\037'"njtui-cell-end-$__njt_instance"$'\036'
 # A stop's interrupt normally ends the cell at once; one that ignores it is abandoned after this.
-__njt_grace_us=500000
+__njt_grace_us=1000000
 # Outside tools, used when the image has them (a bash-only image has none: builtins then).
 __njt_cp=$(type -P cp 2>/dev/null)
 __njt_rm=$(type -P rm 2>/dev/null)
@@ -302,7 +302,8 @@ __njt_emitter() {
             emit "$running" done ",\"status\":\"interrupted\",\"count\":$count,\"duration\":null,\"files\":[],\"reason\":\"$__njt_ending\""
         fi
         emit null exit ",\"reason\":\"$1\""
-        kill -TERM "$__njt_reader" "$__njt_main" 2>/dev/null
+        kill -TERM "$__njt_main" 2>/dev/null
+        ((reader_pid)) && kill -TERM "$reader_pid" 2>/dev/null
         if ((abandoned)); then
             # The cell ignores its interrupt and holds main: it ends with the runtime.
             if ((__njt_pgid == __njt_main)); then kill -KILL -- "-$__njt_pgid" 2>/dev/null; fi
@@ -371,16 +372,17 @@ __njt_reader() {
             exec=${exec%%\"*}
             __njt_release "$exec" ;;
         shutdown)
-            __njt_interrupt
+            # The emitter learns why first: the interrupted cell's `done` must carry the reason.
             printf 'E\tshutdown\n' >&"$__njt_ctl"
+            __njt_interrupt
             break ;;
         *) printf 'L\twarning\t%s\n' "bad request: ${line:0:200}" >&"$__njt_ctl" ;;
         esac
     done
     if [[ $op != shutdown ]]; then
         # Nobody can talk to the runtime any more: end what runs, record it, exit.
-        __njt_interrupt
         printf 'E\tstdin closed\n' >&"$__njt_ctl"
+        __njt_interrupt
     fi
 }
 
