@@ -163,6 +163,43 @@ def loopback_registry(docker_engine, tmp_path_factory):
     server.terminate()
     server.wait(timeout=10)
 
+@pytest.fixture
+def throttled_registry(loopback_registry):
+    """The loopback registry behind a ThrottlingProxy that passes 1 MB/s towards the engine:
+    push to `proxy.upstream` (full speed), pull from `proxy.address`, and a 20 MB layer takes
+    20 s to download, so its Downloading phase is there to be seen however loaded the machine
+    is; `proxy.unthrottle()` once the test has seen it."""
+    from tests.helpers import ThrottlingProxy
+
+    with ThrottlingProxy(loopback_registry, bytes_per_second=1_000_000) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def private_docker_engine(docker_engine):
+    """A Docker engine of the test's own (tests.helpers.PrivateDockerd: its own socket, data
+    root, exec root and network namespace) with njtui/python:3.11 copied in from the machine's
+    engine: the test may stop, kill and restart it while the machine's engine goes on serving
+    the rest of the suite and anything else using Docker. Point njtui at it with
+    DOCKER_HOST=engine.host. Afterwards it is stopped and removed, whatever state the test left
+    it in: containers, containerd, shims, mounts and its directory."""
+    import tempfile
+
+    from tests.helpers import PrivateDockerd, load_images, stop_private_dockerd
+
+    # Short, under /tmp: the sockets inside it have a 108-byte limit that a test's tmp_path
+    # (named after the test) can pass.
+    engine = PrivateDockerd(Path(tempfile.mkdtemp(prefix="njd-", dir="/tmp")))
+    try:
+        engine.start()
+        client = engine.client()
+        load_images(docker_engine, client, [PYTHON_IMAGE])
+        client.close()
+        yield engine
+    finally:
+        stop_private_dockerd(engine)
+
+
 def njtui(*args: str, cwd: Path | None = None, timeout: float = 120, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
     """Runs the real `njtui` command line as a user would, in a subprocess."""
     return subprocess.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 
 import pytest
 
@@ -40,25 +39,36 @@ async def test_docker_sample_in_the_tui(docker_engine, tmp_path):
         await wait_for(pilot, lambda: not app.is_running, timeout=30, what="stop all and quit")
 
 
-async def test_panel_shows_downloading_with_real_bytes(docker_engine, loopback_registry, tmp_path):
-    reference = f"{loopback_registry}/njtui-test/panel:{os.getpid()}"
-    push_image_only_the_registry_has(docker_engine, PYTHON_IMAGE, reference, megabytes=40)
+async def test_panel_shows_downloading_with_real_bytes(docker_engine, throttled_registry, tmp_path):
+    proxy = throttled_registry
+    name = f"njtui-test/panel:{os.getpid()}"
+    push_image_only_the_registry_has(docker_engine, PYTHON_IMAGE, f"{proxy.upstream}/{name}", megabytes=20)
+    # Pulled through the throttling proxy: the download lasts until the panel has drawn it.
+    reference = f"{proxy.address}/{name}"
     path = notebook_file(tmp_path, {"py": {"language": "python", "environment": reference, "default": True}}, [("c", "py", "1 + 1\n")])
     shown: list[str] = []
+    bar = re.compile(r"[█░]{12} [\d.]+[kM]?B/20\.0MB")
     try:
         app = open_app(path)
         async with app.run_test(size=(120, 30)) as pilot:
-            await pilot.press("ctrl+r")
-            deadline = time.monotonic() + 90
-            while not (app.outputs.get("c") and app.outputs["c"].finished) and time.monotonic() < deadline:
+
+            def finished() -> bool:
+                return bool(app.outputs.get("c") and app.outputs["c"].finished)
+
+            def bar_drawn_or_finished() -> bool:
                 options = app.runtimes_panel.query_one("OptionList")
                 if options.option_count:
                     shown.append(str(options.get_option_at_index(0).prompt))
-                await pilot.pause(0.02)
+                return any(bar.search(text) for text in shown) or finished()
+
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, bar_drawn_or_finished, timeout=240, what="the panel to draw the download")
+            proxy.unthrottle()
+            await wait_for(pilot, finished, timeout=240, what="the cell")
             assert app.outputs["c"].status == "ok"
             downloading = [text for text in shown if "Downloading" in text]
             assert downloading, shown[:5]
-            assert any(re.search(r"[█░]{12} [\d.]+[kM]?B/40\.0MB", text) for text in downloading), downloading[:3]
+            assert any(bar.search(text) for text in downloading), downloading[:3]
             app.runner.stop_all()
     finally:
         try:

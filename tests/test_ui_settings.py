@@ -7,6 +7,7 @@ images; the Pilot test below uses the real engine.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from njtui.runner.runner import Runner
 from njtui.store import load_notebook, save_notebook
 from njtui.ui.settings_screen import RuntimeSettingsScreen, inherited_variables
 from tests.conftest import PYTHON_IMAGE
-from tests.helpers import open_app, screen_settled, wait_for
+from tests.helpers import focus_on, freeze_ui_clock, open_app, screen_settled, wait_for
+
+NOW = 1_764_000_000.0  # 2025-11-24 16:00:00 UTC
 
 FIXED_IMAGES = [
     {"reference": "njtui/bash:5", "size": 117_000_000, "created": 0},
@@ -56,7 +59,17 @@ def settings_notebook() -> Notebook:
 
 
 @pytest.fixture
-def settings_app(tmp_path, monkeypatch):
+def frozen_ui_clock(monkeypatch):
+    """The screens' clocks read NOW (image ages, and the notebook behind the settings with its
+    runtimes' idle times): the same picture on every machine and every run."""
+    freeze_ui_clock(monkeypatch, NOW)
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def settings_app(tmp_path, monkeypatch, frozen_ui_clock):
     monkeypatch.chdir(tmp_path)
     notebook = settings_notebook()
     save_notebook(notebook, Path("nb.toml"))
@@ -105,18 +118,21 @@ async def test_editing_settings_saves_the_notebook_and_refuses_bad_values(tmp_pa
         screen = app.screen
         screen.query_one("TabbedContent").active = "tab-variables"
         await pilot.pause()
-        screen.query_one("#variable-input").focus()
+        await focus_on(pilot, screen.query_one("#variable-input"))
         await pilot.press(*"GREETING=hello", "enter")
+        await wait_for(pilot, lambda: screen.spec.env.get("GREETING") == "hello", what="the variable")
         screen.query_one("TabbedContent").active = "tab-machine"
         await pilot.pause()
-        screen.query_one("#memory").focus()
-        await pilot.press(*"lots", "ctrl+s")
-        assert "bad memory limit" in str(screen.query_one("#settings-error").content)
+        await focus_on(pilot, screen.query_one("#memory"))
+        await pilot.press(*"lots")
+        await wait_for(pilot, lambda: screen.spec.memory == "lots", what="the memory field")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "bad memory limit" in str(screen.query_one("#settings-error").content), what="the refusal")
         assert "GREETING" not in path.read_text(), "nothing saved while a value is bad"
         screen.query_one("#memory").value = "512MB"
-        await pilot.pause()
+        await wait_for(pilot, lambda: screen.spec.memory == "512MB", what="the memory field")
         await pilot.press("ctrl+s")
-        await pilot.pause()
+        await wait_for(pilot, lambda: "512MB" in path.read_text(), what="the save")
     saved = load_notebook(path)
     assert saved.runtimes["py"].env == {"GREETING": "hello"} and saved.runtimes["py"].memory == "512MB"
 
@@ -139,16 +155,24 @@ async def test_settings_show_restart_to_apply_and_the_real_engine(docker_engine,
         await wait_for(pilot, lambda: "LANG" in screen.image_env, what="the image's ENV")
         screen.query_one("TabbedContent").active = "tab-variables"
         await pilot.pause()
-        screen.query_one("#variable-input").focus()
-        await pilot.press(*"MODE=new", "enter", "ctrl+s")
-        await pilot.pause()
-        assert "restart to apply: env" in str(screen.query_one("#settings-pending").content)
+        await focus_on(pilot, screen.query_one("#variable-input"))
+        await pilot.press(*"MODE=new", "enter")
+        await wait_for(pilot, lambda: screen.spec.env.get("MODE") == "new", what="the variable")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "restart to apply: env" in str(screen.query_one("#settings-pending").content), what="restart to apply")
         screen.query_one("TabbedContent").active = "tab-general"
         screen.query_one("#environment").value = "njtui/not-there:1"
         await wait_for(pilot, lambda: "✗" in str(screen.query_one("#environment-status").content), what="the bad reference flagged")
         await pilot.press("escape", "escape")
-        panel_text = str(app.runtimes_panel.query_one("OptionList").get_option_at_index(0).prompt)
-        assert "restart to apply: env" in panel_text
+        await wait_for(pilot, lambda: not isinstance(app.screen, RuntimeSettingsScreen), what="the settings to close")
+
+        def panel_text() -> str:
+            return str(app.runtimes_panel.query_one("OptionList").get_option_at_index(0).prompt)
+
+        try:
+            await wait_for(pilot, lambda: "restart to apply: env" in panel_text(), what="the panel to say so")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the panel: {panel_text()!r}, pending: {app.runner.pending_changes('py')}, attached: {'py' in app.runner.sessions}, status: {app.statuses.get('py')}") from None
         await pilot.press("0", "0")
         await wait_for(pilot, lambda: app.runner.pending_changes("py") == [] and "py" in app.runner.sessions, timeout=60, what="the restart")
         await pilot.press("ctrl+r")

@@ -8,7 +8,7 @@ Regenerate after an intended change: `pytest tests/test_ui_snapshots.py --snapsh
 
 from __future__ import annotations
 
-import time as real_time
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -18,35 +18,34 @@ from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.runner.log import LogEntry
 from njtui.runner.state import RuntimeState, RuntimeStatus
 from njtui.store import save_notebook
+from njtui.ui.cell import CellEditor
 from njtui.ui.cell_output import CellOutput
-from njtui.ui.screens import PagerScreen
-from tests.helpers import screen_settled
+from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen
+from tests.helpers import freeze_ui_clock, screen_settled, wait_for
 
 NOW = 1_764_000_000.0  # 2025-11-24 16:00:00 UTC
 
 
 class FrozenTime:
-    """`time` for the UI modules: a fixed clock, so elapsed and idle times are the same each run."""
+    """`time` reading NOW, for a module patched by hand (test_ui_merge imports it); here
+    freeze_ui_clock patches every module whose clock a screen shows."""
 
     def time(self) -> float:
         return NOW
 
     def __getattr__(self, name):
-        return getattr(real_time, name)
+        return getattr(time, name)
 
 
 @pytest.fixture(autouse=True)
 def frozen_ui_clock(monkeypatch):
-    import njtui.ui.cell
-    import njtui.ui.cell_output
-    import njtui.ui.panels
-
-    for module in (njtui.ui.cell, njtui.ui.cell_output, njtui.ui.panels):
-        monkeypatch.setattr(module, "time", FrozenTime())
-    monkeypatch.setenv("TZ", "UTC")
-    real_time.tzset()
+    """Every clock on these screens reads NOW (elapsed and idle times, the tick that redraws a
+    running cell each second, log times): a snapshot taken a second later, or on a busy machine,
+    is the same picture."""
+    freeze_ui_clock(monkeypatch, NOW)
     yield
-    real_time.tzset()
+    monkeypatch.undo()
+    time.tzset()
 
 
 def tour_notebook() -> Notebook:
@@ -176,6 +175,7 @@ def test_edit_mode(tour_app, snap_compare):
     async def editing(pilot):
         await show_state(pilot)
         await pilot.press("j", "enter")
+        await wait_for(pilot, lambda: isinstance(app.focused, CellEditor), what="edit mode")
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=editing)
@@ -199,7 +199,7 @@ def test_runtime_picker(tour_app, snap_compare):
     async def picking(pilot):
         await show_state(pilot)
         await pilot.press("j", "r")
-        await pilot.pause()
+        await screen_settled(pilot, PickerScreen)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=picking)
 
@@ -210,7 +210,7 @@ def test_help(tour_app, snap_compare):
     async def helping(pilot):
         await show_state(pilot)
         await pilot.press("question_mark")
-        await pilot.pause()
+        await screen_settled(pilot, HelpScreen)
 
     assert snap_compare(app, terminal_size=(100, 50), run_before=helping)
 
@@ -221,7 +221,7 @@ def test_save_prompt(tour_app, snap_compare):
     async def prompting(pilot):
         await show_state(pilot)
         await pilot.press("a", "ctrl+q")
-        await pilot.pause()
+        await screen_settled(pilot, SavePromptScreen)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=prompting)
 

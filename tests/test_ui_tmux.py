@@ -82,9 +82,46 @@ class Tmux:
         )
 
     def keys(self, *keys: str) -> None:
+        """Sends keys in order, each once the app has read the one before from its terminal.
+        That is all a terminal can tell: a key that changes what the next one does (Enter into
+        edit mode, say) needs `press(key, until=...)`, which waits for the screen to show it."""
         for key in keys:
-            subprocess.run([*self.base, "send-keys", "-t", "t", key], check=True)
-            time.sleep(0.15)
+            if key == "Escape":
+                # A lone ESC byte is only known to be the Escape key once nothing follows it for
+                # a while (it also starts every escape sequence), so whether it is read as Escape
+                # depends on timing. Sent as the kitty keyboard protocol's Escape (CSI 27 u),
+                # which Textual asks terminals for and parses, it means Escape at once.
+                subprocess.run([*self.base, "send-keys", "-t", "t", "-l", "\x1b[27u"], check=True)
+            else:
+                subprocess.run([*self.base, "send-keys", "-t", "t", key], check=True)
+            self.wait_read(key)
+
+    def press(self, key: str, until: str, timeout: float = 30) -> str:
+        """A key whose effect the next key depends on: sent, then waited for on the screen."""
+        self.keys(key)
+        return self.wait_for(until, timeout=timeout)
+
+    def wait_read(self, key: str, timeout: float = 30) -> None:
+        """Until the program in the pane has read everything sent to its terminal (the pty's
+        input queue is empty)."""
+        import fcntl
+        import struct
+        import termios
+
+        tty = subprocess.run([*self.base, "display-message", "-p", "-t", "t", "#{pane_tty}"], capture_output=True, text=True, check=True).stdout.strip()
+        fd = os.open(tty, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+
+            def unread() -> int:
+                return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+            deadline = time.monotonic() + timeout
+            while unread():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the app never read {key!r}; the screen was:\n{self.screen()}")
+                time.sleep(0.01)
+        finally:
+            os.close(fd)
 
     def screen(self, colours: bool = False) -> str:
         args = [*self.base, "capture-pane", "-p", "-t", "t"] + (["-e"] if colours else [])
@@ -126,11 +163,17 @@ def test_run_all_save_quit_reopen_under_tmux(tmux, tmp_path):
     tmux.wait_for(r"Runtimes")
     tmux.wait_for(r"stopped")
     # Every cell, with the keyboard: Ctrl+N runs the selected cell and moves on (markdown too).
-    code_cells = 4
-    for _ in range(len(load_notebook(notebook).cells)):
+    # Each run is waited for before the next Ctrl+N: runs asked for faster than that (while the
+    # runtime boots, say) are handed to the runtime by one worker thread each, in whatever order
+    # those threads get there (NotebookApp._execute), and a cell can run before the one it needs.
+    code_cells = 0
+    for cell in load_notebook(notebook).cells:
         tmux.keys("C-n")
-    screen = tmux.wait_for(r"\[4\] ✓ ok", timeout=60)
-    assert "'steps': 3" in screen
+        if cell.kind == "code":
+            code_cells += 1
+            screen = tmux.wait_for(rf"\[{code_cells}\] ✓ ok", timeout=60)
+    assert code_cells == 4
+    screen = tmux.wait_for(r"'steps': 3")
     # The runtime is up: green dot, idle.
     coloured = tmux.wait_for(r"idle", colours=True)
     dot_line = next(line for line in coloured.splitlines() if "Python (py)" in re.sub(r"\x1b\[[0-9;]*m", "", line))
@@ -170,7 +213,11 @@ def test_unreadable_notebook_opens_nothing_and_stays_untouched(tmp_path):
 def test_a_new_notebook_gets_a_default_python_runtime(tmux, tmp_path):
     tmux.start(f"{sys.executable} -m njtui fresh.toml; echo NJTUI-EXITED $?; sleep 600", tmp_path)
     tmux.wait_for(r"Python \(py\)")
-    tmux.keys("Enter", "1 + 41", "Escape", "C-r")
+    tmux.press("Enter", until="Esc command mode")  # what is typed next goes to the cell's editor
+    tmux.keys("1 + 41")
+    tmux.wait_for(r"1 \+ 41")
+    tmux.press("Escape", until="⏎ edit")
+    tmux.keys("C-r")
     tmux.wait_for(r"Out\[1\]: 42")
     tmux.keys("C-q")
     tmux.wait_for(r"Unsaved changes")
@@ -181,22 +228,40 @@ def test_a_new_notebook_gets_a_default_python_runtime(tmux, tmp_path):
 
 
 def test_reattach_after_the_app_is_killed_with_sighup(tmux, tmp_path):
-    from tests.helpers import make_notebook
+    from tests.helpers import make_notebook, wait_until
 
-    make_notebook(tmp_path, [("long", "python", "import time\nfor i in range(40):\n    print(f'tick {i:02d}', flush=True)\n    time.sleep(0.1)\n")], name="long.toml")
+    # The cell waits at two points for the test, so each part of its output is printed when it
+    # should be however slow the machine: ticks 10-29 while no app is attached, 30-39 to the
+    # reopened app (its waits poll a file: the cell's own code, not the test's).
+    cell = (
+        "import os, time\n"
+        "def wait_for_file(name):\n"
+        "    while not os.path.exists(name):\n"
+        "        time.sleep(0.02)\n"
+        "for i in range(40):\n"
+        "    print(f'tick {i:02d}', flush=True)\n"
+        "    if i == 9:\n"
+        "        wait_for_file('app-gone')\n"
+        "    if i == 29:\n"
+        "        open('printed-29', 'w').close()\n"
+        "        wait_for_file('app-back')\n"
+    )
+    make_notebook(tmp_path, [("long", "python", cell)], name="long.toml")
     command = f"{sys.executable} -m njtui long.toml; echo NJTUI-EXITED $?; sleep 600"
     tmux.start(command, tmp_path)
     tmux.wait_for(r"Python \(py\)")
     tmux.keys("C-r")
-    tmux.wait_for(r"tick 05")
+    tmux.wait_for(r"tick 09")
     app_pid = subprocess.run([*tmux.base, "list-panes", "-t", "t", "-F", "#{pane_pid}"], capture_output=True, text=True, check=True).stdout.strip()
     njtui_pid = subprocess.run(["pgrep", "-P", app_pid, "-f", "njtui"], capture_output=True, text=True).stdout.split()[0]
     os.kill(int(njtui_pid), signal.SIGHUP)
     tmux.wait_for(r"NJTUI-EXITED")
     tmux.kill()
-    time.sleep(0.5)  # the cell prints on while nobody is attached
+    (tmp_path / "app-gone").touch()
+    wait_until(lambda: (tmp_path / "printed-29").exists(), timeout=60, what="the cell to print on with nobody attached")
     tmux.start(command, tmp_path)
-    screen = tmux.wait_for(r"\[1\] ● running")
+    tmux.wait_for(r"\[1\] ● running")
+    (tmp_path / "app-back").touch()
     tmux.wait_for(r"\[1\] ✓ ok", timeout=30)
     # Every tick is in the cell, in order: the ones printed before the kill, while nobody was
     # attached, and after reopening (the cell shows the last 30; the pager shows them all).
