@@ -566,3 +566,12 @@ async def focus_on(pilot, widget, what: str | None = None) -> None:
     await wait_for(pilot, lambda: widget.focusable, what=f"{name} to be focusable")
     widget.focus()
     await wait_for(pilot, lambda: widget.has_focus, what=f"{name} to take the focus")
+
+
+def steady_cursors(app) -> None:
+    """Stops the text cursors of the screen on top from blinking: the blink is a clock too, and
+    a snapshot would show the cursor or not depending on when it is taken. A focused field
+    shows its cursor steadily, as in the blink's visible half."""
+    for widget in app.screen.query("*"):
+        if hasattr(widget, "cursor_blink"):
+            widget.cursor_blink = False

@@ -18,7 +18,7 @@ from njtui.runner.runner import Runner
 from njtui.store import load_notebook, save_notebook
 from njtui.ui.settings_screen import RuntimeSettingsScreen, inherited_variables
 from tests.conftest import PYTHON_IMAGE
-from tests.helpers import focus_on, freeze_ui_clock, open_app, screen_settled, wait_for
+from tests.helpers import focus_on, freeze_ui_clock, open_app, screen_settled, steady_cursors, wait_for
 
 NOW = 1_764_000_000.0  # 2025-11-24 16:00:00 UTC
 
@@ -86,6 +86,8 @@ def open_tab(runtime_id: str, tab: str | None):
         if tab:
             pilot.app.screen.query_one("TabbedContent").active = tab
         await screen_settled(pilot, RuntimeSettingsScreen)
+        steady_cursors(pilot.app)
+        await pilot.pause()
 
     return run_before
 

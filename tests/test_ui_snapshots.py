@@ -21,7 +21,7 @@ from njtui.store import save_notebook
 from njtui.ui.cell import CellEditor
 from njtui.ui.cell_output import CellOutput
 from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen
-from tests.helpers import freeze_ui_clock, screen_settled, wait_for
+from tests.helpers import freeze_ui_clock, screen_settled, steady_cursors, wait_for
 
 NOW = 1_764_000_000.0  # 2025-11-24 16:00:00 UTC
 
@@ -176,6 +176,7 @@ def test_edit_mode(tour_app, snap_compare):
         await show_state(pilot)
         await pilot.press("j", "enter")
         await wait_for(pilot, lambda: isinstance(app.focused, CellEditor), what="edit mode")
+        steady_cursors(app)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=editing)
@@ -279,6 +280,8 @@ def test_command_palette(tour_app, snap_compare):
         from textual.command import CommandPalette
 
         await screen_settled(pilot, CommandPalette)
+        steady_cursors(app)
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=palette)
 
