@@ -23,6 +23,15 @@ def json_events(result: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+@pytest.fixture
+def host_runtimes_only(tmp_path, monkeypatch):
+    """For tests that list or stop every runtime: the machine's Docker engine is shared, so
+    `njtui runtimes` would list other programs' njtui containers (other test sessions') and
+    `stop --all` would stop them. These tests' runtimes are host ones (each test has its own
+    runtime directory), so the CLI is pointed at an engine that is not there."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+
+
 def live_runtimes() -> list[dict]:
     result = njtui("runtimes", "--json")
     assert result.returncode == 0, result.stderr
@@ -107,7 +116,7 @@ def test_reattach_after_the_client_is_killed(tmp_path):
     assert shown[-1]["event"] == "done" and shown[-1]["status"] == "ok"
 
 
-def test_show_collects_output_of_a_runtime_that_ended_unattended(tmp_path):
+def test_show_collects_output_of_a_runtime_that_ended_unattended(tmp_path, host_runtimes_only):
     cell = "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.2)\n"
     path = make_notebook(tmp_path, [("c", "python", cell)], idle_timeout="1s")
     client = subprocess.Popen([sys.executable, "-m", "njtui", "run", str(path)], stdout=subprocess.PIPE, text=True)
@@ -121,7 +130,7 @@ def test_show_collects_output_of_a_runtime_that_ended_unattended(tmp_path):
     assert shown[-1]["status"] == "ok"
 
 
-def test_idle_runtime_shuts_itself_down(tmp_path):
+def test_idle_runtime_shuts_itself_down(tmp_path, host_runtimes_only):
     from njtui.runner.host import HostBackend
 
     path = make_notebook(tmp_path, [("c", "python", "print('hi')\n")], idle_timeout="3s")
@@ -161,7 +170,7 @@ def test_ctrl_c_interrupts_the_cell_records_it_and_exits_130(tmp_path):
     assert result.returncode == 0 and result.stdout == "1\n"  # the runtime and its state survived
 
 
-def test_runtimes_lists_and_stops(tmp_path):
+def test_runtimes_lists_and_stops(tmp_path, host_runtimes_only):
     path = make_notebook(tmp_path, [("p", "python", "1\n"), ("b", "bash", "true\n")])
     assert njtui("run", str(path)).returncode == 0
     rows = live_runtimes()
