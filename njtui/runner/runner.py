@@ -82,6 +82,21 @@ class RuntimeEntry:
     notebook_missing: bool = False
     _handle: tuple[Backend, RuntimeInfo] | None = field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def of(cls, backend: Backend, info: RuntimeInfo, state: str, **details: Any) -> RuntimeEntry:
+        """The entry of a runtime a backend reported, in `state`."""
+        return cls(
+            key=info.key,
+            notebook=info.notebook,
+            runtime=info.runtime_id,
+            backend=info.backend,
+            environment=info.environment,
+            language=info.language,
+            state=state,
+            _handle=(backend, info),
+            **details,
+        )
+
     def matches(self, selector: str) -> bool:
         """Named by `selector`: its key, a prefix of it, or its runtime id."""
         return bool(selector) and (self.key.startswith(selector) or self.runtime == selector)
@@ -788,19 +803,7 @@ class Runner:
                 continue
             for info in live:
                 entries.append(
-                    RuntimeEntry(
-                        key=info.key,
-                        notebook=info.notebook,
-                        runtime=info.runtime_id,
-                        backend=info.backend,
-                        environment=info.environment,
-                        language=info.language,
-                        state="running",
-                        pid=info.pid,
-                        uptime=now - info.started_at,
-                        notebook_missing=_notebook_missing(info.notebook),
-                        _handle=(backend, info),
-                    )
+                    RuntimeEntry.of(backend, info, "running", pid=info.pid, uptime=now - info.started_at, notebook_missing=_notebook_missing(info.notebook))
                 )
             orphans = getattr(backend, "orphans", None)
             try:
@@ -809,20 +812,7 @@ class Runner:
                 problems.append(f"exited {name} runtimes not listed: {exc}")
                 ended = []
             for info in ended:
-                entries.append(
-                    RuntimeEntry(
-                        key=info.key,
-                        notebook=info.notebook,
-                        runtime=info.runtime_id,
-                        backend=info.backend,
-                        environment=info.environment,
-                        language=info.language,
-                        state="exited",
-                        exit_reason=info.exit_reason,
-                        notebook_missing=True,
-                        _handle=(backend, info),
-                    )
-                )
+                entries.append(RuntimeEntry.of(backend, info, "exited", exit_reason=info.exit_reason, notebook_missing=True))
         if ask:
             _ask_activity([entry for entry in entries if entry.state == "running"])
         for board in BootBoard().entries():
