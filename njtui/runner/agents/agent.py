@@ -560,11 +560,12 @@ class Agent:
         if value is None:
             return
         self.namespace["_"] = value
-        self.capture.flush()
+        # Everything printed before it, subprocesses' output in the fd pipes included, goes first.
+        self.capture.drain()
         self.channel.emit("result", exec_id, count=count, data={"text/plain": repr(value)})
 
     def _report_error(self, exc: BaseException, exec_id: str) -> None:
-        self.capture.flush()
+        self.capture.drain()
         report = traceback.TracebackException.from_exception(exc)
         _drop_agent_frames(report)
         self.channel.emit(
