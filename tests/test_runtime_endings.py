@@ -4,6 +4,7 @@ another command ends by itself, its cell recorded, the attached client told who 
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -77,7 +78,10 @@ def test_a_busy_runtime_stopped_from_another_command(request, tmp_path, language
     )
     try:
         assert run.stdout.readline() == "started\n"
-        stop = njtui("runtimes", "stop", "--all")
+        # Only this notebook's runtime: other programs may have runtimes on the machine's engine.
+        listed = [json.loads(line) for line in njtui("runtimes", "--json").stdout.splitlines()]
+        (mine,) = [row["id"] for row in listed if row["notebook"] == str(path.resolve())]
+        stop = njtui("runtimes", "stop", mine)
         assert stop.returncode == 0, stop.stderr
         out, err = run.communicate(timeout=30)
     finally:
