@@ -336,12 +336,11 @@ class HostBackend:
         stage = Path(info.details["dir"]) / "files"
         for name, staged_name in staged_files(staged):
             try:
-                fd = os.open(stage / staged_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
+                fd = open_existing(stage / staged_name)
+            except (NotPrivateError, OSError):
                 continue
             with os.fdopen(fd, "rb") as handle:
-                if stat.S_ISREG(os.fstat(fd).st_mode):
-                    yield name, handle
+                yield name, handle
 
     def journal(self, info: RuntimeInfo) -> Iterator[dict[str, Any]]:
         with _refusing():
