@@ -270,11 +270,7 @@ __njt_emitter() {
         __njt_now
         ((REPLY >= interrupt_again)) || return 0
         interrupt_tries=$((interrupt_tries + 1)) interrupt_again=$((REPLY + 100000))
-        local stat pid ppid rest
-        for stat in /proc/[0-9]*/stat; do
-            read -r pid _ _ ppid rest <"$stat" 2>/dev/null || continue
-            ((ppid == __njt_main && pid != BASHPID && pid != reader_pid)) && kill -INT "$pid" 2>/dev/null
-        done
+        __njt_interrupt_children "$reader_pid"
     }
     finish() { # reason
         local deadline abandoned=0
@@ -396,6 +392,16 @@ __njt_release() {
     done
 }
 
+# SIGINT to main's children (found in /proc: builtins only), but the caller and the agent's
+# own process given as $1.
+__njt_interrupt_children() {
+    local stat pid ppid rest
+    for stat in /proc/[0-9]*/stat; do
+        read -r pid _ _ ppid rest <"$stat" 2>/dev/null || continue
+        ((ppid == __njt_main && pid != BASHPID && pid != $1)) && kill -INT "$pid" 2>/dev/null
+    done
+}
+
 __njt_interrupt() {
     # The byte tells main for certain (bash may not run its INT trap when the foreground child
     # dies of the same SIGINT); the signal stops what runs.
@@ -404,12 +410,8 @@ __njt_interrupt() {
         kill -INT -- "-$__njt_pgid" 2>/dev/null # the cell and its children; the reader's trap marks the queue
     else
         # Not a group leader (started by something that shares its group): signal main and
-        # its children only, found in /proc.
-        local stat pid ppid rest
-        for stat in /proc/[0-9]*/stat; do
-            read -r pid _ _ ppid rest <"$stat" 2>/dev/null || continue
-            ((ppid == __njt_main && pid != __njt_emitter_pid && pid != BASHPID)) && kill -INT "$pid" 2>/dev/null
-        done
+        # its children only.
+        __njt_interrupt_children "$__njt_emitter_pid"
         kill -INT "$__njt_main" 2>/dev/null
         printf 'INTERRUPT\n' >&"$__njt_req"
     fi
