@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
+from njtui.runner.runner import Runner
 from njtui.runner.state import RuntimeState
 from njtui.store import load_notebook
+from njtui.ui.app import NotebookApp
 from njtui.ui.cell import CellEditor
 from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen
 from tests.helpers import make_notebook, open_app, wait_for
@@ -146,6 +149,42 @@ async def test_running_from_edit_mode_runs_the_edited_source(tmp_path):
         await wait_for(pilot, lambda: finished(app, "c1"), what="c1")
         assert output_of(app, "c1").visible_lines() == [("stdout", "10")]
         assert app.focused is app.view
+
+
+class OvertakingRunner(Runner):
+    """Fault injection (a fake, because a scheduler's timing can't be ordered up): the first
+    submission waits until a second one is under way, as a busy machine may make it, so a
+    UI that submits from one thread per keypress sends the second cell first."""
+
+    def __init__(self, path, notebook):
+        super().__init__(path, notebook)
+        self._calls = 0
+        self._calls_lock = threading.Lock()
+        self._second_arrived = threading.Event()
+        self.overtaken = False
+
+    def execute(self, cell, code=None):
+        with self._calls_lock:
+            self._calls += 1
+            first = self._calls == 1
+        if first:
+            # In order, no second submission can come while this one waits: the wait runs out.
+            self.overtaken = self._second_arrived.wait(timeout=1.0)
+        else:
+            self._second_arrived.set()
+        return super().execute(cell, code)
+
+
+async def test_cells_reach_the_runtime_in_the_order_they_were_run(tmp_path):
+    path = make_notebook(tmp_path, [("first", "python", "seen = [0]\n"), ("second", "python", "seen.append(1)\n"), ("last", "python", "seen\n")])
+    notebook = load_notebook(path)
+    runner = OvertakingRunner(path, notebook)
+    app = NotebookApp(path, notebook, runner)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("shift+enter", "shift+enter", "ctrl+r")
+        await wait_for(pilot, lambda: finished(app, "last"), what="last cell")
+        assert not runner.overtaken
+        assert output_of(app, "last").visible_lines() == [("result", "Out[3]: [0, 1]")]
 
 
 async def test_ii_interrupts_and_keeps_state(tmp_path):

@@ -141,6 +141,8 @@ class NotebookApp(App[str]):
         self.deleted: list[tuple[int, Cell]] = []
         self.cell_clipboard: list[Cell] = []
         self._chord: tuple[str, float] | None = None
+        self._submissions: dict[str, deque[Cell]] = {}
+        self._submit_lock = threading.Lock()
         self._bridge: RunnerBridge | None = None
         self._loaded = threading.Event()
         theme_set = discover_themes()
@@ -389,13 +391,40 @@ class NotebookApp(App[str]):
         self.view.schedule_window()
         self._execute(cells)
 
-    @work(thread=True, group="runner")
     def _execute(self, cells: list[Cell]) -> None:
+        # Cells reach their runtime in the order they were run: one drain worker per runtime
+        # takes them from a queue. A worker per keypress could submit the later cell first.
         for cell in cells:
+            try:
+                runtime_id = self.notebook.runtime_for(cell).id
+            except KeyError as exc:
+                self._execute_failed(cell, str(exc))
+                continue
+            with self._submit_lock:
+                waiting = self._submissions.get(runtime_id)
+                if waiting is not None:
+                    waiting.append(cell)
+                    continue
+                self._submissions[runtime_id] = deque([cell])
+            self._drain_submissions(runtime_id)
+
+    @work(thread=True, group="runner")
+    def _drain_submissions(self, runtime_id: str) -> None:
+        while True:
+            with self._submit_lock:
+                waiting = self._submissions[runtime_id]
+                if not waiting:
+                    del self._submissions[runtime_id]
+                    return
+                cell = waiting.popleft()
             try:
                 exec_id = self.runner.execute(cell)
             except (BackendError, KeyError) as exc:
-                self.call_from_thread(self._execute_failed, cell, str(exc))
+                # The cells queued behind it would fail the same way, one boot attempt each.
+                with self._submit_lock:
+                    failed = [cell, *self._submissions.pop(runtime_id)]
+                for index, each in enumerate(failed):
+                    self.call_from_thread(self._execute_failed, each, str(exc), notify=index == 0)
                 return
             self.call_from_thread(self._executing, cell, exec_id)
 
@@ -405,14 +434,15 @@ class NotebookApp(App[str]):
         if output is not None and output.exec_id is None:
             output.exec_id = exec_id
 
-    def _execute_failed(self, cell: Cell, reason: str) -> None:
+    def _execute_failed(self, cell: Cell, reason: str, *, notify: bool = True) -> None:
         output = self.outputs.setdefault(cell.id, CellOutput())
         output.apply({"type": "done", "status": "error"})
         output.reason = reason
         output.add_text("note", f"[could not run: {reason}]\n")
         self.view.refresh_cell(cell.id)
         self.view.schedule_window()
-        self.notify(reason, title="Runtime failed", severity="error")
+        if notify:
+            self.notify(reason, title="Runtime failed", severity="error")
 
     def action_run_all(self) -> None:
         self.run_cells(self.notebook.code_cells())
