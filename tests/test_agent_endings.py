@@ -38,7 +38,7 @@ MIXED_OUTPUT = {
 
 
 class Agent(AgentProcess):
-    def __init__(self, kind: str, home: Path) -> None:
+    def __init__(self, kind: str, home: Path, extra_env: dict[str, str] | None = None) -> None:
         self.kind = kind
         self.language = "python" if kind == "python" else "bash"
         self.journal = home / "journal.jsonl"
@@ -48,6 +48,7 @@ class Agent(AgentProcess):
             (home / "files").mkdir()  # no mkdir in such an image: njtui's image archive makes it
         env = {"HOME": str(home), "LANG": "C.UTF-8", "NJTUI_RESULTS": str(self.results)}
         env["PATH"] = "/nonexistent" if kind == "bash-builtins" else os.environ["PATH"]
+        env.update(extra_env or {})
         if self.language == "python":
             argv = [sys.executable, str(AGENTS_DIR / "agent.py")]
         else:
@@ -89,7 +90,11 @@ def test_input_closed_mid_cell_ends_the_cell_records_it_and_exits(agent):
     assert agent.journaled()[-2:] == ["done", "exit"]  # on record for the next client
 
 
-def test_shutdown_of_a_busy_runtime_ends_it_by_itself(agent):
+@pytest.mark.parametrize("kind", AGENTS)
+def test_shutdown_of_a_busy_runtime_ends_it_by_itself(kind, request, tmp_path):
+    # A grace longer than any stall of a loaded machine: the cell must end by its interrupt.
+    agent = Agent(kind, tmp_path, {"NJTUI_SHUTDOWN_GRACE_MS": "60000"})
+    request.addfinalizer(agent.close)
     agent.execute("long", LONG[agent.language])
     agent.until("long", "start")
     agent.send({"op": "shutdown"})

@@ -52,7 +52,10 @@ __njt_probe="$__njt_dir/results-probe"
 # output rarely holds, and the instance makes it unguessable.
 __njt_end=$'\037'"njtui-cell-end-$__njt_instance"$'\036'
 # A stop's interrupt normally ends the cell at once; one that ignores it is abandoned after this.
+# NJTUI_SHUTDOWN_GRACE_MS sets it (tests on a loaded machine lengthen it); the cell never sees it.
 __njt_grace_us=1000000
+if [[ ${NJTUI_SHUTDOWN_GRACE_MS-} =~ ^[0-9]{1,7}$ ]]; then __njt_grace_us=$((10#$NJTUI_SHUTDOWN_GRACE_MS * 1000)); fi
+unset NJTUI_SHUTDOWN_GRACE_MS
 # Outside tools, used when the image has them (a bash-only image has none: builtins then).
 __njt_cp=$(type -P cp 2>/dev/null)
 __njt_rm=$(type -P rm 2>/dev/null)
