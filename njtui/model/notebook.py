@@ -58,6 +58,9 @@ class RuntimeSpec:
     language: str
     name: str = ""
     environment: str = HOST_ENVIRONMENT
+    # The backend that runs it, by its registered name; None: "host" for the host environment,
+    # "docker" for an image.
+    backend: str | None = None
     default: bool = False
     idle_timeout: str | None = None
     machine: str | None = None  # a machine preset; cpus/memory below override its values

@@ -40,7 +40,7 @@ from njtui.store.secrets import SECRET_NAME
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
 _RUNTIME_KEYS = (
-    "name", "language", "environment", "default", "machine", "cpus", "memory", "gpus", "mount_cuda",
+    "name", "language", "environment", "backend", "default", "machine", "cpus", "memory", "gpus", "mount_cuda",
     "idle_timeout", "env", "secrets", "mounts",
 )
 _MOUNT_KEYS = ("kind", "source", "ref", "at", "read_only")
@@ -175,6 +175,9 @@ class _Validator:
         environment = self.get(table, where, "environment", str, label=label)
         if environment is not None and not environment.strip():
             raise self.fail(where + ("environment",), f"{label} has an empty environment", f'write environment = "{HOST_ENVIRONMENT}" or an image reference')
+        backend = self.get(table, where, "backend", str, label=label)
+        if backend is not None and not is_runtime_id(backend):
+            raise self.fail(where + ("backend",), f"{label} names backend {_show(backend)}, which is not a backend name", "leave `backend` out (host or Docker by the environment) or name an installed backend, e.g. backend = \"docker\"")
         idle_timeout = self.get(table, where, "idle_timeout", str, label=label)
         if idle_timeout is not None:
             self.idle_timeout(where + ("idle_timeout",), idle_timeout, label)
@@ -241,6 +244,7 @@ class _Validator:
             language=language,
             name=name or "",
             environment=environment or HOST_ENVIRONMENT,
+            backend=backend,
             default=bool(self.get(table, where, "default", bool, label=label)),
             idle_timeout=idle_timeout,
             machine=machine,
@@ -578,6 +582,8 @@ def runtime_document(spec: RuntimeSpec) -> dict[str, Any]:
     """A runtime's table in the order of the notebook format: identity, machine, timeout,
     then its sub-tables (env, secrets, mounts)."""
     table: dict[str, Any] = {"name": spec.name, "language": spec.language, "environment": spec.environment}
+    if spec.backend is not None:
+        table["backend"] = spec.backend
     if spec.default:
         table["default"] = True
     if spec.machine is not None:
