@@ -267,15 +267,12 @@ class Locator:
                 return position
             frame = stack[-1] if stack else None
             if frame is not None and frame.kind == "{" and frame.expect_key and char != "}":
-                parts, end = self._key(position, len(frame.path))
-                end = _BLANK.match(text, end).end()
-                if not parts or not text.startswith("=", end):
-                    return end  # not TOML; tomllib will say where
-                frame.value_path = frame.path + parts
-                self._record(self.keys, frame.value_path, position)
-                frame.expect_key = False
-                position = end + 1
+                position = self._inline_table_key(position, frame)
+                if frame.expect_key:
+                    return position  # not TOML; tomllib will say where
                 continue
+            # Closers and commas are handled here, not in a helper: they are most of what a long
+            # array is made of, and the work done per character of such text is kept small.
             if char in "]}":
                 if frame is None or frame.kind != ("[" if char == "]" else "{"):
                     return position
@@ -295,33 +292,56 @@ class Locator:
                 position += 1
                 continue
             # A value starts here (or, in malformed text, something that is not one).
-            value_path: tuple | None = path
-            if frame is not None:
-                if frame.kind == "{":
-                    value_path = frame.value_path
-                elif frame.expect_value:
-                    value_path = frame.path + (frame.index,)
-                    self._record(self.keys, value_path, position)
-                    frame.expect_value = False
-                else:
-                    value_path = None
+            value_path = self._value_path(frame, path, position)
             if char in "[{":
                 if value_path is None:
                     return position  # two values without a comma between: not TOML
                 stack.append(_Frame(kind=char, path=value_path))
                 position += 1
                 continue
-            if char == '"' or char == "'":
-                position = self._string(position)
-            else:
-                end = max(_BARE_VALUE.match(text, position).end(), position + 1)
-                if end - position > MAX_BARE_VALUE:
-                    raise _Refused(Refusal(
-                        position,
-                        f"a bare value {end - position:,} characters long, which no number, date or boolean is",
-                        "TOML integers are 64-bit; quote text to make it a string",
-                    ))
-                position = end
+            position = self._scalar(position)
             if not stack:
                 return position
         return position
+
+    def _inline_table_key(self, position: int, frame: _Frame) -> int:
+        """Reads `key =` of an inline table's entry from `position`: where its value starts, with
+        the frame now expecting that value; where the text stops being TOML, with the frame
+        still expecting a key."""
+        parts, end = self._key(position, len(frame.path))
+        end = _BLANK.match(self.text, end).end()
+        if not parts or not self.text.startswith("=", end):
+            return end
+        frame.value_path = frame.path + parts
+        self._record(self.keys, frame.value_path, position)
+        frame.expect_key = False
+        return end + 1
+
+    def _value_path(self, frame: _Frame | None, path: tuple, position: int) -> tuple | None:
+        """The path of the value starting at `position`: the key's own at the top, the key's in
+        an inline table, the next element's in an array (recorded here); None for a second
+        value in an array without a comma before it."""
+        if frame is None:
+            return path
+        if frame.kind == "{":
+            return frame.value_path
+        if not frame.expect_value:
+            return None
+        value_path = frame.path + (frame.index,)
+        self._record(self.keys, value_path, position)
+        frame.expect_value = False
+        return value_path
+
+    def _scalar(self, position: int) -> int:
+        """The end of the string, number, date or boolean (or junk) that starts at `position`."""
+        text = self.text
+        if text[position] == '"' or text[position] == "'":
+            return self._string(position)
+        end = max(_BARE_VALUE.match(text, position).end(), position + 1)
+        if end - position > MAX_BARE_VALUE:
+            raise _Refused(Refusal(
+                position,
+                f"a bare value {end - position:,} characters long, which no number, date or boolean is",
+                "TOML integers are 64-bit; quote text to make it a string",
+            ))
+        return end
