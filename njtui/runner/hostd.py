@@ -70,6 +70,10 @@ class Relay:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.agent_log = os.fdopen(open_private(runtime_dir / "agent.log", os.O_WRONLY | os.O_APPEND), "ab")
+        self.agent_handle: int | None = None  # a pidfd selected when the agent ends; None without pidfds
+        self.agent_gone_at: float | None = None
+        self.group_killed = False
+        self.open_streams = 2  # the agent's stdout and stderr, until each reads its end
 
     # -- agent side
     def on_agent_stdout(self, data: bytes) -> None:
@@ -183,6 +187,25 @@ class Relay:
         self.selector.register(listener, selectors.EVENT_READ, ("listen", None))
         self.selector.register(self.agent.stdout, selectors.EVENT_READ, ("stdout", None))
         self.selector.register(self.agent.stderr, selectors.EVENT_READ, ("stderr", None))
+        self._watch_agent_end()
+        drain_deadline = None
+        while True:
+            for key, events in self.selector.select(self._select_timeout(drain_deadline)):
+                self._on_ready(key, events, listener)
+            if self.agent_handle is None and self.agent_gone_at is None and self.agent.poll() is not None:
+                self.agent_gone_at = time.monotonic()
+            self._kill_orphans_after_grace()
+            if self.open_streams == 0 and drain_deadline is None:
+                drain_deadline = time.monotonic() + DRAIN_TIMEOUT
+            if drain_deadline is not None and (self.caught_up() or time.monotonic() >= drain_deadline):
+                break
+        code = self.agent.wait()
+        if self.agent_handle is not None:
+            os.close(self.agent_handle)
+        self._report_exit(code)
+        return 0
+
+    def _watch_agent_end(self) -> None:
         # The agent's own end, seen even while other processes keep its pipes open (a bash
         # agent's helpers outlive a killed main process): without it the runtime would stay busy.
         try:
@@ -190,53 +213,48 @@ class Relay:
             self.selector.register(agent_handle, selectors.EVENT_READ, ("agent", None))
         except (AttributeError, OSError):
             agent_handle = None
-        agent_gone_at: float | None = None
-        group_killed = False
-        open_streams = 2
-        drain_deadline = None
-        while True:
-            deadlines = [drain_deadline] if drain_deadline is not None else []
-            if agent_gone_at is not None and not group_killed:
-                deadlines.append(agent_gone_at + ORPHAN_GRACE)
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            if agent_handle is None and agent_gone_at is None:
-                timeout = AGENT_POLL if timeout is None else min(timeout, AGENT_POLL)
-            for key, events in self.selector.select(timeout):
-                kind, client = key.data
-                if kind == "listen":
-                    self.accept(listener)
-                elif kind == "agent":
-                    self.selector.unregister(key.fileobj)
-                    agent_gone_at = time.monotonic()
-                elif kind in ("stdout", "stderr"):
-                    data = os.read(key.fd, 1 << 16)
-                    if not data:
-                        self.selector.unregister(key.fileobj)
-                        open_streams -= 1
-                    elif kind == "stdout":
-                        self.on_agent_stdout(data)
-                    else:
-                        self.on_agent_stderr(data)
-                else:
-                    if events & selectors.EVENT_READ and client.sock.fileno() in self.clients:
-                        self.on_client_readable(client)
-                    if events & selectors.EVENT_WRITE and client.sock.fileno() in self.clients:
-                        self.on_client_writable(client)
-            if agent_handle is None and agent_gone_at is None and self.agent.poll() is not None:
-                agent_gone_at = time.monotonic()
-            if agent_gone_at is not None and open_streams and not group_killed and time.monotonic() >= agent_gone_at + ORPHAN_GRACE:
-                group_killed = True
-                try:
-                    os.killpg(self.agent.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            if open_streams == 0 and drain_deadline is None:
-                drain_deadline = time.monotonic() + DRAIN_TIMEOUT
-            if drain_deadline is not None and (self.caught_up() or time.monotonic() >= drain_deadline):
-                break
-        code = self.agent.wait()
-        if agent_handle is not None:
-            os.close(agent_handle)
+        self.agent_handle = agent_handle
+
+    def _select_timeout(self, drain_deadline: float | None) -> float | None:
+        deadlines = [drain_deadline] if drain_deadline is not None else []
+        if self.agent_gone_at is not None and not self.group_killed:
+            deadlines.append(self.agent_gone_at + ORPHAN_GRACE)
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        if self.agent_handle is None and self.agent_gone_at is None:
+            timeout = AGENT_POLL if timeout is None else min(timeout, AGENT_POLL)
+        return timeout
+
+    def _on_ready(self, key: selectors.SelectorKey, events: int, listener: socket.socket) -> None:
+        kind, client = key.data
+        if kind == "listen":
+            self.accept(listener)
+        elif kind == "agent":
+            self.selector.unregister(key.fileobj)
+            self.agent_gone_at = time.monotonic()
+        elif kind in ("stdout", "stderr"):
+            data = os.read(key.fd, 1 << 16)
+            if not data:
+                self.selector.unregister(key.fileobj)
+                self.open_streams -= 1
+            elif kind == "stdout":
+                self.on_agent_stdout(data)
+            else:
+                self.on_agent_stderr(data)
+        else:
+            if events & selectors.EVENT_READ and client.sock.fileno() in self.clients:
+                self.on_client_readable(client)
+            if events & selectors.EVENT_WRITE and client.sock.fileno() in self.clients:
+                self.on_client_writable(client)
+
+    def _kill_orphans_after_grace(self) -> None:
+        if self.agent_gone_at is not None and self.open_streams and not self.group_killed and time.monotonic() >= self.agent_gone_at + ORPHAN_GRACE:
+            self.group_killed = True
+            try:
+                os.killpg(self.agent.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _report_exit(self, code: int) -> None:
         reason = exit_reason(self.journal_path, code)
         write_private(self.dir / "exit.json", json.dumps({"code": code, "reason": reason, "at": time.time()}).encode())
         self.broadcast({"type": RUNTIME_EXIT, "code": code, "reason": reason})
@@ -247,7 +265,6 @@ class Relay:
             except OSError:
                 pass
             client.sock.close()
-        return 0
 
 
 def exit_reason(journal_path: Path, code: int) -> str:
@@ -306,67 +323,21 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.dir / "secrets", ignore_errors=True)
 
 
+class StartFailed(Exception):
+    """The agent could not be started and served; the message, for the ready pipe, says why."""
+
+
 def _serve(args: argparse.Namespace, agent_argv: list[str], ready: IO[str], fail: Callable[[str], int]) -> int:
     """Starts the agent and serves it until it ends (main holds the runtime's lock)."""
-    for stale in ("exit.json", "journal.jsonl"):
-        (args.dir / stale).unlink(missing_ok=True)
     try:
-        os.close(open_private(args.dir / "journal.jsonl", os.O_WRONLY, exclusive=True))
-    except (NotPrivateError, OSError) as exc:
-        return fail(f"cannot create the journal: {exc}")
-    try:
-        agent = subprocess.Popen(
-            agent_argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=args.cwd,
-            start_new_session=True,
-            bufsize=0,
-        )
-    except OSError as exc:
-        return fail(f"cannot start the agent: {exc}")
-
-    try:
-        relay = Relay(args.dir, args.socket, agent)
-    except (NotPrivateError, OSError) as exc:
-        agent.kill()
-        agent.wait()
+        _fresh_journal(args.dir)
+        agent = _start_agent(agent_argv, args.cwd)
+        relay = _relay_for(args, agent)
+        hello = _await_hello(agent, relay)
+    except StartFailed as exc:
         return fail(str(exc))
-    # Booted means the agent said hello; its first line proves it runs.
-    deadline = time.monotonic() + HELLO_TIMEOUT
-    first = b""
-    while b"\n" not in first:
-        remaining = deadline - time.monotonic()
-        readable = selectors.DefaultSelector()
-        readable.register(agent.stdout, selectors.EVENT_READ)
-        if remaining <= 0 or not readable.select(remaining):
-            agent.kill()
-            return fail("the agent did not start within a minute")
-        chunk = os.read(agent.stdout.fileno(), 1 << 16)
-        if not chunk:
-            err = agent.stderr.read().decode("utf-8", "replace").strip()
-            return fail(f"the agent exited at start (status {agent.wait()}): {err[-500:]}")
-        first += chunk
-    hello = json.loads(first.split(b"\n", 1)[0])
-    relay.on_agent_stdout(first)
-
-    # A name in a directory checked private: nothing else can be at it or replace it.
-    args.socket.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(args.socket))
-    os.chmod(args.socket, 0o600)
-    listener.listen(16)
-    listener.setblocking(False)
-
-    def forward_stop(signum: int, frame: object) -> None:
-        try:
-            agent.stdin.write(b'{"op":"shutdown"}\n')
-            agent.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            pass
-
-    signal.signal(signal.SIGTERM, forward_stop)
+    listener = _listen(args.socket)
+    _forward_sigterm(agent)
     write_private(
         args.dir / "relay.json",
         json.dumps({"relay_pid": os.getpid(), "agent_pid": agent.pid, "instance": hello.get("instance"), "socket": str(args.socket)}).encode(),
@@ -378,6 +349,83 @@ def _serve(args: argparse.Namespace, agent_argv: list[str], ready: IO[str], fail
     finally:
         listener.close()
         args.socket.unlink(missing_ok=True)
+
+
+def _fresh_journal(runtime_dir: Path) -> None:
+    for stale in ("exit.json", "journal.jsonl"):
+        (runtime_dir / stale).unlink(missing_ok=True)
+    try:
+        os.close(open_private(runtime_dir / "journal.jsonl", os.O_WRONLY, exclusive=True))
+    except (NotPrivateError, OSError) as exc:
+        raise StartFailed(f"cannot create the journal: {exc}") from None
+
+
+def _start_agent(agent_argv: list[str], cwd: Path | None) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(
+            agent_argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            start_new_session=True,
+            bufsize=0,
+        )
+    except OSError as exc:
+        raise StartFailed(f"cannot start the agent: {exc}") from None
+
+
+def _relay_for(args: argparse.Namespace, agent: subprocess.Popen) -> Relay:
+    try:
+        return Relay(args.dir, args.socket, agent)
+    except (NotPrivateError, OSError) as exc:
+        agent.kill()
+        agent.wait()
+        raise StartFailed(str(exc)) from None
+
+
+def _await_hello(agent: subprocess.Popen, relay: Relay) -> dict:
+    """The agent's hello, from its first line; the relay takes that line in like every later one."""
+    # Booted means the agent said hello; its first line proves it runs.
+    deadline = time.monotonic() + HELLO_TIMEOUT
+    first = b""
+    while b"\n" not in first:
+        remaining = deadline - time.monotonic()
+        readable = selectors.DefaultSelector()
+        readable.register(agent.stdout, selectors.EVENT_READ)
+        if remaining <= 0 or not readable.select(remaining):
+            agent.kill()
+            raise StartFailed("the agent did not start within a minute")
+        chunk = os.read(agent.stdout.fileno(), 1 << 16)
+        if not chunk:
+            err = agent.stderr.read().decode("utf-8", "replace").strip()
+            raise StartFailed(f"the agent exited at start (status {agent.wait()}): {err[-500:]}")
+        first += chunk
+    hello = json.loads(first.split(b"\n", 1)[0])
+    relay.on_agent_stdout(first)
+    return hello
+
+
+def _listen(socket_path: Path) -> socket.socket:
+    # A name in a directory checked private: nothing else can be at it or replace it.
+    socket_path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path))
+    os.chmod(socket_path, 0o600)
+    listener.listen(16)
+    listener.setblocking(False)
+    return listener
+
+
+def _forward_sigterm(agent: subprocess.Popen) -> None:
+    def forward_stop(signum: int, frame: object) -> None:
+        try:
+            agent.stdin.write(b'{"op":"shutdown"}\n')
+            agent.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    signal.signal(signal.SIGTERM, forward_stop)
 
 
 if __name__ == "__main__":
