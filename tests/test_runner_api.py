@@ -41,7 +41,9 @@ def test_every_public_name_resolves_to_the_object_of_its_submodule():
     from njtui.runner.launch import CONTAINER_ONLY
     from njtui.runner.log import LogEntry, RunnerLog
     from njtui.runner.protocol import STOPPED_MID_CELL
-    from njtui.runner.runner import Runner, RuntimeChanged, RuntimeEntry, RuntimeListing, RuntimeMessage, RuntimeStops
+    from njtui.runner.events import RuntimeChanged, RuntimeMessage
+    from njtui.runner.listing import RuntimeEntry, RuntimeListing, RuntimeStops
+    from njtui.runner.runner import Runner
     from njtui.runner.state import RuntimeState, RuntimeStatus
 
     expected = {
@@ -98,7 +100,7 @@ def _runner_submodule_imports(path: Path) -> list[str]:
 
 
 def test_the_ui_and_the_cli_import_only_the_runner_package():
-    sources = sorted((REPO / "njtui" / "ui").glob("*.py")) + [REPO / "njtui" / "cli.py"]
+    sources = sorted((REPO / "njtui" / "ui").glob("*.py")) + sorted((REPO / "njtui" / "commands").glob("*.py")) + [REPO / "njtui" / "cli.py"]
     assert len(sources) > 5
     reaching = [found for path in sources for found in _runner_submodule_imports(path)]
     assert reaching == [], "import these from njtui.runner instead:\n" + "\n".join(reaching)

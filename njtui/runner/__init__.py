@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 # Public name → (submodule, name there).
 _EXPORTS = {
     "Runner": ("runner", "Runner"),
-    "RuntimeChanged": ("runner", "RuntimeChanged"),
-    "RuntimeMessage": ("runner", "RuntimeMessage"),
-    "RuntimeEntry": ("runner", "RuntimeEntry"),
-    "RuntimeListing": ("runner", "RuntimeListing"),
-    "RuntimeStops": ("runner", "RuntimeStops"),
+    "RuntimeChanged": ("events", "RuntimeChanged"),
+    "RuntimeMessage": ("events", "RuntimeMessage"),
+    "RuntimeEntry": ("listing", "RuntimeEntry"),
+    "RuntimeListing": ("listing", "RuntimeListing"),
+    "RuntimeStops": ("listing", "RuntimeStops"),
     "RuntimeState": ("state", "RuntimeState"),
     "RuntimeStatus": ("state", "RuntimeStatus"),
     "LogEntry": ("log", "LogEntry"),
@@ -41,7 +41,9 @@ if TYPE_CHECKING:
     from njtui.runner.launch import CONTAINER_ONLY
     from njtui.runner.log import LogEntry, RunnerLog
     from njtui.runner.protocol import STOPPED_MID_CELL
-    from njtui.runner.runner import Runner, RuntimeChanged, RuntimeEntry, RuntimeListing, RuntimeMessage, RuntimeStops
+    from njtui.runner.events import RuntimeChanged, RuntimeMessage
+    from njtui.runner.listing import RuntimeEntry, RuntimeListing, RuntimeStops
+    from njtui.runner.runner import Runner
     from njtui.runner.state import RuntimeState, RuntimeStatus
 
 

@@ -16,268 +16,65 @@ DOCKER_HOST or the current Docker context (ssh://, tcp://) works the same as the
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import socket
 import tarfile
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, Any
 
-import njtui
 from njtui.model import RuntimeSpec
-from njtui.runner import protocol
-from njtui.runner.agents import AGENT_SCRIPTS, AGENTS_DIR
-from njtui.runner.backend import BackendError, ProgressCallback, RuntimeInfo, staged_files
+from njtui.runner import docker_images, protocol
+from njtui.runner.backend import IMAGES, ORPHANS, WRITE_BACK, Backend, BackendError, BackendUnavailable, ProgressCallback, RuntimeInfo, staged_files
+from njtui.runner.docker_connection import AttachStream, DockerConnection, journal_lines
+from njtui.runner.docker_container import (
+    LABEL_IDLE,
+    LABEL_KEY,
+    LABEL_LANGUAGE,
+    LABEL_NOTEBOOK,
+    LABEL_RUNTIME,
+    LABEL_SETTINGS,
+    LABEL_VERSION,
+    STAGE_DIR,
+    agent_archive,
+    container_config,
+)
+from njtui.runner.docker_engine import docker_client, parse_time
 from njtui.runner.launch import Launch
 from njtui.runner.mounts import fetch as fetch_mount
 from njtui.runner.mounts import s3_write_back
 from njtui.runner.paths import notebook_identity, runtime_key
 
-AGENT_DIR = "/opt/njtui"
-JOURNAL = f"{AGENT_DIR}/journal.jsonl"
-STAGE_DIR = f"{AGENT_DIR}/files"  # where the agent copies an ending cell's /results files
-RESULTS_DIR = "/results"
-LABEL_NOTEBOOK = "org.njtui.notebook"
-LABEL_RUNTIME = "org.njtui.runtime"
-LABEL_KEY = "org.njtui.key"
-LABEL_VERSION = "org.njtui.version"
-LABEL_LANGUAGE = "org.njtui.language"
-LABEL_IDLE = "org.njtui.idle-timeout"
-LABEL_SETTINGS = "org.njtui.settings"  # the settings it started with (no secret values)
-SECRETS_DIR = "/run/secrets"
-CUDA_AT = "/usr/local/cuda"
+# The labels too: importers of this module find them here, where they always were.
+__all__ = [
+    "DockerBackend",
+    "LABEL_IDLE",
+    "LABEL_KEY",
+    "LABEL_LANGUAGE",
+    "LABEL_NOTEBOOK",
+    "LABEL_RUNTIME",
+    "LABEL_SETTINGS",
+    "LABEL_VERSION",
+    "regular_files",
+]
+
 HELLO_TIMEOUT = 60.0
-PROGRESS_INTERVAL = 0.1
 
 
-def docker_client():
-    """A client for the engine the user's Docker set-up names: DOCKER_HOST, else the current
-    Docker context, else the local socket."""
-    try:
-        import docker
-        from docker.context import ContextAPI
-    except ImportError as exc:  # pragma: no cover - docker is a dependency
-        raise BackendError(f"the docker package is missing: {exc}") from None
-    try:
-        if os.environ.get("DOCKER_HOST"):
-            base_url = os.environ["DOCKER_HOST"]
-            tls = None
-            if os.environ.get("DOCKER_TLS_VERIFY") or os.environ.get("DOCKER_CERT_PATH"):
-                return docker.from_env()
-        else:
-            context = ContextAPI.get_current_context()
-            base_url = context.Host if context is not None and context.Host else None
-            tls = context.TLSConfig if context is not None and context.Host else None
-        if base_url is None:
-            return docker.from_env()
-        return docker.DockerClient(base_url=base_url, tls=tls or False, use_ssh_client=base_url.startswith("ssh://"))
-    except Exception as exc:  # noqa: BLE001 - every way of failing to reach an engine reads the same to a user
-        raise BackendError(f"Docker engine unreachable: {exc}") from None
+def _unreachable(exc: BaseException) -> BackendError:
+    """No engine answering where none is configured (no DOCKER_HOST) is a machine without
+    Docker: listing every runtime passes over it; one configured and not answering is a problem."""
+    kind = BackendError if os.environ.get("DOCKER_HOST") else BackendUnavailable
+    return kind(f"Docker engine unreachable: {exc}")
 
 
-def _agent_archive(language: str) -> bytes:
-    """A tar of the agent and the /results directory, for put_archive at the image's root."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory, mode in ((AGENT_DIR.lstrip("/"), 0o755), (STAGE_DIR.lstrip("/"), 0o700), (RESULTS_DIR.lstrip("/"), 0o777)):
-            entry = tarfile.TarInfo(directory)
-            entry.type = tarfile.DIRTYPE
-            entry.mode = mode
-            entry.mtime = int(time.time())
-            tar.addfile(entry)
-        name = AGENT_SCRIPTS[language]
-        data = (AGENTS_DIR / name).read_bytes()
-        entry = tarfile.TarInfo(f"{AGENT_DIR.lstrip('/')}/{name}")
-        entry.size = len(data)
-        entry.mode = 0o755
-        entry.mtime = int(time.time())
-        tar.addfile(entry, io.BytesIO(data))
-    return buffer.getvalue()
+class DockerBackend(Backend):
+    """Runtimes as containers whose images are their environments."""
 
-
-def agent_command(spec: RuntimeSpec) -> list[str]:
-    script = AGENT_SCRIPTS.get(spec.language)
-    if script is None:
-        raise BackendError(f"no agent for language {spec.language!r}")
-    interpreter = "python3" if spec.language == "python" else "bash"
-    return [interpreter, f"{AGENT_DIR}/{script}", "--journal", JOURNAL, "--idle-timeout", str(spec.idle_timeout_seconds)]
-
-
-def _journal_lines(container) -> Iterator[bytes]:
-    """The agent's journal, read out of the container (running or stopped) through the API."""
-    import docker
-
-    try:
-        chunks, _ = container.get_archive(JOURNAL)
-    except docker.errors.NotFound:
-        return
-    buffer = io.BytesIO(b"".join(chunks))
-    with tarfile.open(fileobj=buffer, mode="r") as tar:
-        member = tar.next()
-        if member is None:
-            return
-        handle = tar.extractfile(member)
-        if handle is None:
-            return
-        for line in handle:
-            if line.endswith(b"\n"):
-                yield line
-
-
-class PullProgress:
-    """Turns the engine's pull stream into booting phases: Preparing Download (resolving and
-    waiting for layers), Downloading (bytes done / total over all layers), Restoring (the
-    engine extracting the layers into the image)."""
-
-    def __init__(self, progress: ProgressCallback | None, reference: str) -> None:
-        self.progress = progress
-        self.reference = reference
-        self.downloads: dict[str, tuple[int, int]] = {}
-        self.extracts: dict[str, tuple[int, int]] = {}
-        self._last = 0.0
-        self.phase = ""
-
-    def _report(self, phase: str, detail: dict[str, Any], force: bool = False) -> None:
-        now = time.monotonic()
-        if self.progress is None or (phase == self.phase and not force and now - self._last < PROGRESS_INTERVAL):
-            return
-        self.phase, self._last = phase, now
-        self.progress(phase, {"image": self.reference, **detail})
-
-    def feed(self, event: dict[str, Any]) -> None:
-        if "error" in event:
-            raise BackendError(f"image {self.reference} could not be pulled: {event['error']}")
-        status = event.get("status", "")
-        layer = event.get("id", "")
-        detail = event.get("progressDetail") or {}
-        if status == "Downloading" and detail.get("total"):
-            self.downloads[layer] = (detail.get("current", 0), detail["total"])
-        elif status in ("Download complete", "Verifying Checksum") and layer in self.downloads:
-            self.downloads[layer] = (self.downloads[layer][1], self.downloads[layer][1])
-        elif status == "Extracting" and detail.get("total"):
-            self.extracts[layer] = (detail.get("current", 0), detail["total"])
-        if self.extracts:
-            done = sum(current for current, _ in self.extracts.values())
-            total = sum(total for _, total in self.extracts.values())
-            self._report("Restoring", {"done": done, "total": total})
-        elif self.downloads:
-            done = sum(current for current, _ in self.downloads.values())
-            total = sum(total for _, total in self.downloads.values())
-            self._report("Downloading", {"done": done, "total": total}, force=done == total)
-        else:
-            self._report("Preparing Download", {"status": status})
-
-
-class AttachStream:
-    """The container's stdio through the engine's attach API, as protocol messages. Opened
-    before the container starts, it sees every message from `hello` on."""
-
-    def __init__(self, client, container_id: str) -> None:
-        from docker.utils.socket import frames_iter
-
-        self.socket = client.api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-        self.raw = getattr(self.socket, "_sock", self.socket)
-        self._frames = frames_iter(self.socket, False)
-        self._pending = b""
-
-    def messages(self) -> Iterator[dict[str, Any]]:
-        for stream, data in self._frames:
-            if stream == 2:
-                yield {"type": protocol.AGENT_STDERR, "text": data.decode("utf-8", "replace")}
-                continue
-            self._pending += data
-            *lines, self._pending = self._pending.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    yield protocol.decode(line)
-                except ValueError:
-                    yield {"type": protocol.AGENT_STDERR, "text": line.decode("utf-8", "replace")}
-
-
-class DockerConnection:
-    """One client's view of a container's agent: journal replay, then the live attach stream."""
-
-    def __init__(self, backend: DockerBackend, container, stream: AttachStream | None = None, seen: list[dict[str, Any]] | None = None) -> None:
-        self.backend = backend
-        self.container = container
-        # Attached before the journal is read: what happens in between arrives on both, and the
-        # sequence numbers drop the duplicates. A stream handed over from start() has seen
-        # everything from the first message on (`seen`), so it needs no journal at all.
-        self.stream = stream or AttachStream(backend.client, container.id)
-        self._seen_from_start = seen
-        self._raw = self.stream.raw
-        self._send_lock = threading.Lock()
-        self._replay_from: int | None = None
-        self._closed = False
-
-    def send(self, request: dict[str, Any]) -> None:
-        if request.get("op") == "attach":
-            # Answered here, as the host relay answers it: the journal is in the container.
-            self._replay_from = int(request.get("since") or 1)
-            return
-        data = protocol.encode(request)
-        with self._send_lock:
-            try:
-                self._raw.sendall(data)
-            except OSError as exc:
-                raise BackendError(f"runtime container {self.container.short_id} is not reachable: {exc}") from None
-
-    def _replay(self) -> Iterator[dict[str, Any]]:
-        since, self._replay_from = self._replay_from, None
-        if since is None:
-            return
-        if self._seen_from_start is not None:
-            lines = self._seen_from_start
-            self._seen_from_start = None
-            yield from (message for message in lines if since <= (message.get("seq") or 0))
-            return
-        for line in _journal_lines(self.container):
-            message = protocol.decode(line)
-            if since <= (message.get("seq") or 0):
-                yield message
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        last = 0
-        try:
-            for message in self._replay():
-                last = max(last, message.get("seq") or 0)
-                yield message
-            for message in self.stream.messages():
-                seq = message.get("seq") or 0
-                if seq and seq <= last:
-                    continue
-                last = max(last, seq)
-                yield message
-                if self._replay_from is not None:
-                    # A client taking over the recording asked for history again.
-                    yield from self._replay()
-        except Exception:  # noqa: BLE001 - the stream ended: the engine, the container or the network went
-            pass
-        if not self._closed:
-            yield {"type": protocol.RUNTIME_EXIT, "reason": self.backend.exit_reason(self.container.id)}
-
-    def close(self) -> None:
-        self._closed = True
-        try:
-            # Only our side stops reading: a half-close would close the agent's stdin.
-            self._raw.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-        try:
-            self.stream.socket.close()
-        except OSError:
-            pass
-
-
-class DockerBackend:
     name = "docker"
+    capabilities = frozenset({ORPHANS, WRITE_BACK, IMAGES})
 
     def __init__(self, client=None) -> None:
         self._client = client
@@ -292,8 +89,8 @@ class DockerBackend:
                 client = docker_client()
                 try:
                     client.ping()
-                except Exception as exc:  # noqa: BLE001
-                    raise BackendError(f"Docker engine unreachable: {exc}") from None
+                except Exception as exc:  # noqa: BLE001 - every way of not answering reads the same
+                    raise _unreachable(exc) from None
                 self._client = client
             return self._client
 
@@ -309,7 +106,7 @@ class DockerBackend:
         except Exception as exc:  # noqa: BLE001 - connection errors of every kind
             with self._lock:
                 self._client = None
-            raise BackendError(f"Docker engine unreachable: {exc}") from None
+            raise _unreachable(exc) from None
 
     # -- finding
     def _containers(self, *, running: bool | None, labels: dict[str, str] | None = None) -> list:
@@ -332,7 +129,7 @@ class DockerBackend:
             language=labels.get(LABEL_LANGUAGE, ""),
             environment=container.attrs.get("Config", {}).get("Image", ""),
             idle_timeout=float(labels.get(LABEL_IDLE, "1200")),
-            started_at=_parse_time(started),
+            started_at=parse_time(started),
             alive=container.status == "running",
             pid=state.get("Pid") or None,
             details={"container": container.id, "name": container.name, "settings": _json_label(labels.get(LABEL_SETTINGS))},
@@ -345,7 +142,7 @@ class DockerBackend:
         return None
 
     def _with_instance(self, info: RuntimeInfo, container) -> RuntimeInfo:
-        for line in _journal_lines(container):
+        for line in journal_lines(container):
             hello = json.loads(line)
             if hello.get("type") == "hello":
                 info.instance = hello.get("instance")
@@ -371,141 +168,30 @@ class DockerBackend:
 
     # -- starting
     def ensure_image(self, reference: str, progress: ProgressCallback | None = None) -> None:
-        import docker
-
-        try:
-            self.client.images.get(reference)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            raise BackendError(f"image {reference}: {exc.explanation or exc}") from None
-        repository, tag = _split_reference(reference)
-        tracker = PullProgress(progress, reference)
-        tracker._report("Preparing Download", {"status": "resolving"}, force=True)
-        try:
-            for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
-                tracker.feed(event)
-        except docker.errors.NotFound:
-            raise BackendError(f"image not found: {reference} (not on this engine, and no registry has it)") from None
-        except docker.errors.APIError as exc:
-            explanation = str(exc.explanation or exc)
-            if "not found" in explanation or "does not exist" in explanation or "manifest unknown" in explanation:
-                raise BackendError(f"image not found: {reference} ({explanation})") from None
-            raise BackendError(f"image {reference} could not be pulled: {explanation}") from None
-        except BackendError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a registry that can't be reached
-            raise BackendError(f"image {reference} could not be pulled: {exc}") from None
-
-    def container_config(self, notebook_path: str, spec: RuntimeSpec, launch: Launch) -> tuple[dict[str, Any], dict[str, Any]]:
-        """What the container is created with: (create_container arguments, host config
-        arguments), from the runtime's resolved settings. Secret values are not here."""
-        import docker
-
-        key = runtime_key(notebook_path, spec.id)
-        environment = {
-            **launch.env,
-            "NJTUI_RUNTIME": spec.id,
-            "NJTUI_NOTEBOOK": notebook_identity(notebook_path),
-            "NJTUI_RESULTS": RESULTS_DIR,
-            "NJTUI_SECRETS_DIR": SECRETS_DIR,
-        }
-        environment.setdefault("LANG", "C.UTF-8")
-        host: dict[str, Any] = {
-            "init": True,  # an init as PID 1 reaps what cells leave behind and forwards signals
-            "log_config": {"type": "none", "config": {}},  # output lives in the agent's journal
-            # Secrets are written here by the agent: memory only, never in an image or `inspect`.
-            "tmpfs": {SECRETS_DIR: "mode=0700,size=1m"},
-        }
-        if launch.cpus is not None:
-            host["nano_cpus"] = int(launch.cpus * 1e9)
-        if launch.memory_bytes is not None:
-            host["mem_limit"] = launch.memory_bytes
-            host["memswap_limit"] = launch.memory_bytes  # no swap: past the limit is out of memory
-        if launch.gpus:
-            if isinstance(launch.gpus, list):
-                host["device_requests"] = [docker.types.DeviceRequest(device_ids=list(launch.gpus), capabilities=[["gpu"]])]
-            else:
-                host["device_requests"] = [docker.types.DeviceRequest(count=int(launch.gpus), capabilities=[["gpu"]])]
-        binds = {}
-        for mount in spec.mounts:
-            if mount.kind == "dir":
-                source = str(Path(mount.source).expanduser())
-                binds[source] = {"bind": mount.at, "mode": "ro" if mount.read_only else "rw"}
-        if launch.mount_cuda:
-            cuda = cuda_home()
-            binds[cuda] = {"bind": CUDA_AT, "mode": "ro"}
-            image_env = self._image_env(spec.environment)
-            image_path = image_env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            environment["PATH"] = f"{CUDA_AT}/bin:{image_path}"
-            library_path = image_env.get("LD_LIBRARY_PATH")
-            environment["LD_LIBRARY_PATH"] = f"{CUDA_AT}/lib64" + (f":{library_path}" if library_path else "")
-            environment["CUDA_HOME"] = CUDA_AT
-        if binds:
-            host["binds"] = binds
-        create = {
-            "image": spec.environment,
-            "command": agent_command(spec),
-            "name": f"njtui-{key}",
-            "labels": {
-                LABEL_NOTEBOOK: notebook_identity(notebook_path),
-                LABEL_RUNTIME: spec.id,
-                LABEL_KEY: key,
-                LABEL_VERSION: njtui.__version__,
-                LABEL_LANGUAGE: spec.language,
-                LABEL_IDLE: str(spec.idle_timeout_seconds),
-                LABEL_SETTINGS: json.dumps(launch.settings, sort_keys=True),
-            },
-            "environment": environment,
-            "stdin_open": True,  # the agent's request channel…
-            "detach": True,  # …which stays open when a client goes (else docker-py sets StdinOnce)
-            "tty": False,
-        }
-        return create, host
-
-    def _image_env(self, reference: str) -> dict[str, str]:
-        try:
-            image = self.client.images.get(reference)
-        except Exception:  # noqa: BLE001 - resolved at create time anyway
-            return {}
-        return dict(item.split("=", 1) for item in image.attrs.get("Config", {}).get("Env") or [] if "=" in item)
+        docker_images.ensure_image(self.client, reference, progress)
 
     def local_images(self) -> list[dict[str, Any]]:
         """Images on the engine: reference, size in bytes, creation time."""
-        images = []
-        for image in self._api("listing images", self.client.images.list):
-            for tag in image.tags:
-                images.append({"reference": tag, "size": image.attrs.get("Size", 0), "created": _parse_time(image.attrs.get("Created", ""))})
-        return sorted(images, key=lambda item: item["reference"])
+        return docker_images.tagged_images(self._api("listing images", self.client.images.list))
 
     def check_image(self, reference: str) -> str:
         """Where an image reference resolves ("on this engine", "in its registry"); a
         BackendError saying why when it does not."""
-        import docker
-
-        try:
-            self.client.images.get(reference)
-            return "on this engine"
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            raise BackendError(f"{reference}: {exc.explanation or exc}") from None
-        try:
-            self.client.api.inspect_distribution(reference)
-            return "in its registry (pulled at boot)"
-        except docker.errors.APIError as exc:
-            raise BackendError(f"image {reference} is neither on this engine nor in a registry it can reach ({exc.explanation or exc})") from None
+        return docker_images.check_image(self.client, reference)
 
     def image_env(self, reference: str) -> dict[str, str]:
         """The environment variables an image sets (its `ENV`), for "show inherited"."""
-        return self._image_env(reference)
+        try:
+            image = self.client.images.get(reference)
+        except Exception:  # noqa: BLE001 - resolved at create time anyway
+            return {}
+        return docker_images.image_env(image)
 
     def create(self, notebook_path: str, spec: RuntimeSpec, launch: Launch):
         """Creates (does not start) the runtime's container, mounts included."""
         import docker
 
-        create, host = self.container_config(notebook_path, spec, launch)
+        create, host = container_config(notebook_path, spec, launch, self.image_env)
         self._remove_named(create["name"])
         try:
             created = self.client.api.create_container(**create, host_config=self.client.api.create_host_config(**host))
@@ -540,7 +226,7 @@ class DockerBackend:
             raise BackendError(f"container for {spec.id} could not be created: {exc.explanation or exc}") from None
         try:
             stream = AttachStream(self.client, container.id)
-            archive = _agent_archive(spec.language)
+            archive = agent_archive(spec.language)
             if progress:
                 progress("Uploading", {"done": 0, "total": len(archive), "what": "agent"})
             self._api("uploading the agent", container.put_archive, "/", archive)
@@ -646,7 +332,7 @@ class DockerBackend:
         if state.get("OOMKilled"):
             return "killed: out of memory"
         last = None
-        for line in _journal_lines(container):
+        for line in journal_lines(container):
             last = line
         if last is not None:
             message = json.loads(last)
@@ -721,7 +407,7 @@ class DockerBackend:
 
     def journal(self, info: RuntimeInfo) -> Iterator[dict[str, Any]]:
         container = self._api(f"runtime {info.runtime_id}", self.client.containers.get, info.details["container"])
-        for line in _journal_lines(container):
+        for line in journal_lines(container):
             yield protocol.decode(line)
 
     def discard(self, info: RuntimeInfo) -> None:
@@ -749,38 +435,8 @@ def regular_files(archive: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
                 yield name, handle
 
 
-def cuda_home() -> str:
-    """The host's CUDA toolkit: $NJTUI_CUDA_HOME, $CUDA_HOME, else /usr/local/cuda."""
-    home = os.environ.get("NJTUI_CUDA_HOME") or os.environ.get("CUDA_HOME") or "/usr/local/cuda"
-    if not Path(home, "bin").is_dir():
-        raise BackendError(f"mount_cuda: no CUDA toolkit at {home} on this machine; set NJTUI_CUDA_HOME to its directory")
-    return str(Path(home).resolve())
-
-
 def _json_label(value: str | None) -> Any:
     try:
         return json.loads(value) if value else None
     except ValueError:
         return None
-
-
-def _split_reference(reference: str) -> tuple[str, str]:
-    name, _, digest = reference.partition("@")
-    if digest:
-        return name, digest
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag = name.rsplit(":", 1)
-        return repository, tag
-    return name, "latest"
-
-
-def _parse_time(value: str) -> float:
-    from datetime import datetime
-
-    if not value or value.startswith("0001"):
-        return 0.0
-    try:
-        return datetime.fromisoformat(value[:26].rstrip("Z") + "+00:00").timestamp()
-    except ValueError:
-        return 0.0

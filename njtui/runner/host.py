@@ -34,7 +34,7 @@ from typing import IO, Any
 import njtui
 from njtui.model import RuntimeSpec
 from njtui.runner.agents import AGENT_SCRIPTS, AGENTS_DIR
-from njtui.runner.backend import BackendError, ProgressCallback, RuntimeInfo, SocketConnection, staged_files
+from njtui.runner.backend import Backend, BackendError, ProgressCallback, RuntimeInfo, SocketConnection, staged_files
 from njtui.runner.launch import Launch
 from njtui.runner.paths import notebook_identity, private_root, runtime_key, runtime_root, socket_path
 from njtui.runner.private import NotPrivateError, check_private_dir, open_existing, open_private, private_dir, read_private, write_private
@@ -103,7 +103,10 @@ def _remove_secrets(runtime_dir: Path) -> None:
     shutil.rmtree(runtime_dir / "secrets", ignore_errors=True)
 
 
-class HostBackend:
+class HostBackend(Backend):
+    """Runtimes as processes on this machine, each beside a relay (`hostd`) that outlives
+    its clients. Environments do not apply: the host is the environment."""
+
     name = "host"
 
     def __init__(self, root: Path | None = None) -> None:

@@ -2,7 +2,9 @@
 
 stopped (grey) → booting (yellow; sub-phases such as Starting, Preparing Download,
 Downloading, Restoring, Uploading) → running (green) → stopped, or error (red, with the reason
-in words) from any of them. A restart goes running → booting.
+in words) from booting or running. A restart goes running → stopped → booting: the old runtime
+is gone before the next one boots. A client attaching to a runtime another process booted goes
+from stopped (or error) straight to running. Any other move is a bug and raises.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ class RuntimeState(str, Enum):
 # Moves to another state; staying in one (a new phase, busy/idle) is always allowed.
 ALLOWED = {
     RuntimeState.STOPPED: {RuntimeState.BOOTING, RuntimeState.RUNNING, RuntimeState.ERROR},
-    RuntimeState.BOOTING: {RuntimeState.RUNNING, RuntimeState.ERROR, RuntimeState.STOPPED},
-    RuntimeState.RUNNING: {RuntimeState.STOPPED, RuntimeState.ERROR, RuntimeState.BOOTING},
-    RuntimeState.ERROR: {RuntimeState.BOOTING, RuntimeState.STOPPED, RuntimeState.RUNNING},
+    RuntimeState.BOOTING: {RuntimeState.RUNNING, RuntimeState.ERROR},
+    RuntimeState.RUNNING: {RuntimeState.STOPPED, RuntimeState.ERROR},
+    RuntimeState.ERROR: {RuntimeState.BOOTING, RuntimeState.RUNNING, RuntimeState.STOPPED},
 }
 
 

@@ -264,15 +264,17 @@ __njt_emitter() {
     interrupt_again() {
         # A SIGINT that comes while main is starting a command (between its fork and exec) is
         # lost to it: the cell's sleep would sleep on. Its processes get another, while the same
-        # cell runs (no other can start before this emitter acknowledges it), ten times at most.
+        # cell runs (no other can start before this emitter acknowledges it): ten times 0.1 s
+        # apart, then, for a machine so loaded that a fork takes longer, 0.5 s apart, 30 in all.
         [[ -n $interrupted ]] || return 0
-        if [[ $running != "$interrupted" ]] || ((interrupt_tries >= 10)); then
+        if [[ $running != "$interrupted" ]] || ((interrupt_tries >= 30)); then
             interrupted=
             return 0
         fi
         __njt_now
         ((REPLY >= interrupt_again)) || return 0
-        interrupt_tries=$((interrupt_tries + 1)) interrupt_again=$((REPLY + 100000))
+        interrupt_tries=$((interrupt_tries + 1))
+        interrupt_again=$((REPLY + (interrupt_tries < 10 ? 100000 : 500000)))
         __njt_interrupt_children "$reader_pid"
     }
     finish() { # reason

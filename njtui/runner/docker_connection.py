@@ -1,0 +1,142 @@
+"""A client's connection to the agent in a container: the engine's attach stream for live
+messages and requests, the journal read out of the container for what came before."""
+
+from __future__ import annotations
+
+import io
+import socket
+import tarfile
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from njtui.runner import protocol
+from njtui.runner.backend import BackendError
+from njtui.runner.docker_container import JOURNAL
+
+if TYPE_CHECKING:
+    from njtui.runner.docker_backend import DockerBackend
+
+
+def journal_lines(container) -> Iterator[bytes]:
+    """The agent's journal, read out of the container (running or stopped) through the API."""
+    import docker
+
+    try:
+        chunks, _ = container.get_archive(JOURNAL)
+    except docker.errors.NotFound:
+        return
+    buffer = io.BytesIO(b"".join(chunks))
+    with tarfile.open(fileobj=buffer, mode="r") as tar:
+        member = tar.next()
+        if member is None:
+            return
+        handle = tar.extractfile(member)
+        if handle is None:
+            return
+        for line in handle:
+            if line.endswith(b"\n"):
+                yield line
+
+
+class AttachStream:
+    """The container's stdio through the engine's attach API, as protocol messages. Opened
+    before the container starts, it sees every message from `hello` on."""
+
+    def __init__(self, client, container_id: str) -> None:
+        from docker.utils.socket import frames_iter
+
+        self.socket = client.api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        self.raw = getattr(self.socket, "_sock", self.socket)
+        self._frames = frames_iter(self.socket, False)
+        self._pending = b""
+
+    def messages(self) -> Iterator[dict[str, Any]]:
+        for stream, data in self._frames:
+            if stream == 2:
+                yield {"type": protocol.AGENT_STDERR, "text": data.decode("utf-8", "replace")}
+                continue
+            self._pending += data
+            *lines, self._pending = self._pending.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    yield protocol.decode(line)
+                except ValueError:
+                    yield {"type": protocol.AGENT_STDERR, "text": line.decode("utf-8", "replace")}
+
+
+class DockerConnection:
+    """One client's view of a container's agent: journal replay, then the live attach stream."""
+
+    def __init__(self, backend: DockerBackend, container, stream: AttachStream | None = None, seen: list[dict[str, Any]] | None = None) -> None:
+        self.backend = backend
+        self.container = container
+        # Attached before the journal is read: what happens in between arrives on both, and the
+        # sequence numbers drop the duplicates. A stream handed over from start() has seen
+        # everything from the first message on (`seen`), so it needs no journal at all.
+        self.stream = stream or AttachStream(backend.client, container.id)
+        self._seen_from_start = seen
+        self._raw = self.stream.raw
+        self._send_lock = threading.Lock()
+        self._replay_from: int | None = None
+        self._closed = False
+
+    def send(self, request: dict[str, Any]) -> None:
+        if request.get("op") == "attach":
+            # Answered here, as the host relay answers it: the journal is in the container.
+            self._replay_from = int(request.get("since") or 1)
+            return
+        data = protocol.encode(request)
+        with self._send_lock:
+            try:
+                self._raw.sendall(data)
+            except OSError as exc:
+                raise BackendError(f"runtime container {self.container.short_id} is not reachable: {exc}") from None
+
+    def _replay(self) -> Iterator[dict[str, Any]]:
+        since, self._replay_from = self._replay_from, None
+        if since is None:
+            return
+        if self._seen_from_start is not None:
+            lines = self._seen_from_start
+            self._seen_from_start = None
+            yield from (message for message in lines if since <= (message.get("seq") or 0))
+            return
+        for line in journal_lines(self.container):
+            message = protocol.decode(line)
+            if since <= (message.get("seq") or 0):
+                yield message
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        last = 0
+        try:
+            for message in self._replay():
+                last = max(last, message.get("seq") or 0)
+                yield message
+            for message in self.stream.messages():
+                seq = message.get("seq") or 0
+                if seq and seq <= last:
+                    continue
+                last = max(last, seq)
+                yield message
+                if self._replay_from is not None:
+                    # A client taking over the recording asked for history again.
+                    yield from self._replay()
+        except Exception:  # noqa: BLE001 - the stream ended: the engine, the container or the network went
+            pass
+        if not self._closed:
+            yield {"type": protocol.RUNTIME_EXIT, "reason": self.backend.exit_reason(self.container.id)}
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            # Only our side stops reading: a half-close would close the agent's stdin.
+            self._raw.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+        try:
+            self.stream.socket.close()
+        except OSError:
+            pass

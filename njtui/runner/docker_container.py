@@ -1,0 +1,167 @@
+"""What a runtime's container is made of: where the agent lives in it, the labels any njtui
+process finds it by, and the create and host configuration from the runtime's settings."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import njtui
+from njtui.model import RuntimeSpec
+from njtui.runner.agents import AGENT_SCRIPTS, AGENTS_DIR
+from njtui.runner.backend import BackendError
+from njtui.runner.launch import Launch
+from njtui.runner.paths import notebook_identity, runtime_key
+
+AGENT_DIR = "/opt/njtui"
+JOURNAL = f"{AGENT_DIR}/journal.jsonl"
+STAGE_DIR = f"{AGENT_DIR}/files"  # where the agent copies an ending cell's /results files
+RESULTS_DIR = "/results"
+LABEL_NOTEBOOK = "org.njtui.notebook"
+LABEL_RUNTIME = "org.njtui.runtime"
+LABEL_KEY = "org.njtui.key"
+LABEL_VERSION = "org.njtui.version"
+LABEL_LANGUAGE = "org.njtui.language"
+LABEL_IDLE = "org.njtui.idle-timeout"
+LABEL_SETTINGS = "org.njtui.settings"  # the settings it started with (no secret values)
+SECRETS_DIR = "/run/secrets"
+CUDA_AT = "/usr/local/cuda"
+
+
+def agent_archive(language: str) -> bytes:
+    """A tar of the agent and the /results directory, for put_archive at the image's root."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory, mode in ((AGENT_DIR.lstrip("/"), 0o755), (STAGE_DIR.lstrip("/"), 0o700), (RESULTS_DIR.lstrip("/"), 0o777)):
+            entry = tarfile.TarInfo(directory)
+            entry.type = tarfile.DIRTYPE
+            entry.mode = mode
+            entry.mtime = int(time.time())
+            tar.addfile(entry)
+        name = AGENT_SCRIPTS[language]
+        data = (AGENTS_DIR / name).read_bytes()
+        entry = tarfile.TarInfo(f"{AGENT_DIR.lstrip('/')}/{name}")
+        entry.size = len(data)
+        entry.mode = 0o755
+        entry.mtime = int(time.time())
+        tar.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def agent_command(spec: RuntimeSpec) -> list[str]:
+    script = AGENT_SCRIPTS.get(spec.language)
+    if script is None:
+        raise BackendError(f"no agent for language {spec.language!r}")
+    interpreter = "python3" if spec.language == "python" else "bash"
+    return [interpreter, f"{AGENT_DIR}/{script}", "--journal", JOURNAL, "--idle-timeout", str(spec.idle_timeout_seconds)]
+
+
+def cuda_home() -> str:
+    """The host's CUDA toolkit: $NJTUI_CUDA_HOME, $CUDA_HOME, else /usr/local/cuda."""
+    home = os.environ.get("NJTUI_CUDA_HOME") or os.environ.get("CUDA_HOME") or "/usr/local/cuda"
+    if not Path(home, "bin").is_dir():
+        raise BackendError(f"mount_cuda: no CUDA toolkit at {home} on this machine; set NJTUI_CUDA_HOME to its directory")
+    return str(Path(home).resolve())
+
+
+def container_config(
+    notebook_path: str, spec: RuntimeSpec, launch: Launch, image_env: Callable[[str], dict[str, str]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the container is created with: (create_container arguments, host config
+    arguments), from the runtime's resolved settings. Secret values are not here.
+    `image_env(reference)` is the image's own environment, asked only when CUDA is mounted."""
+    key = runtime_key(notebook_path, spec.id)
+    environment = _environment(notebook_path, spec, launch)
+    host = _host_config(launch)
+    binds = _directory_binds(spec)
+    if launch.mount_cuda:
+        binds[cuda_home()] = {"bind": CUDA_AT, "mode": "ro"}
+        environment.update(_cuda_environment(image_env(spec.environment)))
+    if binds:
+        host["binds"] = binds
+    create = {
+        "image": spec.environment,
+        "command": agent_command(spec),
+        "name": f"njtui-{key}",
+        "labels": _labels(notebook_path, spec, launch, key),
+        "environment": environment,
+        "stdin_open": True,  # the agent's request channel…
+        "detach": True,  # …which stays open when a client goes (else docker-py sets StdinOnce)
+        "tty": False,
+    }
+    return create, host
+
+
+def _environment(notebook_path: str, spec: RuntimeSpec, launch: Launch) -> dict[str, str]:
+    environment = {
+        **launch.env,
+        "NJTUI_RUNTIME": spec.id,
+        "NJTUI_NOTEBOOK": notebook_identity(notebook_path),
+        "NJTUI_RESULTS": RESULTS_DIR,
+        "NJTUI_SECRETS_DIR": SECRETS_DIR,
+    }
+    environment.setdefault("LANG", "C.UTF-8")
+    return environment
+
+
+def _host_config(launch: Launch) -> dict[str, Any]:
+    host: dict[str, Any] = {
+        "init": True,  # an init as PID 1 reaps what cells leave behind and forwards signals
+        "log_config": {"type": "none", "config": {}},  # output lives in the agent's journal
+        # Secrets are written here by the agent: memory only, never in an image or `inspect`.
+        "tmpfs": {SECRETS_DIR: "mode=0700,size=1m"},
+    }
+    if launch.cpus is not None:
+        host["nano_cpus"] = int(launch.cpus * 1e9)
+    if launch.memory_bytes is not None:
+        host["mem_limit"] = launch.memory_bytes
+        host["memswap_limit"] = launch.memory_bytes  # no swap: past the limit is out of memory
+    if launch.gpus:
+        host["device_requests"] = [_gpu_request(launch.gpus)]
+    return host
+
+
+def _gpu_request(gpus: int | list[str]):
+    import docker
+
+    if isinstance(gpus, list):
+        return docker.types.DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])
+    return docker.types.DeviceRequest(count=int(gpus), capabilities=[["gpu"]])
+
+
+def _directory_binds(spec: RuntimeSpec) -> dict[str, dict[str, str]]:
+    binds = {}
+    for mount in spec.mounts:
+        if mount.kind == "dir":
+            source = str(Path(mount.source).expanduser())
+            binds[source] = {"bind": mount.at, "mode": "ro" if mount.read_only else "rw"}
+    return binds
+
+
+def _cuda_environment(image_env: dict[str, str]) -> dict[str, str]:
+    """The mounted toolkit first on the image's own paths."""
+    image_path = image_env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    library_path = image_env.get("LD_LIBRARY_PATH")
+    return {
+        "PATH": f"{CUDA_AT}/bin:{image_path}",
+        "LD_LIBRARY_PATH": f"{CUDA_AT}/lib64" + (f":{library_path}" if library_path else ""),
+        "CUDA_HOME": CUDA_AT,
+    }
+
+
+def _labels(notebook_path: str, spec: RuntimeSpec, launch: Launch, key: str) -> dict[str, str]:
+    return {
+        LABEL_NOTEBOOK: notebook_identity(notebook_path),
+        LABEL_RUNTIME: spec.id,
+        LABEL_KEY: key,
+        LABEL_VERSION: njtui.__version__,
+        LABEL_LANGUAGE: spec.language,
+        LABEL_IDLE: str(spec.idle_timeout_seconds),
+        LABEL_SETTINGS: json.dumps(launch.settings, sort_keys=True),
+    }

@@ -1,0 +1,231 @@
+"""Every runtime on this machine, of any notebook, as `njtui runtimes` lists and stops them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from njtui.model.size import format_size
+from njtui.runner.backend import ORPHANS, Backend, BackendError, BackendUnavailable, RuntimeInfo
+from njtui.runner.boot_board import BootBoard
+
+# How long `Runner.list_runtimes` waits for the runtimes to say whether they are busy.
+STATUS_TIMEOUT = 2.0
+
+
+@dataclass
+class RuntimeEntry:
+    """One runtime on this machine, of any notebook, as `njtui runtimes` lists it."""
+
+    key: str
+    notebook: str
+    runtime: str
+    backend: str
+    environment: str
+    language: str
+    # running | booting (in another process) | exited (a container kept for its journal) |
+    # what a runtime that did not answer in time is: unknown
+    state: str
+    busy: bool = False
+    pid: int | None = None
+    idle_for: float | None = None
+    uptime: float | None = None
+    phase: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    detail: str | None = None  # the boot phase with its byte counts
+    exit_reason: str | None = None
+    # Its notebook is not at its path any more (moved or deleted): no client will come back for
+    # it, so an exited one would stay forever unless stopped.
+    notebook_missing: bool = False
+    _handle: tuple[Backend, RuntimeInfo] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, backend: Backend, info: RuntimeInfo, state: str, **details: Any) -> RuntimeEntry:
+        """The entry of a runtime a backend reported, in `state`."""
+        return cls(
+            key=info.key,
+            notebook=info.notebook,
+            runtime=info.runtime_id,
+            backend=info.backend,
+            environment=info.environment,
+            language=info.language,
+            state=state,
+            _handle=(backend, info),
+            **details,
+        )
+
+    def matches(self, selector: str) -> bool:
+        """Named by `selector`: its key, a prefix of it, or its runtime id."""
+        return bool(selector) and (self.key.startswith(selector) or self.runtime == selector)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row of `njtui runtimes --json`."""
+        row: dict[str, Any] = {
+            "id": self.key,
+            "notebook": self.notebook,
+            "runtime": self.runtime,
+            "backend": self.backend,
+            "environment": self.environment,
+            "language": self.language,
+            "state": self.state,
+        }
+        if self.state == "booting":
+            row.update(phase=self.phase, progress=self.progress, detail=self.detail)
+        row.update(busy=self.busy, pid=self.pid, idle_for=self.idle_for, uptime=self.uptime)
+        if self.exit_reason is not None:
+            row["exit_reason"] = self.exit_reason
+        if self.notebook_missing:
+            row["notebook_missing"] = True
+        return row
+
+
+@dataclass
+class RuntimeListing:
+    runtimes: list[RuntimeEntry]
+    problems: list[str]  # backends whose runtimes could not be listed, and why, in words
+
+
+@dataclass
+class RuntimeStops:
+    stopped: list[RuntimeEntry]
+    failed: list[tuple[RuntimeEntry, str]]  # and why
+    problems: list[str]  # as in RuntimeListing: what could not even be looked at
+
+
+def _notebook_missing(notebook: str) -> bool:
+    return not os.path.exists(notebook)
+
+
+def _activity(backend: Backend, info: RuntimeInfo, timeout: float) -> dict[str, Any]:
+    """What a runtime answers to a status request (busy or idle, idle for how long); {} if it
+    does not answer within `timeout`, as one going away while listed does not."""
+    try:
+        connection = backend.connect(info)
+    except Exception:  # noqa: BLE001 - any way of not being reachable reads as "not answering"
+        return {}
+    answer: dict[str, Any] = {}
+
+    def read() -> None:
+        for message in connection:
+            if message.get("type") == "status":
+                answer.update(message)
+                return
+
+    try:
+        # Attaching past the journal's end: only live messages, no replay of its history.
+        connection.send({"op": "attach", "since": 1 << 62})
+        connection.send({"op": "status"})
+        reader = threading.Thread(target=read, name=f"njtui-status-{info.key}", daemon=True)
+        reader.start()
+        reader.join(timeout=timeout)
+    except (BackendError, OSError):
+        pass
+    finally:
+        connection.close()
+    return dict(answer)
+
+
+def list_runtimes(backends: Mapping[str, Backend], *, ask: bool = True) -> RuntimeListing:
+    """The runtimes njtui processes run on this machine, across notebooks and backends, the
+    ones being booted, and the exited containers of notebooks that are gone. With `ask`,
+    each running one is asked whether it is busy (all at once, within STATUS_TIMEOUT)."""
+    entries: list[RuntimeEntry] = []
+    problems: list[str] = []
+    now = time.time()
+    for name, backend in backends.items():
+        try:
+            live = backend.list()
+        except BackendError as exc:
+            # No engine where none is configured is a machine without Docker: nothing to say.
+            if not isinstance(exc, BackendUnavailable):
+                problems.append(f"{name} runtimes not listed: {exc}")
+            continue
+        for info in live:
+            entries.append(
+                RuntimeEntry.of(backend, info, "running", pid=info.pid, uptime=now - info.started_at, notebook_missing=_notebook_missing(info.notebook))
+            )
+        ended: list[RuntimeInfo] = []
+        if backend.supports(ORPHANS):
+            try:
+                ended = backend.orphans()
+            except BackendError as exc:
+                problems.append(f"exited {name} runtimes not listed: {exc}")
+        for info in ended:
+            entries.append(RuntimeEntry.of(backend, info, "exited", exit_reason=info.exit_reason, notebook_missing=True))
+    if ask:
+        _ask_activity([entry for entry in entries if entry.state == "running"])
+    entries.extend(_booting_entries())
+    return RuntimeListing(entries, problems)
+
+def _booting_entries() -> list[RuntimeEntry]:
+    """Runtimes other processes are booting now, from the boot board."""
+    entries: list[RuntimeEntry] = []
+    for board in BootBoard().entries():
+        progress = board.get("progress") or {}
+        detail = board.get("phase") or "booting"
+        if progress.get("total"):
+            detail += f" {format_size(progress.get('done') or 0)}/{format_size(progress['total'])}"
+        notebook = board.get("notebook") or ""
+        entries.append(
+            RuntimeEntry(
+                key=board["key"],
+                notebook=notebook,
+                runtime=board.get("runtime") or "",
+                backend=board.get("backend") or "",
+                environment=board.get("environment") or "",
+                language=board.get("language") or "",
+                state="booting",
+                phase=board.get("phase"),
+                progress=progress,
+                detail=detail,
+                notebook_missing=_notebook_missing(notebook),
+            )
+        )
+    return entries
+
+
+def stop_runtimes(backends: Mapping[str, Backend], selector: str | None = None) -> RuntimeStops:
+    """Stops the runtimes `selector` names (a key, a prefix of one, or a runtime id), or with
+    None every one on this machine, exited containers of notebooks that are gone included:
+    stopping removes them. One that another process is still booting is left to it."""
+    listing = list_runtimes(backends, ask=False)
+    stopped: list[RuntimeEntry] = []
+    failed: list[tuple[RuntimeEntry, str]] = []
+    for entry in listing.runtimes:
+        if entry._handle is None or (selector is not None and not entry.matches(selector)):
+            continue
+        backend, info = entry._handle
+        try:
+            backend.stop(info)
+        except BackendError as exc:
+            failed.append((entry, str(exc)))
+        else:
+            stopped.append(entry)
+    return RuntimeStops(stopped, failed, listing.problems)
+
+
+def _ask_activity(entries: list[RuntimeEntry]) -> None:
+    """Fills in busy/idle from each runtime's answer, asking all of them at once; one that has
+    not answered within STATUS_TIMEOUT (going away, or wedged) is listed as unknown."""
+    answers: list[dict[str, Any]] = [{} for _ in entries]
+
+    def ask(index: int, entry: RuntimeEntry) -> None:
+        assert entry._handle is not None
+        answers[index] = _activity(*entry._handle, STATUS_TIMEOUT)
+
+    threads = [threading.Thread(target=ask, args=(index, entry), name=f"njtui-ask-{entry.key}", daemon=True) for index, entry in enumerate(entries)]
+    for thread in threads:
+        thread.start()
+    # Connecting counts too: a margin over the answer's own timeout for an engine that is slow to.
+    deadline = time.monotonic() + STATUS_TIMEOUT + 2.0
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    for entry, answer in zip(entries, list(answers)):
+        state = answer.get("state", "unknown")
+        entry.state = "running" if state in ("idle", "busy") else state
+        entry.busy = state == "busy"
+        entry.idle_for = answer.get("idle_for")

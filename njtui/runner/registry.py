@@ -1,0 +1,102 @@
+"""Where the runner finds backends: by name, from the `njtui.backends` entry-point group.
+
+A package adds a backend by declaring it in its own metadata, e.g. in `pyproject.toml`:
+
+    [project.entry-points."njtui.backends"]
+    mine = "my_package.my_module:MyBackend"
+
+njtui declares its own two the same way. They are also known here by name, so a source tree run
+without being installed (no metadata) still has them; an installed entry point of the same name
+wins. Backends are made on first use: the Docker one reaches for an engine only then.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import entry_points
+
+from njtui.model import RuntimeSpec
+from njtui.runner.backend import Backend, BackendError
+
+ENTRY_POINT_GROUP = "njtui.backends"
+BUILT_IN = {"host": "njtui.runner.host:HostBackend", "docker": "njtui.runner.docker_backend:DockerBackend"}
+
+# Backends registered in this process (tests, embedding programs): name → factory.
+_registered: dict[str, Callable[[], Backend]] = {}
+
+
+def register(name: str, factory: Callable[[], Backend]) -> None:
+    """Makes a backend known in this process, beside the installed ones."""
+    _registered[name] = factory
+
+
+def unregister(name: str) -> None:
+    _registered.pop(name, None)
+
+
+def _load(target: str) -> Callable[[], Backend]:
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def factories() -> dict[str, Callable[[], Backend]]:
+    """Every known backend's factory by name, loaded lazily (importing one costs only when made)."""
+    found: dict[str, Callable[[], Backend]] = {name: _lazy(target) for name, target in BUILT_IN.items()}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found[entry.name] = _lazy_entry(entry)
+    found.update(_registered)
+    return found
+
+
+def _lazy(target: str) -> Callable[[], Backend]:
+    return lambda: _load(target)()
+
+
+def _lazy_entry(entry) -> Callable[[], Backend]:
+    return lambda: entry.load()()
+
+
+def backend_name(spec: RuntimeSpec) -> str:
+    """The backend that runs `spec`: the one it names, else host or Docker by its environment."""
+    if spec.backend:
+        return spec.backend
+    return "host" if spec.is_host else "docker"
+
+
+class Backends(Mapping[str, Backend]):
+    """The backends a runner uses, by name, each made on first use.
+
+    Given instances (tests) are used as they are; otherwise every known backend is available."""
+
+    def __init__(self, given: Mapping[str, Backend] | None = None) -> None:
+        self._made: dict[str, Backend] = dict(given or {})
+        self._factories = {} if given is not None else factories()
+
+    def __getitem__(self, name: str) -> Backend:
+        backend = self._made.get(name)
+        if backend is None:
+            factory = self._factories.get(name)
+            if factory is None:
+                raise KeyError(name)
+            backend = self._made[name] = factory()
+            if backend.name != name:
+                raise BackendError(f"the backend registered as {name!r} calls itself {backend.name!r}")
+        return backend
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._made, *self._factories]))
+
+    def __len__(self) -> int:
+        return len(set(self._made) | set(self._factories))
+
+    def for_spec(self, spec: RuntimeSpec) -> Backend:
+        name = backend_name(spec)
+        try:
+            return self[name]
+        except KeyError:
+            known = ", ".join(sorted(self)) or "none"
+            raise BackendError(
+                f"runtime {spec.id}: no backend named {name!r} is installed (installed: {known}); "
+                f"fix `backend` in [runtimes.{spec.id}] or install the package that provides it"
+            ) from None

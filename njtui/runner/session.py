@@ -1,0 +1,382 @@
+"""One client's attachment to one running runtime: reading its messages, recording them.
+
+A session's reader thread turns the runtime's messages into runner events and records them in
+the results store (see `recorder`); when the runtime ends it reports why and ends every cell
+still open with a `lost` done.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from njtui.model import ExecutionRecord, RuntimeSpec
+from njtui.runner import protocol
+from njtui.runner.backend import Backend, BackendError, Connection, RuntimeInfo
+from njtui.runner.events import RuntimeMessage
+from njtui.runner.recorder import Recorder
+
+if TYPE_CHECKING:
+    from njtui.runner.runner import Runner
+
+RECORDER_RETRY_INTERVAL = 1.0
+# After write errors the store is retried less and less often, up to this: each try replays the
+# journal from the cursor, wasted work while the disk is still full.
+RECORDER_RETRY_MAX = 30.0
+
+
+class SessionEnded(BackendError):
+    """The runtime ended before a cell could be sent to it."""
+
+
+class RuntimeSession:
+    """One client's attachment to one running runtime."""
+
+    def __init__(self, runner: Runner, spec: RuntimeSpec, backend: Backend, info: RuntimeInfo) -> None:
+        self.runner = runner
+        self.spec = spec
+        self.backend = backend
+        self.info = info
+        self.recorder = Recorder(runner.store, info.key, spec.id)
+        self.last_seq = runner.seen_seq.get((spec.id, info.instance), 0)
+        self.open_execs: dict[str, str] = {}  # exec id → cell id, for executions not yet done
+        self.running_exec: str | None = None
+        self.connection: Connection | None = None
+        # Set when the session stops reading: detached, or the runtime ended.
+        self.closed = threading.Event()
+        # Set once an ended runtime's end is reported, its open cells ended and its remains let go.
+        self.finished = threading.Event()
+        # Guards `open_execs` with `closed`: a cell is either submitted before the end, and
+        # ended as lost by it, or refused after it; never both, never neither.
+        self._execs_lock = threading.Lock()
+        # Set when the answer to the status request sent on open arrives: replay is done.
+        self.caught_up = threading.Event()
+        # The credentials its S3 mounts were made with: set at boot, or read on first need by a
+        # client that attached to a runtime another process booted.
+        self.mount_credentials: dict[str, str] | None = None
+        self._opened_at = 0.0
+        self._thread: threading.Thread | None = None
+        # The reader thread and the recording watcher both use the recorder: one at a time.
+        self._recording = threading.Lock()
+        # Set when this client saw a message it did not record: the watcher makes sure someone
+        # records it (the recording client, or this one once that has gone or the store heals).
+        self._unrecorded = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._retry_delay = RECORDER_RETRY_INTERVAL
+        self._seen_failed_at = 0.0
+        self._reported_failure: str | None = None
+        self._replay_from = 0  # `since` of the last attach sent
+
+    def open(self) -> None:
+        self._opened_at = time.time()
+        with self._recording:
+            if self.recorder.try_activate():
+                self.recorder.bind(self.info.instance)
+            if self.recorder.active:
+                since = self.recorder.since()
+            else:
+                cursor = self.runner.store.cursor(self.info.key)
+                since = cursor.get("seq", 0) + 1 if cursor.get("instance") == self.info.instance else 1
+            self._replay_from = since
+            self._after_recording()
+        try:
+            self.connection = self.backend.connect(self.info)
+        except BaseException:
+            with self._recording:
+                self.recorder.release()  # the lock must not outlive a session that never opened
+            raise
+        self.connection.send({"op": "attach", "since": since})
+        self.connection.send({"op": "status"})
+
+    def start_reading(self) -> None:
+        self._thread = threading.Thread(target=self._read, name=f"njtui-runtime-{self.spec.id}", daemon=True)
+        self._thread.start()
+
+    def submit(self, exec_id: str, code: str, meta: dict[str, Any]) -> None:
+        """Sends a cell. Raises SessionEnded if the runtime ended first; once accepted, the cell
+        gets exactly one `done`: its own, or `lost` when the runtime ends before it."""
+        assert self.connection is not None
+        with self._execs_lock:
+            if self.closed.is_set():
+                raise SessionEnded(f"runtime {self.spec.id} ended before the cell was sent")
+            self.open_execs[exec_id] = meta.get("cell", "")
+        try:
+            self.connection.send(protocol.execute_request(exec_id, code, meta))
+        except (BackendError, OSError) as exc:
+            # The connection is going: the reader sees it end and reports this cell lost.
+            self.runner.log.warning(self.spec.id, f"could not send the cell: {exc}")
+
+    def send(self, request: dict[str, Any]) -> None:
+        if self.connection is not None:
+            self.connection.send(request)
+
+    def _read(self) -> None:
+        try:
+            self._read_messages()
+        except Exception as exc:  # a bug here must turn the runtime red, not hang its clients
+            self.runner.log.error(self.spec.id, f"reading the runtime failed: {type(exc).__name__}: {exc}")
+            self._ended(f"njtui failed reading the runtime: {exc}", True)
+
+    def _read_messages(self) -> None:
+        assert self.connection is not None
+        exit_reason = "the connection to the runtime closed"
+        crashed = True
+        # The agent's own word on why it ends: it outranks what the backend can tell afterwards
+        # (a container already removed by the stop that ended it reads as removed from outside).
+        said: str | None = None
+        for message in self.connection:
+            if message.get("type") == "exit" and "seq" in message:
+                said = protocol.exit_words(message.get("reason"))
+            if "seq" not in message:
+                kind = message.get("type")
+                if kind == protocol.AGENT_STDERR:
+                    for line in message.get("text", "").splitlines():
+                        self.runner.log.write(self.spec.id, line, "agent")
+                elif kind == protocol.RUNTIME_EXIT:
+                    exit_reason = message.get("reason") or "stopped"
+                    crashed = not exit_reason.startswith("stopped")
+                continue
+            fresh = message["seq"] > self.last_seq
+            done = message.get("type") == "done"
+            if fresh:
+                self.last_seq = message["seq"]
+                self.runner.seen_seq[(self.spec.id, self.info.instance)] = self.last_seq
+                self._track(message)
+                if not done:
+                    self.runner._emit(RuntimeMessage(self.spec.id, message))
+            # Recorded after the listeners have it, so file writes stay off the latency path; a
+            # `done` goes out once recorded, with its /results files stored, as its status must
+            # say whether the store has it all.
+            finished = self._record(message)
+            if finished is not None:
+                self.runner.collect_files(self.backend, self.info, finished, message)
+            if fresh and done:
+                self.runner._emit(RuntimeMessage(self.spec.id, self._as_recorded(message)))
+            if done:
+                with self._recording:
+                    self.recorder.flush()
+                    self._after_recording()
+                    unrecorded = not self.recorder.active
+                self._watch_if(unrecorded)
+            if finished is not None:
+                self.runner.write_back_mounts(self)
+        if said is not None:
+            exit_reason, crashed = said, False
+        self._ended(exit_reason, crashed)
+
+    def _record(self, message: dict[str, Any]) -> ExecutionRecord | None:
+        with self._recording:
+            finished = self.recorder.handle(message)
+            if self.recorder.behind and self._replay_from != self.recorder.since():
+                self._request_replay()
+            if self.recorder.failure is not None and self.recorder.active and not self.recorder.behind and self.recorder.cursor.get("seq", 0) >= self.last_seq:
+                self.recorder.failure = None  # caught up with everything this client has seen
+            self._after_recording()
+            unrecorded = not self.recorder.active
+        self._watch_if(unrecorded)
+        return finished
+
+    def _watch_if(self, unrecorded: bool) -> None:
+        """Wakes the recording watcher (started on first need) when this client is not recording."""
+        if not unrecorded:
+            return
+        self._unrecorded.set()
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch_recording, name=f"njtui-recording-{self.spec.id}", daemon=True)
+            self._watcher.start()
+
+    def _as_recorded(self, done: dict[str, Any]) -> dict[str, Any]:
+        """A `done` as the listeners get it: not ok while this client's writes to the store fail."""
+        with self._recording:
+            failure = self.recorder.failure
+            if failure is None or (self.recorder.active and self.recorder.cursor.get("seq", 0) >= done["seq"]):
+                return done
+        status = done.get("status", "ok")
+        return {**done, "status": "error" if status == "ok" else status, "reason": f"{failure} (the runtime's journal keeps the output)"}
+
+    def _request_replay(self) -> None:
+        """The journal from the cursor on: what this client has not recorded comes again."""
+        since = self.recorder.since()
+        self._replay_from = since
+        try:
+            self.send({"op": "attach", "since": since})
+            # A Docker connection replays when the next live message arrives: ask for one.
+            self.send({"op": "status"})
+        except (BackendError, OSError):
+            pass  # the reader sees the connection end
+
+    def _after_recording(self) -> None:
+        """After each use of the recorder (under its lock): retry pacing, and a log line when
+        writing to the store fails or works again."""
+        failure = self.recorder.failure
+        if failure is None:
+            self._seen_failed_at = 0.0
+            self._retry_delay = RECORDER_RETRY_INTERVAL
+        elif self.recorder.failed_at != self._seen_failed_at:
+            if self._seen_failed_at:
+                self._retry_delay = min(self._retry_delay * 2, RECORDER_RETRY_MAX)
+            self._seen_failed_at = self.recorder.failed_at
+        if failure == self._reported_failure:
+            return
+        self._reported_failure = failure
+        if failure is not None:
+            self.runner.log.error(
+                self.spec.id,
+                f"{failure}: outputs are not recorded in {self.runner.store.root}; the runtime's journal keeps them, "
+                "and recording resumes from it once the store can be written (`njtui show` does it too)",
+            )
+        else:
+            self.runner.log.info(self.spec.id, f"recording to {self.runner.store.root} resumed: it has everything again")
+
+    def _watch_recording(self) -> None:
+        """Sees that what this client saw unrecorded gets recorded: by the recording client, or
+        by this one once that client has gone (its lock is free) or the store takes writes again.
+        It runs on an event, not on the next message: the recording client may leave after the
+        last message of a cell, and none may follow."""
+        while True:
+            self._unrecorded.wait()
+            if self.closed.is_set():
+                return
+            self._unrecorded.clear()
+            if self._maybe_take_recording() or self._recorded_elsewhere():
+                continue
+            self._unrecorded.set()
+            if self.closed.wait(self._retry_delay):
+                return
+
+    def _maybe_take_recording(self) -> bool:
+        """A watching client becomes the recorder when the recording client has gone; one whose
+        writes failed tries again (less often each time). Either replays from the cursor."""
+        with self._recording:
+            if self.closed.is_set():
+                return False
+            if self.recorder.active:
+                return True
+            if self.recorder.failure is not None and time.monotonic() - self.recorder.failed_at < self._retry_delay:
+                return False
+            if self.recorder.try_activate():
+                self.recorder.bind(self.info.instance)
+            if self.recorder.active:
+                self._request_replay()
+            self._after_recording()
+            return self.recorder.active
+
+    def _recorded_elsewhere(self) -> bool:
+        """Whether the store has all this client has seen, recorded by another client."""
+        cursor = self.runner.store.cursor(self.info.key)
+        if cursor.get("instance") != self.info.instance or cursor.get("seq", 0) < self.last_seq:
+            return False
+        with self._recording:
+            if not self.recorder.active:
+                self.recorder.failure = None
+            self._after_recording()
+        return True
+
+    def _track(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        exec_id = message.get("exec")
+        if kind == "queued":
+            with self._execs_lock:
+                self.open_execs[exec_id] = (message.get("meta") or {}).get("cell", "")
+        elif kind == "start":
+            self.running_exec = exec_id
+            with self._execs_lock:
+                self.open_execs.setdefault(exec_id, (message.get("meta") or {}).get("cell", ""))
+            self.runner._update(self.spec.id, busy=True)
+        elif kind == "done":
+            with self._execs_lock:
+                self.open_execs.pop(exec_id, None)
+                idle = not self.open_execs
+            if self.running_exec == exec_id:
+                self.running_exec = None
+            if idle:
+                self.runner._update(self.spec.id, busy=False, idle_since=message.get("t"))
+        elif kind == "status":
+            if (message.get("t") or 0) >= self._opened_at - 0.001:
+                self.caught_up.set()
+            busy = message.get("state") == "busy"
+            self.running_exec = message.get("running")
+            idle_since = None if busy else (message.get("t") or time.time()) - (message.get("idle_for") or 0)
+            self.runner._update(self.spec.id, busy=busy, idle_since=idle_since)
+        elif kind == "exit":
+            self.runner.log.info(self.spec.id, f"agent exiting: {message.get('reason')}")
+        elif kind == "log":
+            self.runner.log.write(self.spec.id, message.get("text", ""), message.get("level", "info"))
+
+    def _ended(self, reason: str, crashed: bool) -> None:
+        with self._execs_lock:
+            if self.closed.is_set():
+                return  # detached on purpose: the runtime runs on
+            self.closed.set()
+            open_execs = dict(self.open_execs)
+            self.open_execs.clear()
+        try:
+            self._report_end(reason, crashed, open_execs)
+        finally:
+            self.finished.set()
+
+    def _report_end(self, reason: str, crashed: bool, open_execs: dict[str, str]) -> None:
+        # Red (or grey) with its reason first: the clean-up below can be slow, most of all when
+        # the engine itself has gone.
+        self.runner._report_session_end(self, reason, crashed)
+        lost = f"lost: {reason}"
+        for exec_id, cell in open_execs.items():
+            self.runner._emit(
+                RuntimeMessage(self.spec.id, {"seq": None, "exec": exec_id, "type": "done", "status": "lost", "reason": lost, "meta": {"cell": cell}, "t": time.time()})
+            )
+        self._unrecorded.set()  # the watcher sees `closed` and stops
+        with self._recording:
+            recorded = self._record_rest_of_journal()
+            self.recorder.close_open(reason)
+            recorded = recorded and self.recorder.active
+            self.recorder.release()
+            recorded = recorded and self.recorder.failure is None
+            self._after_recording()
+        # Before `finished`: a restart, or a boot after this end, waits for it, so what is
+        # discarded is this runtime's, never its successor's.
+        if recorded:
+            # A journal not recorded whole stays for the next client (Runner.sync_ended).
+            self.backend.discard(self.info)
+        self.runner._forget_session(self)
+
+    def _record_rest_of_journal(self) -> bool:
+        """At the runtime's end (under the recording lock): records from its journal what nobody
+        has, if no other client is recording. Whether the store now has all of it."""
+        if not self.recorder.active:
+            if not self.recorder.try_activate():
+                return False
+            self.recorder.bind(self.info.instance)
+            if not self.recorder.active:
+                return False
+        if self.recorder.cursor.get("seq", 0) >= self.last_seq and not self.recorder.behind:
+            self.recorder.failure = None
+            return True  # it recorded all this client saw: the journal holds nothing more
+        try:
+            for message in self.backend.journal(self.info):
+                finished = self.recorder.handle(message)
+                if not self.recorder.active:
+                    return False
+                if finished is not None:
+                    self.runner.collect_files(self.backend, self.info, finished, message)
+        except (BackendError, OSError, ValueError) as exc:
+            self.runner.log.warning(self.spec.id, f"could not read the journal of the ended runtime: {exc}")
+            return False
+        if self.recorder.behind:
+            return False
+        self.recorder.failure = None
+        return True
+
+    def detach(self) -> None:
+        with self._execs_lock:
+            self.closed.set()
+        self._unrecorded.set()  # the watcher sees `closed` and stops
+        if self.connection is not None:
+            self.connection.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with self._recording:
+            self.recorder.release()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=5)
+        self.finished.set()
