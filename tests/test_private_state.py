@@ -55,6 +55,15 @@ def secret_notebook(directory: Path, languages: tuple[str, ...] = ("python",), *
     return path
 
 
+def own_runtimes(path: Path) -> list[dict]:
+    """This notebook's rows of `njtui runtimes --json`: the machine's Docker engine is shared,
+    so other programs' runtimes may be listed too."""
+    listed = njtui("runtimes", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    return [row for row in rows if row["notebook"] == str(path.resolve())]
+
+
 def snapshot(path: Path) -> tuple[bytes, int]:
     return path.read_bytes(), path.stat().st_mtime_ns
 
@@ -201,7 +210,12 @@ def test_secret_files_are_removed_when_the_runtime_ends(tmp_path, isolated_env, 
     assert stat.S_IMODE((runtime_dir / "secrets").lstat().st_mode) == 0o700
 
     if ending == "stop":
-        assert njtui("runtimes", "stop", "--all").returncode == 0
+        # This test's runtime only, by its ID: `stop --all` would stop every njtui runtime on
+        # the machine, other programs' Docker ones included.
+        (row,) = own_runtimes(path)
+        assert row["id"] == runtime_dir.name
+        stopped = njtui("runtimes", "stop", row["id"])
+        assert stopped.returncode == 0, stopped.stderr
     elif ending == "agent killed":
         os.kill(json.loads((runtime_dir / "relay.json").read_text())["agent_pid"], signal.SIGKILL)
     wait_for_relay_exit(runtime_dir)
@@ -527,6 +541,10 @@ def test_without_a_squat_the_victim_makes_private_directories_the_attacker_canno
         denied = _run_as(attacker, argv)
         assert denied.returncode != 0 and "Permission denied" in denied.stderr, argv
 
+    # `stop --all` is allowed here: the victim stopping everything it runs is the behaviour
+    # under test (its secret files go with its runtimes). It reaches no one else's runtimes:
+    # the victim is a fresh user outside the docker group, so the machine's Docker engine is
+    # closed to it, and its host runtimes are its own, under /tmp/njtui-runtime-<its uid>.
     stopped = victim.njtui("runtimes", "stop", "--all")
     assert stopped.returncode == 0, stopped.stderr
     assert [leftover_secrets(d) for d in runtime_dirs] == [[], []]
