@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Executor, scratch_runner  # noqa: E402
+from _common import Executor, scratch_runner
 
 
 def measure_docker_run(image: str, runs: int) -> list[float]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Executor, jupyter_execute, jupyter_kernel, median_ms, scratch_runner  # noqa: E402
+from _common import Executor, jupyter_execute, jupyter_kernel, median_ms, scratch_runner
 
 
 def measure_njtui(runs: int, environment: str = "host") -> float:

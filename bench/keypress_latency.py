@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _tmux import TmuxApp  # noqa: E402
+from _tmux import TmuxApp
 
-from njtui.model import Cell, Notebook, RuntimeSpec  # noqa: E402
-from njtui.store import save_notebook  # noqa: E402
+from njtui.model import Cell, Notebook, RuntimeSpec
+from njtui.store import save_notebook
 
 FLOOD = """import time
 for i in range(200_000):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _tmux import TmuxApp, peak_rss_mb  # noqa: E402
+from _tmux import TmuxApp, peak_rss_mb
 
-from njtui.model import Cell, Notebook, RuntimeSpec  # noqa: E402
-from njtui.store import save_notebook  # noqa: E402
+from njtui.model import Cell, Notebook, RuntimeSpec
+from njtui.store import save_notebook
 
 SIZES = (50, 500, 5000)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Executor, jupyter_execute, jupyter_kernel, peak_rss_mb, scratch_runner  # noqa: E402
+from _common import Executor, jupyter_execute, jupyter_kernel, peak_rss_mb, scratch_runner
 
 LINE = "x" * 98  # + "\n" = 99 bytes a line, as a print loop of log lines
 

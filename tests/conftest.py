@@ -140,7 +140,6 @@ def docker_engine():
     return client
 
 
-
 @pytest.fixture
 def loopback_registry(docker_engine, tmp_path_factory):
     """A real Docker registry on loopback, for images the engine must download."""
@@ -153,15 +152,13 @@ def loopback_registry(docker_engine, tmp_path_factory):
         pytest.skip("docker-registry is not installed (scripts/provision installs it)")
     port = free_loopback_port()
     home = tmp_path_factory.mktemp("registry")
-    (home / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\n"
-        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
+    (home / "config.yml").write_text(f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
     server = subprocess.Popen([binary, "serve", str(home / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until_serving(server, f"http://127.0.0.1:{port}/v2/", timeout=15)
     yield f"127.0.0.1:{port}"
     server.terminate()
     server.wait(timeout=10)
+
 
 @pytest.fixture
 def throttled_registry(loopback_registry):

@@ -256,7 +256,7 @@ class ThrottlingProxy:
         self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
         threading.Thread(target=self._accept, name="throttling-proxy", daemon=True).start()
 
-    def __enter__(self) -> "ThrottlingProxy":
+    def __enter__(self) -> ThrottlingProxy:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -159,11 +159,7 @@ def test_output_never_moves_into_the_next_execution(agent):
             streams = output.setdefault(message["exec"], {"stdout": "", "stderr": ""})
             streams[message["name"]] += message["text"]
         finished += message["type"] == "done"
-    wrong = {
-        i: output.get(f"e{i}")
-        for i in range(count)
-        if output.get(f"e{i}") != {"stdout": f"out{i} a\nout{i} b\n", "stderr": f"err{i} a\nerr{i} b\n"}
-    }
+    wrong = {i: output.get(f"e{i}") for i in range(count) if output.get(f"e{i}") != {"stdout": f"out{i} a\nout{i} b\n", "stderr": f"err{i} a\nerr{i} b\n"}}
     assert not wrong, f"{len(wrong)} of {count} executions got another's output: {list(wrong.items())[:3]}"
 
 

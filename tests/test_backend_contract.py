@@ -10,8 +10,7 @@ import time
 import pytest
 
 from njtui.model import Cell, Notebook, RuntimeSpec
-from njtui.runner import Runner, RunnerError, RuntimeChanged, RuntimeMessage, RuntimeState
-from njtui.runner import registry
+from njtui.runner import Runner, RunnerError, RuntimeChanged, RuntimeMessage, RuntimeState, registry
 from njtui.runner.protocol import STOPPED_MID_CELL
 from njtui.runner.state import ALLOWED
 from njtui.store import save_notebook
@@ -111,7 +110,7 @@ def driven(tmp_path, backend_name):
 
 
 def assert_valid_moves(states: list[RuntimeState]) -> None:
-    for before, after in zip(states, states[1:]):
+    for before, after in zip(states, states[1:], strict=False):
         assert after in ALLOWED[before], f"{before.value} → {after.value} in {[s.value for s in states]}"
 
 

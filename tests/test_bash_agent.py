@@ -119,7 +119,7 @@ def test_a_partial_line_arrives_before_the_cell_ends(agent):
 
 
 def test_cell_input_is_empty(agent):
-    out = agent.run("e", "read -r line; echo \"rc=$? [$line]\"\n")
+    out = agent.run("e", 'read -r line; echo "rc=$? [$line]"\n')
     assert text(out) == "rc=1 []\n"
     assert done(agent.run("f", "echo still-fine\n"))["status"] == "ok"
 
@@ -128,13 +128,13 @@ def test_escaping_round_trips(agent):
     tricky = 'quote " backslash \\ tab \t bell \a unicode é ✓ 😀 cr \r end'
     out = agent.run("e", "printf '%s\\n' " + "'" + tricky.replace("'", "'\\''") + "'\n")
     assert text(out) == tricky + "\n"
-    out = agent.run("f", "s='with \"json\" {\"a\": [1, 2]} \\\\n not a newline'\necho \"$s\"\n")
+    out = agent.run("f", 's=\'with "json" {"a": [1, 2]} \\\\n not a newline\'\necho "$s"\n')
     assert text(out) == 'with "json" {"a": [1, 2]} \\\\n not a newline\n'
 
 
 def test_a_large_output_arrives_complete_and_in_order(agent):
     started = time.monotonic()
-    out = agent.run("e", "for ((i = 0; i < 100000; i++)); do echo \"line $i\"; done\n")
+    out = agent.run("e", 'for ((i = 0; i < 100000; i++)); do echo "line $i"; done\n')
     elapsed = time.monotonic() - started
     lines = text(out).splitlines()
     assert lines == [f"line {i}" for i in range(100000)]

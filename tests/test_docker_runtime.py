@@ -89,7 +89,7 @@ def test_bash_runtime_in_an_image_without_python(docker_engine, tmp_path):
     path = notebook_file(
         tmp_path,
         {"sh": {"language": "bash", "environment": BASH_IMAGE}},
-        [("a", "sh", "cd /tmp\nV=kept\nf() { echo \"f:$1\"; }\n"), ("b", "sh", "echo $PWD $V\nf x\nfalse\n")],
+        [("a", "sh", 'cd /tmp\nV=kept\nf() { echo "f:$1"; }\n'), ("b", "sh", "echo $PWD $V\nf x\nfalse\n")],
     )
     result = njtui("run", str(path), "--json")
     assert result.returncode == 1, result.stderr

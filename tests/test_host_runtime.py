@@ -15,8 +15,8 @@ import pytest
 from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.store import save_notebook
 from njtui.store.results import KEEP_VERSIONS, ResultsStore
-from tests.helpers import make_notebook, wait_until
 from tests.conftest import REPO, SAMPLES, njtui
+from tests.helpers import make_notebook, wait_until
 
 
 def json_events(result: subprocess.CompletedProcess) -> list[dict]:
@@ -91,7 +91,7 @@ def test_state_persists_across_cells_and_runs(tmp_path):
 
 
 def test_bash_state_persists(tmp_path):
-    path = make_notebook(tmp_path, [("a", "bash", "cd /tmp\nV=hello\nf() { echo \"f:$1\"; }\n"), ("b", "bash", "echo $PWD $V\nf x\n")])
+    path = make_notebook(tmp_path, [("a", "bash", 'cd /tmp\nV=hello\nf() { echo "f:$1"; }\n'), ("b", "bash", "echo $PWD $V\nf x\n")])
     result = njtui("run", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["/tmp hello", "f:x"]

@@ -170,7 +170,7 @@ BAD_CASES = {
     "unknown-cell-language": (SPEC_EXAMPLE.replace('language = "python"\nruntime', 'language = "cobol"\nruntime'), "unknown language 'cobol'", 24),
     "unknown-runtime-language": (SPEC_EXAMPLE.replace('language = "python"', 'language = "ruby"', 1), "unknown language 'ruby'", 6),
     "bad-idle-timeout": (SPEC_EXAMPLE.replace('"20m"', '"soon"'), "idle_timeout", 9),
-    "cells-not-tables": ('njtui = 1\ncells = [1, 2]\n', "must be a table", 2),
+    "cells-not-tables": ("njtui = 1\ncells = [1, 2]\n", "must be a table", 2),
 }
 
 

@@ -89,9 +89,25 @@ def _escaped_control(rng: random.Random, data: bytes) -> bytes:
 
 
 _HUGE = [
-    b"9" * 5000, b"-" + b"9" * 30, b"0x" + b"f" * 40, b"1e999", b"-1e999", b"inf", b"-inf", b"nan", b"1" + b"0" * 400 + b".5",
-    b'"200000d"', b'"nan"', b'"inf"', b'"1e999s"', b'"' + b"9" * 400 + b's"', b'"99999999999999999999TiB"', b'"65TiB"',
-    b'"' + b"9" * 5000 + b'"', b"18446744073709551616", b"[" + b"1, " * 2000 + b"]",
+    b"9" * 5000,
+    b"-" + b"9" * 30,
+    b"0x" + b"f" * 40,
+    b"1e999",
+    b"-1e999",
+    b"inf",
+    b"-inf",
+    b"nan",
+    b"1" + b"0" * 400 + b".5",
+    b'"200000d"',
+    b'"nan"',
+    b'"inf"',
+    b'"1e999s"',
+    b'"' + b"9" * 400 + b's"',
+    b'"99999999999999999999TiB"',
+    b'"65TiB"',
+    b'"' + b"9" * 5000 + b'"',
+    b"18446744073709551616",
+    b"[" + b"1, " * 2000 + b"]",
 ]
 
 
@@ -100,7 +116,7 @@ def _huge_number(rng: random.Random, data: bytes) -> bytes:
     if _SETTING.search(data) and rng.random() < 0.7:
         matches = list(_SETTING.finditer(data))
         match = rng.choice(matches)
-        return data[: match.start()] + match.group(1) + b" = " + value + data[match.end():]
+        return data[: match.start()] + match.group(1) + b" = " + value + data[match.end() :]
     key = rng.choice([b"cpus", b"memory", b"idle_timeout", b"gpus", b"x"])
     header = _RUNTIME_HEADER.search(data)
     position = header.end() + 1 if header else 0
@@ -133,7 +149,7 @@ def _bad_id(rng: random.Random, data: bytes) -> bytes:
     if rng.random() < 0.5 or not _RUNTIME_HEADER.search(data):
         matches = list(_ID_VALUE.finditer(data))
         match = rng.choice(matches)
-        return data[: match.start()] + b'id = "' + bad + b'"' + data[match.end():]
+        return data[: match.start()] + b'id = "' + bad + b'"' + data[match.end() :]
     return _RUNTIME_HEADER.sub(lambda match: b'[runtimes."' + bad + b'"]', data, count=1)
 
 
@@ -149,8 +165,18 @@ def _several(rng: random.Random, data: bytes) -> bytes:
 
 
 _SIMPLE: list[Callable[[random.Random, bytes], bytes]] = [
-    _flip_bits, _truncate, _duplicate_line, _delete_line, _insert_nul, _insert_control, _escaped_control,
-    _huge_number, _deep_nesting, _long_line, _bad_id, _random_bytes,
+    _flip_bits,
+    _truncate,
+    _duplicate_line,
+    _delete_line,
+    _insert_nul,
+    _insert_control,
+    _escaped_control,
+    _huge_number,
+    _deep_nesting,
+    _long_line,
+    _bad_id,
+    _random_bytes,
 ]
 KINDS: dict[str, Callable[[random.Random, bytes], bytes]] = {
     **{mutate.__name__.strip("_").replace("_", "-"): mutate for mutate in _SIMPLE},
@@ -231,7 +257,7 @@ def test_mutated_samples_load_or_are_refused_cleanly(tmp_path, record_property):
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         shown = list(pool.map(show, [path for path, _, _ in sample]))
-    for (path, outcome, error), result in zip(sample, shown):
+    for (path, outcome, error), result in zip(sample, shown, strict=True):
         assert "Traceback" not in result.stderr, result.stderr
         if outcome == "loaded":
             assert result.returncode == 0, result.stderr
@@ -241,12 +267,70 @@ def test_mutated_samples_load_or_are_refused_cleanly(tmp_path, record_property):
 
 
 _TOKENS = [
-    "njtui = 1\n", "title = ", '"t"', "\n", "[runtimes.py]\n", "[runtimes.", '"p\\u0000y"', "]\n", 'language = "python"\n',
-    'language = "bash"\n', "default = true\n", "cpus = ", "inf", "nan", "1e999", "2", "-1", 'memory = "', "9" * 30, 'TiB"',
-    'idle_timeout = "', '200000d"', '20m"', "gpus = ", '["0"]', "[[cells]]\n", 'id = "', "a1", "../x", '"\n', 'kind = "code"\n',
-    'kind = "markdown"\n', 'source = """\n', 'print(1)\n"""\n', 'runtime = "py"\n', "[", "]", "{", "}", "=", ".", ",", '"', "'",
-    "'''", '"""', "#", "\\", "\\u001b", "\r\n", "\t", " ", "x", "[[", "]]", "a.b.c", "{a = ", "1979-05-27 07:32:00",
-    "env = { X = ", "mounts = [{ kind = \"dir\", source = \"/tmp\", at = \"/d\" }]\n", "\x00", "\ufeff", "\x1b", "\u0085",
+    "njtui = 1\n",
+    "title = ",
+    '"t"',
+    "\n",
+    "[runtimes.py]\n",
+    "[runtimes.",
+    '"p\\u0000y"',
+    "]\n",
+    'language = "python"\n',
+    'language = "bash"\n',
+    "default = true\n",
+    "cpus = ",
+    "inf",
+    "nan",
+    "1e999",
+    "2",
+    "-1",
+    'memory = "',
+    "9" * 30,
+    'TiB"',
+    'idle_timeout = "',
+    '200000d"',
+    '20m"',
+    "gpus = ",
+    '["0"]',
+    "[[cells]]\n",
+    'id = "',
+    "a1",
+    "../x",
+    '"\n',
+    'kind = "code"\n',
+    'kind = "markdown"\n',
+    'source = """\n',
+    'print(1)\n"""\n',
+    'runtime = "py"\n',
+    "[",
+    "]",
+    "{",
+    "}",
+    "=",
+    ".",
+    ",",
+    '"',
+    "'",
+    "'''",
+    '"""',
+    "#",
+    "\\",
+    "\\u001b",
+    "\r\n",
+    "\t",
+    " ",
+    "x",
+    "[[",
+    "]]",
+    "a.b.c",
+    "{a = ",
+    "1979-05-27 07:32:00",
+    "env = { X = ",
+    'mounts = [{ kind = "dir", source = "/tmp", at = "/d" }]\n',
+    "\x00",
+    "\ufeff",
+    "\x1b",
+    "\u0085",
 ]
 
 

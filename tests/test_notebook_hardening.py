@@ -20,8 +20,7 @@ import pytest
 from njtui.model import Cell, Notebook, RuntimeSpec, is_cell_id, is_runtime_id, new_cell_id
 from njtui.model.duration import DurationError, parse_duration
 from njtui.model.size import SizeError, parse_size
-from njtui.store import NotebookError, dumps_notebook, load_notebook, parse_notebook, save_notebook
-from njtui.store import locate, notebook_file
+from njtui.store import NotebookError, dumps_notebook, load_notebook, locate, notebook_file, parse_notebook, save_notebook
 from njtui.store.errors import toml_error_position
 from njtui.store.locate import MAX_DEPTH, Locator
 from tests.conftest import njtui
@@ -29,10 +28,7 @@ from tests.conftest import njtui
 
 def notebook_text(setting: str = "", cell_id: str = "a1", extra: str = "") -> str:
     """A small valid notebook; `setting` is line 5, inside [runtimes.py]."""
-    return (
-        f'njtui = 1\ntitle = "hardening"\n\n[runtimes.py]\nlanguage = "python"\n{setting}\n\n'
-        f'[[cells]]\nid = "{cell_id}"\nkind = "code"\nlanguage = "python"\nsource = "print(1)"\n{extra}'
-    )
+    return f'njtui = 1\ntitle = "hardening"\n\n[runtimes.py]\nlanguage = "python"\n{setting}\n\n[[cells]]\nid = "{cell_id}"\nkind = "code"\nlanguage = "python"\nsource = "print(1)"\n{extra}'
 
 
 def digest(path: Path) -> str:
@@ -127,7 +123,7 @@ def test_what_the_scan_misses_is_still_a_notebook_error(tmp_path, monkeypatch, t
 
 def test_an_integer_of_thousands_of_digits_is_refused(tmp_path):
     """tomllib raised ValueError (Python's int limit) through the loader for this."""
-    refused(tmp_path, "njtui = 1\ntitle = \"t\"\nx = " + "9" * 5000 + "\n", "bare value 5,000 characters long", line=3, column=5)
+    refused(tmp_path, 'njtui = 1\ntitle = "t"\nx = ' + "9" * 5000 + "\n", "bare value 5,000 characters long", line=3, column=5)
     refused(tmp_path, "njtui = " + "9" * 5000 + "\n", "bare value", line=1, column=9)
     refused(tmp_path, "njtui = 1\nx = 0x" + "f" * 40 + "\n", "does not fit in 64 bits", line=2)
     refused(tmp_path, notebook_text("cpus = 100000000000000000000"), "does not fit in 64 bits", line=6)
@@ -203,7 +199,7 @@ def test_the_locator_does_linear_work(family):
 def test_a_long_line_in_a_bad_notebook_gets_its_position(tmp_path):
     """The old locator spent minutes on a line like this one (a "[" and thousands of spaces
     inside an array) before it could say where the error was."""
-    text = 'njtui = 1\nx = [\n[' + " " * 5000 + '1],\n]\n\n[runtimes.py]\nlanguage = "ruby"\n'
+    text = "njtui = 1\nx = [\n[" + " " * 5000 + '1],\n]\n\n[runtimes.py]\nlanguage = "ruby"\n'
     refused(tmp_path, text, "unknown language 'ruby'", line=7, column=1)
     cli_refuses(tmp_path / "bad.toml", "bad.toml:7:1:")
 
@@ -246,7 +242,7 @@ def test_errors_without_a_key_still_have_a_position(tmp_path):
     [
         ('njtui = 1\n[runtimes."p\\u0000y"]\nlanguage = "python"\n', "control character", 2),
         (notebook_text(cell_id="a\\u0000"), "NUL character", 9),
-        (notebook_text("env = { X = \"a\\u0000b\" }"), "NUL character", 6),
+        (notebook_text('env = { X = "a\\u0000b" }'), "NUL character", 6),
         (notebook_text().replace('source = "print(1)"', 'source = "print(1)\\u0000"'), "NUL character", 12),
         (notebook_text(extra='note = "\\u0000"\n'), "NUL character", 13),
         (notebook_text().replace('title = "hardening"', 'title = "\\u001b[2Jgotcha"'), "title", 2),
@@ -260,8 +256,20 @@ def test_errors_without_a_key_still_have_a_position(tmp_path):
         (notebook_text('secrets = { TOKEN = "name\\n" }'), "must name a secret", 6),
     ],
     ids=[
-        "runtime-id", "cell-id", "env-value", "source", "unknown-key", "title", "runtime-name", "c1-control",
-        "key-with-newline", "mount-source", "mount-at", "git-ref-option", "image-with-newline", "secret-with-newline",
+        "runtime-id",
+        "cell-id",
+        "env-value",
+        "source",
+        "unknown-key",
+        "title",
+        "runtime-name",
+        "c1-control",
+        "key-with-newline",
+        "mount-source",
+        "mount-at",
+        "git-ref-option",
+        "image-with-newline",
+        "secret-with-newline",
     ],
 )
 def test_nul_and_control_characters_are_refused(tmp_path, text, expected, line):
@@ -271,10 +279,7 @@ def test_nul_and_control_characters_are_refused(tmp_path, text, expected, line):
 def test_tabs_and_control_characters_in_sources_and_env_values_are_kept(tmp_path):
     """A source is code and may hold any character but NUL; an env value may span lines."""
     path = tmp_path / "nb.toml"
-    path.write_text(
-        notebook_text('env = { PEM = "line 1\\nline 2" }').replace('title = "hardening"', 'title = "tab\\there"')
-        .replace('source = "print(1)"', 'source = "print(1)\\t# \\u0001 \\u001b"')
-    )
+    path.write_text(notebook_text('env = { PEM = "line 1\\nline 2" }').replace('title = "hardening"', 'title = "tab\\there"').replace('source = "print(1)"', 'source = "print(1)\\t# \\u0001 \\u001b"'))
     notebook = load_notebook(path)
     assert notebook.title == "tab\there"
     assert notebook.runtimes["py"].env == {"PEM": "line 1\nline 2"}
@@ -352,7 +357,11 @@ def _show_limited(path: Path) -> subprocess.CompletedProcess:
 
     return subprocess.run(
         [sys.executable, "-m", "njtui", "show", str(path)],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(), preexec_fn=cap_memory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+        preexec_fn=cap_memory,
     )
 
 

@@ -78,9 +78,9 @@ def test_comments_blank_lines_order_and_quoting_survive_load_edit_save(notebook_
     notebook.cells.insert(1, Cell("check", "code", "assert rows\n", "python"))
     result = opened.save(notebook)
     assert result.status == "saved" and result.layout_kept
-    assert notebook_path.read_text() == COMMENTED.replace('idle_timeout = "20m"', 'idle_timeout = "5m"').replace(
-        '\n# sums it\n', '\n[[cells]]\nid = "check"\nkind = "code"\nlanguage = "python"\nsource = """\nassert rows\n"""\n\n# sums it\n'
-    ).replace('source = """\nsum(rows)\n"""', 'source = """\nsum(rows) / len(rows)\n"""')
+    assert notebook_path.read_text() == COMMENTED.replace('idle_timeout = "20m"', 'idle_timeout = "5m"').replace("\n# sums it\n", '\n[[cells]]\nid = "check"\nkind = "code"\nlanguage = "python"\nsource = """\nassert rows\n"""\n\n# sums it\n').replace(
+        'source = """\nsum(rows)\n"""', 'source = """\nsum(rows) / len(rows)\n"""'
+    )
     # Removing a cell removes its lines, not the comment lines around it.
     notebook = result.notebook
     del notebook.cells[1:3]
@@ -152,9 +152,7 @@ def test_the_same_cell_changed_on_both_sides_is_a_conflict_and_the_file_waits(no
     on_disk, stat_before = notebook_path.read_bytes(), os.stat(notebook_path)
     result = opened.save(notebook)
     assert result.status == "conflict" and result.notebook is None
-    assert [(c.path, c.base, c.ours, c.theirs) for c in result.conflicts] == [
-        (("cells", "total", "source"), "sum(rows)\n", "sum(rows) * 2\n", "sum(rows) * 10\n")
-    ]
+    assert [(c.path, c.base, c.ours, c.theirs) for c in result.conflicts] == [(("cells", "total", "source"), "sum(rows)\n", "sum(rows) * 2\n", "sum(rows) * 10\n")]
     assert [c.label for c in result.conflicts] == ["cell total: source"]
     after = os.stat(notebook_path)
     assert notebook_path.read_bytes() == on_disk and (after.st_ino, after.st_mtime_ns) == (stat_before.st_ino, stat_before.st_mtime_ns)
@@ -356,9 +354,9 @@ def _dumps(document: dict) -> bytes:
 
 
 def _commented(rng: random.Random, cells: int) -> str:
-    lines = ["njtui = 1", f'title = "t"  # {rng.randint(0, 9)}', "", "[runtimes.py]", "language = \"python\"", "default = true", ""]
+    lines = ["njtui = 1", f'title = "t"  # {rng.randint(0, 9)}', "", "[runtimes.py]", 'language = "python"', "default = true", ""]
     for index in range(cells):
-        lines += [f"# heading of c{index}", "[[cells]]", f'id = "c{index}"', "kind = \"code\"", "language = \"python\"", 'source = """', f"c = {index}", '"""', ""]
+        lines += [f"# heading of c{index}", "[[cells]]", f'id = "c{index}"', 'kind = "code"', 'language = "python"', 'source = """', f"c = {index}", '"""', ""]
     lines.append("# the end")
     return "\n".join(lines) + "\n"
 

@@ -227,11 +227,7 @@ def test_docker_secrets_are_on_a_tmpfs_that_ends_with_the_container(docker_engin
     SecretStore().set("token", SECRET)
     notebook = Notebook(title="docker secrets")
     notebook.runtimes["py"] = RuntimeSpec("py", "python", environment=PYTHON_IMAGE, default=True, secrets={"TOKEN": "token"}, idle_timeout="2s")
-    source = (
-        "import os\n"
-        "assert open('/run/secrets/TOKEN').read() == os.environ['TOKEN']\n"
-        "print([line.split()[2] for line in open('/proc/mounts') if line.split()[1] == '/run/secrets'])\n"
-    )
+    source = "import os\nassert open('/run/secrets/TOKEN').read() == os.environ['TOKEN']\nprint([line.split()[2] for line in open('/proc/mounts') if line.split()[1] == '/run/secrets'])\n"
     notebook.cells.append(Cell(id="use", kind="code", language="python", source=source, runtime="py"))
     path = tmp_path / "nb.toml"
     save_notebook(notebook, path)
@@ -355,10 +351,7 @@ def _victim_njtui(victim: User) -> tuple[list[str], dict[str, str]]:
     env = {"PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
     probe = _run_as(victim, [interpreter or version, "-c", "import njtui.cli, njtui.runner.runner"], env=env)
     if interpreter is None or probe.returncode != 0:
-        pytest.fail(
-            f"user {victim.name} can run neither {sys.executable} nor a {version} on PATH with this checkout "
-            f"({probe.stderr.strip()[-300:]}); the squat test needs this checkout readable by other users"
-        )
+        pytest.fail(f"user {victim.name} can run neither {sys.executable} nor a {version} on PATH with this checkout ({probe.stderr.strip()[-300:]}); the squat test needs this checkout readable by other users")
     return [interpreter, "-m", "njtui"], env
 
 

@@ -252,13 +252,15 @@ def test_store_readers_do_not_trust_names_or_links_from_disk(tmp_path):
     cells = store.root / "cells" / "c1"
     cells.mkdir(parents=True)
     elsewhere = tmp_path / "elsewhere.jsonl"
-    elsewhere.write_text(json.dumps({"record": {"cell": "c1", "version": 1, "exec_id": "x", "runtime": "py", "status": "running"}}) + "\n"
-                         + json.dumps({"seq": 1, "type": "stream", "name": "stdout", "text": "planted secret\n"}) + "\n")
+    elsewhere.write_text(json.dumps({"record": {"cell": "c1", "version": 1, "exec_id": "x", "runtime": "py", "status": "running"}}) + "\n" + json.dumps({"seq": 1, "type": "stream", "name": "stdout", "text": "planted secret\n"}) + "\n")
     (cells / "000001.link.jsonl").symlink_to(elsewhere)  # a record that is a link: not read
     (cells / "000002.garbage.jsonl").write_text('{"record": "nope"}\nnot json\n[1, 2]\n')
     (cells / "000003.typed.jsonl").write_text(
-        json.dumps({"record": {"cell": "../../x", "version": "9", "exec_id": "../y", "runtime": 5, "status": "pwned", "count": "1"}}) + "\n"
-        + json.dumps({"seq": "1", "type": "stream", "name": "stdout", "text": "typed\n"}) + "\n" + '{"end": {"status": "ok", "duration": "long"}}\n'
+        json.dumps({"record": {"cell": "../../x", "version": "9", "exec_id": "../y", "runtime": 5, "status": "pwned", "count": "1"}})
+        + "\n"
+        + json.dumps({"seq": "1", "type": "stream", "name": "stdout", "text": "typed\n"})
+        + "\n"
+        + '{"end": {"status": "ok", "duration": "long"}}\n'
     )
     (cells / "99999999999999999999.big.jsonl").write_text("{}\n")  # not a version number njtui writes
     os.mkfifo(cells / "000004.fifo.jsonl")  # opening it must not hang a reader

@@ -23,11 +23,7 @@ RUNNER_SUBMODULES = {module.name for module in pkgutil.iter_modules(njtui.runner
 def test_importing_the_protocol_loads_nothing_heavy():
     # The host relay imports njtui.runner.protocol on every boot, which runs the package's
     # __init__ first: a fresh interpreter shows what that costs.
-    probe = (
-        "import sys, json\n"
-        "import njtui.runner.protocol\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
+    probe = "import sys, json\nimport njtui.runner.protocol\nprint(json.dumps(sorted(sys.modules)))\n"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout))
@@ -38,11 +34,11 @@ def test_importing_the_protocol_loads_nothing_heavy():
 
 def test_every_public_name_resolves_to_the_object_of_its_submodule():
     from njtui.runner.backend import BackendError
+    from njtui.runner.events import RuntimeChanged, RuntimeMessage
     from njtui.runner.launch import CONTAINER_ONLY
+    from njtui.runner.listing import RuntimeEntry, RuntimeListing, RuntimeStops
     from njtui.runner.log import LogEntry, RunnerLog
     from njtui.runner.protocol import STOPPED_MID_CELL
-    from njtui.runner.events import RuntimeChanged, RuntimeMessage
-    from njtui.runner.listing import RuntimeEntry, RuntimeListing, RuntimeStops
     from njtui.runner.runner import Runner
     from njtui.runner.state import RuntimeState, RuntimeStatus
 
@@ -109,13 +105,7 @@ def test_the_ui_and_the_cli_import_only_the_runner_package():
 def test_the_import_check_sees_each_way_of_reaching_a_submodule(tmp_path):
     # The check above passes vacuously if it cannot see an import: each form it must catch.
     sample = tmp_path / "sample.py"
-    sample.write_text(
-        "import njtui.runner.host\n"
-        "from njtui.runner.backend import BackendError\n"
-        "from njtui.runner import protocol, Runner\n"
-        "def lazy():\n"
-        "    from njtui.runner.runner import Runner\n"
-    )
+    sample.write_text("import njtui.runner.host\nfrom njtui.runner.backend import BackendError\nfrom njtui.runner import protocol, Runner\ndef lazy():\n    from njtui.runner.runner import Runner\n")
     found = _runner_submodule_imports(sample)
     assert [line.split(": ", 1)[1] for line in found] == ["njtui.runner.host", "njtui.runner.backend", "njtui.runner.protocol", "njtui.runner.runner"]
 

@@ -65,7 +65,7 @@ class Observed:
 def stress_notebook(tmp_path) -> tuple:
     notebook = Notebook(title="stress")
     cells = []
-    for runtime_id, (language, environment, quick, slow) in RUNTIMES.items():
+    for runtime_id, (language, environment, _quick, slow) in RUNTIMES.items():
         notebook.runtimes[runtime_id] = RuntimeSpec(runtime_id, language, environment=environment, idle_timeout="10m")
         cells.append(Cell(id=f"{runtime_id}-slow", kind="code", language=language, runtime=runtime_id, source=slow))
     notebook.cells = cells
@@ -125,7 +125,7 @@ def test_a_thousand_mixed_operations_keep_every_runtime_consistent(docker_engine
             assert all(observed.done_runtime[exec_id] == runtime for exec_id, runtime in accepted.items())
             for runtime_id, states in observed.states.items():
                 moves = [state for index, state in enumerate(states) if index == 0 or states[index - 1] != state]
-                bad = [(a.value, b.value) for a, b in zip(moves, moves[1:]) if b not in ALLOWED[a]]
+                bad = [(a.value, b.value) for a, b in zip(moves, moves[1:], strict=False) if b not in ALLOWED[a]]
                 assert not bad, f"runtime {runtime_id} moved {bad}"
     finally:
         runner.stop_all()

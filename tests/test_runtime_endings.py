@@ -73,9 +73,7 @@ def test_a_busy_runtime_stopped_from_another_command(request, tmp_path, language
         request.getfixturevalue("docker_engine")
         environment = PYTHON_IMAGE if language == "python" else BASH_IMAGE
     path = make_notebook(tmp_path, [("long", language, LONG[language])], environment=environment)
-    run = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "njtui"), "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    run = subprocess.Popen([str(REPO / ".venv" / "bin" / "njtui"), "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert run.stdout.readline() == "started\n"
         # Only this notebook's runtime: other programs may have runtimes on the machine's engine.

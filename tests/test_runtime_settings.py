@@ -58,7 +58,7 @@ MALFORMED = [
     ('memory = "-256MB"', "bad memory limit '-256MB'", 5),
     ('environment = "Not An Image!"', "not an image reference", 5),
     ("gpus = -1", "must be a count or a list of device ids", 5),
-    ('secrets = { TOKEN = 3 }', "must name a secret in your secret store", 5),
+    ("secrets = { TOKEN = 3 }", "must name a secret in your secret store", 5),
     ('\n[[runtimes.py.mounts]]\nkind = "nfs"\nsource = "/x"\nat = "/x"', "unknown kind 'nfs'", 7),
     ('\n[[runtimes.py.mounts]]\nkind = "dir"\nsource = "/tmp"\nat = "data"', "not an absolute path", 9),
     ('\n[[runtimes.py.mounts]]\nkind = "dir"\nsource = "/tmp"\nat = "/d"\n[[runtimes.py.mounts]]\nkind = "dir"\nsource = "/var"\nat = "/d"', "two mounts at /d", 13),

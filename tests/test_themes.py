@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from textual.app import App
 
@@ -49,7 +47,7 @@ def test_broken_theme_files_are_named_with_the_problem(tmp_path, content, messag
 def test_user_themes_are_discovered_and_broken_ones_reported():
     user_themes_dir().mkdir(parents=True)
     (user_themes_dir() / "mine.toml").write_text('name = "mine"\nprimary = "#ff0000"\ndark = true\n')
-    (user_themes_dir() / "bad.toml").write_text('primary = 3\n')
+    (user_themes_dir() / "bad.toml").write_text("primary = 3\n")
     themes = discover_themes()
     assert "mine" in themes.themes and "njtui-dark" in themes.themes
     assert len(themes.errors) == 1 and "bad.toml" in themes.errors[0]

@@ -395,7 +395,7 @@ async def test_a_click_selects_a_cell(tmp_path):
 
 
 # A PNG written with the standard library only (the runtime's Python may have nothing else).
-PNG_CELL = '''import os, struct, zlib
+PNG_CELL = """import os, struct, zlib
 def chunk(tag, data):
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 width, height = 64, 32
@@ -404,7 +404,7 @@ with open(os.path.join(os.environ["NJTUI_RESULTS"], "gradient.png"), "wb") as f:
     f.write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 with open(os.path.join(os.environ["NJTUI_RESULTS"], "broken.png"), "wb") as f:
     f.write(b"not a png")
-'''
+"""
 
 
 async def test_an_image_a_cell_writes_to_results_is_drawn_under_it(tmp_path):
@@ -425,12 +425,7 @@ async def test_an_image_a_cell_writes_to_results_is_drawn_under_it(tmp_path):
 async def test_escape_sequences_in_output_cannot_drive_the_terminal(tmp_path):
     """Output is untrusted: a cursor move, a background colour, a window title and a clipboard
     write printed by a cell are shown as the text around them, in the cell and in the pager."""
-    source = (
-        "import sys\n"
-        "sys.stdout.write('before\\x1b[8A\\x1b[41mINJECTED\\x1b[0m\\n')\n"
-        "sys.stdout.write('\\x1b]0;owned title\\x07title gone\\n')\n"
-        "sys.stdout.write('\\x1b]52;c;ZGF0YQ==\\x1b\\\\clipboard gone\\x07\\x08\\n');\n"
-    )
+    source = "import sys\nsys.stdout.write('before\\x1b[8A\\x1b[41mINJECTED\\x1b[0m\\n')\nsys.stdout.write('\\x1b]0;owned title\\x07title gone\\n')\nsys.stdout.write('\\x1b]52;c;ZGF0YQ==\\x1b\\\\clipboard gone\\x07\\x08\\n');\n"
     path = make_notebook(tmp_path, [("evil", "python", source)])
     app = open_app(path)
     async with app.run_test(size=SIZE) as pilot:

@@ -172,7 +172,7 @@ async def test_the_same_cell_changed_here_and_in_the_file_asks_first(tmp_path, c
 
 
 async def test_a_comment_in_the_file_survives_a_save_from_the_app(tmp_path):
-    path = write_notebook(tmp_path, NOTEBOOK.replace('default = true', 'default = true   # the one cells use'))
+    path = write_notebook(tmp_path, NOTEBOOK.replace("default = true", "default = true   # the one cells use"))
     app = open_app(path)
     async with app.run_test(size=SIZE) as pilot:
         await edit_cell(pilot, 1, " + 1")

@@ -84,7 +84,7 @@ def tour_outputs(notebook: Notebook) -> dict[str, CellOutput]:
         ),
         "boom": output(
             {"type": "start", "count": 2},
-            {"type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": 'Traceback (most recent call last):\n  Cell boom, line 1, in <module>\n    1 / 0\nZeroDivisionError: division by zero'},
+            {"type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": "Traceback (most recent call last):\n  Cell boom, line 1, in <module>\n    1 / 0\nZeroDivisionError: division by zero"},
             {"type": "done", "status": "error", "duration": 0.003},
         ),
         "shell": output(

@@ -88,9 +88,7 @@ class JsonPrinter:
         elif kind == "result":
             self._write({"event": "result", "cell": cell_id, "count": message.get("count"), "data": message.get("data", {})})
         elif kind == "error":
-            self._write(
-                {"event": "error", "cell": cell_id, "ename": message.get("ename"), "evalue": message.get("evalue"), "traceback": message.get("traceback", "")}
-            )
+            self._write({"event": "error", "cell": cell_id, "ename": message.get("ename"), "evalue": message.get("evalue"), "traceback": message.get("traceback", "")})
         elif kind == "files":
             self._write({"event": "files", "cell": cell_id, "version": message.get("version"), "files": message.get("files", [])})
 

@@ -106,9 +106,6 @@ def _set_runtime(args: argparse.Namespace, notebook_file, path: Path) -> int:
         raise UsageError(f"{path}: not changed: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else "")) from None
     if result.status == "conflict":
         what = "; ".join(conflict.label for conflict in result.conflicts)
-        raise UsageError(
-            f"{path}: not changed: the file changed while this command ran, in the same settings ({what})"
-            f"\n  hint: run the command again to set them over the file's new values"
-        )
+        raise UsageError(f"{path}: not changed: the file changed while this command ran, in the same settings ({what})\n  hint: run the command again to set them over the file's new values")
     print(f"saved runtime {args.runtime} of {path}; a running runtime applies the change when restarted")
     return EXIT_OK

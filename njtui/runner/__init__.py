@@ -38,11 +38,11 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from njtui.runner.backend import BackendError as RunnerError
+    from njtui.runner.events import RuntimeChanged, RuntimeMessage
     from njtui.runner.launch import CONTAINER_ONLY
+    from njtui.runner.listing import RuntimeEntry, RuntimeListing, RuntimeStops
     from njtui.runner.log import LogEntry, RunnerLog
     from njtui.runner.protocol import STOPPED_MID_CELL
-    from njtui.runner.events import RuntimeChanged, RuntimeMessage
-    from njtui.runner.listing import RuntimeEntry, RuntimeListing, RuntimeStops
     from njtui.runner.runner import Runner
     from njtui.runner.state import RuntimeState, RuntimeStatus
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 import socket
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from abc import ABC, abstractmethod
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Protocol
 
 from njtui.model import RuntimeSpec

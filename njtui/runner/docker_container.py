@@ -70,9 +70,7 @@ def cuda_home() -> str:
     return str(Path(home).resolve())
 
 
-def container_config(
-    notebook_path: str, spec: RuntimeSpec, launch: Launch, image_env: Callable[[str], dict[str, str]]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def container_config(notebook_path: str, spec: RuntimeSpec, launch: Launch, image_env: Callable[[str], dict[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """What the container is created with: (create_container arguments, host config
     arguments), from the runtime's resolved settings. Secret values are not here.
     `image_env(reference)` is the image's own environment, asked only when CUDA is mounted."""

@@ -74,7 +74,7 @@ def _machine_limits(spec: RuntimeSpec) -> tuple[float | None, int | None, Any]:
         if memory_bytes is not None and not MIN_MEMORY <= memory_bytes <= MAX_MEMORY:
             raise ValueError(f"memory = {memory!r} is outside 6 MiB–64 TiB")
         if gpus is not None and not (gpus == "all" or (isinstance(gpus, int) and not isinstance(gpus, bool) and 0 <= gpus <= MAX_GPUS) or isinstance(gpus, list)):
-            raise ValueError(f"gpus = {gpus!r} is not a count up to {MAX_GPUS}, \"all\" or a list of device ids")
+            raise ValueError(f'gpus = {gpus!r} is not a count up to {MAX_GPUS}, "all" or a list of device ids')
     except (TypeError, ValueError) as exc:
         raise BackendError(f"runtime {spec.id}: {where}: {exc}") from None
     return cpus, memory_bytes, gpus

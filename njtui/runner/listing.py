@@ -145,9 +145,7 @@ def list_runtimes(backends: Mapping[str, Backend], *, ask: bool = True) -> Runti
                 problems.append(f"{name} runtimes not listed: {exc}")
             continue
         for info in live:
-            entries.append(
-                RuntimeEntry.of(backend, info, "running", pid=info.pid, uptime=now - info.started_at, notebook_missing=_notebook_missing(info.notebook))
-            )
+            entries.append(RuntimeEntry.of(backend, info, "running", pid=info.pid, uptime=now - info.started_at, notebook_missing=_notebook_missing(info.notebook)))
         ended: list[RuntimeInfo] = []
         if backend.supports(ORPHANS):
             try:
@@ -160,6 +158,7 @@ def list_runtimes(backends: Mapping[str, Backend], *, ask: bool = True) -> Runti
         _ask_activity([entry for entry in entries if entry.state == "running"])
     entries.extend(_booting_entries())
     return RuntimeListing(entries, problems)
+
 
 def _booting_entries() -> list[RuntimeEntry]:
     """Runtimes other processes are booting now, from the boot board."""
@@ -224,7 +223,7 @@ def _ask_activity(entries: list[RuntimeEntry]) -> None:
     deadline = time.monotonic() + STATUS_TIMEOUT + 2.0
     for thread in threads:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    for entry, answer in zip(entries, list(answers)):
+    for entry, answer in zip(entries, list(answers), strict=True):
         state = answer.get("state", "unknown")
         entry.state = "running" if state in ("idle", "busy") else state
         entry.busy = state == "busy"

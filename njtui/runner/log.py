@@ -36,7 +36,7 @@ class RunnerLog:
         self._file = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the log
+            self._file = open(path, "a", encoding="utf-8")
 
     def subscribe(self, listener: Callable[[LogEntry], None]) -> None:
         self._listeners.append(listener)

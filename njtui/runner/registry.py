@@ -96,7 +96,4 @@ class Backends(Mapping[str, Backend]):
             return self[name]
         except KeyError:
             known = ", ".join(sorted(self)) or "none"
-            raise BackendError(
-                f"runtime {spec.id}: no backend named {name!r} is installed (installed: {known}); "
-                f"fix `backend` in [runtimes.{spec.id}] or install the package that provides it"
-            ) from None
+            raise BackendError(f"runtime {spec.id}: no backend named {name!r} is installed (installed: {known}); fix `backend` in [runtimes.{spec.id}] or install the package that provides it") from None

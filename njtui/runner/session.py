@@ -114,7 +114,7 @@ class RuntimeSession:
     def _read(self) -> None:
         try:
             self._read_messages()
-        except Exception as exc:  # a bug here must turn the runtime red, not hang its clients
+        except Exception as exc:  # noqa: BLE001 - a bug here must turn the runtime red, not hang its clients
             self.runner.log.error(self.spec.id, f"reading the runtime failed: {type(exc).__name__}: {exc}")
             self._ended(f"njtui failed reading the runtime: {exc}", True)
 
@@ -223,8 +223,7 @@ class RuntimeSession:
         if failure is not None:
             self.runner.log.error(
                 self.spec.id,
-                f"{failure}: outputs are not recorded in {self.runner.store.root}; the runtime's journal keeps them, "
-                "and recording resumes from it once the store can be written (`njtui show` does it too)",
+                f"{failure}: outputs are not recorded in {self.runner.store.root}; the runtime's journal keeps them, and recording resumes from it once the store can be written (`njtui show` does it too)",
             )
         else:
             self.runner.log.info(self.spec.id, f"recording to {self.runner.store.root} resumed: it has everything again")
@@ -322,9 +321,7 @@ class RuntimeSession:
         self.runner._report_session_end(self, reason, crashed)
         lost = f"lost: {reason}"
         for exec_id, cell in open_execs.items():
-            self.runner._emit(
-                RuntimeMessage(self.spec.id, {"seq": None, "exec": exec_id, "type": "done", "status": "lost", "reason": lost, "meta": {"cell": cell}, "t": time.time()})
-            )
+            self.runner._emit(RuntimeMessage(self.spec.id, {"seq": None, "exec": exec_id, "type": "done", "status": "lost", "reason": lost, "meta": {"cell": cell}, "t": time.time()}))
         self._unrecorded.set()  # the watcher sees `closed` and stops
         with self._recording:
             recorded = self._record_rest_of_journal()

@@ -111,11 +111,13 @@ class Locator:
     @staticmethod
     def _check_depth(depth: int, offset: int) -> None:
         if depth > MAX_DEPTH:
-            raise _Refused(Refusal(
-                offset,
-                f"values are nested more than {MAX_DEPTH} levels deep here (tables, arrays and dotted keys together)",
-                "a notebook needs only a few levels; flatten this value",
-            ))
+            raise _Refused(
+                Refusal(
+                    offset,
+                    f"values are nested more than {MAX_DEPTH} levels deep here (tables, arrays and dotted keys together)",
+                    "a notebook needs only a few levels; flatten this value",
+                )
+            )
 
     def _line_end(self, position: int) -> int:
         end = self.text.find("\n", position)
@@ -339,9 +341,11 @@ class Locator:
             return self._string(position)
         end = max(_BARE_VALUE.match(text, position).end(), position + 1)
         if end - position > MAX_BARE_VALUE:
-            raise _Refused(Refusal(
-                position,
-                f"a bare value {end - position:,} characters long, which no number, date or boolean is",
-                "TOML integers are 64-bit; quote text to make it a string",
-            ))
+            raise _Refused(
+                Refusal(
+                    position,
+                    f"a bare value {end - position:,} characters long, which no number, date or boolean is",
+                    "TOML integers are 64-bit; quote text to make it a string",
+                )
+            )
         return end

@@ -1,13 +1,13 @@
 """Machine presets: njtui's defaults plus the user's `<config>/machines.toml`, e.g.
 
-    [small]
-    cpus = 1.0
-    memory = "2GB"
+[small]
+cpus = 1.0
+memory = "2GB"
 
-    [trainer]
-    cpus = 8
-    memory = "32GB"
-    gpus = 1
+[trainer]
+cpus = 8
+memory = "32GB"
+gpus = 1
 """
 
 from __future__ import annotations

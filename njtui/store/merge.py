@@ -277,7 +277,7 @@ def section_order_changed(b: dict, a: dict) -> bool:
 
 
 def describe_summary(changed: dict[str, list[str]]) -> str:
-    """"1 runtime, 2 cells updated" for a log line; "" when nothing changed."""
+    """ "1 runtime, 2 cells updated" for a log line; "" when nothing changed."""
     parts = []
     for section, singular in (("runtimes", "runtime"), ("cells", "cell")):
         count = len(changed.get(section, []))

@@ -23,9 +23,17 @@ from njtui.store.locate import Locator
 from njtui.store.merge import Conflict, advance_base, merge_documents, summary
 from njtui.store.notebook_layout import (
     cell_document as cell_document,
+)
+from njtui.store.notebook_layout import (
     dumps_notebook as dumps_notebook,
+)
+from njtui.store.notebook_layout import (
     mount_document as mount_document,
+)
+from njtui.store.notebook_layout import (
     notebook_document,
+)
+from njtui.store.notebook_layout import (
     runtime_document as runtime_document,
 )
 from njtui.store.notebook_reader import (
@@ -84,11 +92,7 @@ def parse_notebook(raw: bytes, path: Path) -> Notebook:
             f"not valid TOML: {message[:1].lower() + message[1:]}",
             line=line or 1,
             column=column or 1,
-            hint=(
-                f"this looks like JSON (a Jupyter .ipynb?), not an njtui notebook; {DONT_CHANGE}"
-                if text.lstrip().startswith("{")
-                else f"fix the TOML at that spot (a notebook is a TOML file, see README); {DONT_CHANGE}"
-            ),
+            hint=(f"this looks like JSON (a Jupyter .ipynb?), not an njtui notebook; {DONT_CHANGE}" if text.lstrip().startswith("{") else f"fix the TOML at that spot (a notebook is a TOML file, see README); {DONT_CHANGE}"),
         ) from None
     except (ValueError, RecursionError, OverflowError, MemoryError) as exc:
         # The scan above refuses what is known to break tomllib (deep nesting, huge integers);
@@ -207,7 +211,7 @@ class NotebookFile:
         self._held: tuple[frozenset, frozenset] = (frozenset(), frozenset())
 
     @classmethod
-    def load(cls, path: Path | str) -> "NotebookFile":
+    def load(cls, path: Path | str) -> NotebookFile:
         path = Path(path)
         signature = _signature(path)
         raw = read_notebook_bytes(path)

@@ -31,8 +31,20 @@ from njtui.store.secrets import SECRET_NAME
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
 _RUNTIME_KEYS = (
-    "name", "language", "environment", "backend", "default", "machine", "cpus", "memory", "gpus", "mount_cuda",
-    "idle_timeout", "env", "secrets", "mounts",
+    "name",
+    "language",
+    "environment",
+    "backend",
+    "default",
+    "machine",
+    "cpus",
+    "memory",
+    "gpus",
+    "mount_cuda",
+    "idle_timeout",
+    "env",
+    "secrets",
+    "mounts",
 )
 _MOUNT_KEYS = ("kind", "source", "ref", "at", "read_only")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -205,7 +217,7 @@ class Validator:
             raise self.fail(where + ("environment",), f"{label} has an empty environment", f'write environment = "{HOST_ENVIRONMENT}" or an image reference')
         backend = self.get(table, where, "backend", str, label=label)
         if backend is not None and not is_runtime_id(backend):
-            raise self.fail(where + ("backend",), f"{label} names backend {show(backend)}, which is not a backend name", "leave `backend` out (host or Docker by the environment) or name an installed backend, e.g. backend = \"docker\"")
+            raise self.fail(where + ("backend",), f"{label} names backend {show(backend)}, which is not a backend name", 'leave `backend` out (host or Docker by the environment) or name an installed backend, e.g. backend = "docker"')
         return language, name, environment, backend
 
     def runtime_limits(self, where: tuple, table: dict, label: str) -> tuple[str | None, int | float | None, str | None]:
@@ -243,10 +255,7 @@ class Validator:
     def runtime_gpus(self, where: tuple, table: dict, label: str) -> Any:
         gpus = table.get("gpus")
         if gpus is not None:
-            if isinstance(gpus, bool) or not (
-                (isinstance(gpus, int) and 0 <= gpus <= MAX_GPUS)
-                or (isinstance(gpus, list) and len(gpus) <= MAX_GPUS and all(isinstance(g, str) and _GPU_ID.fullmatch(g) for g in gpus))
-            ):
+            if isinstance(gpus, bool) or not ((isinstance(gpus, int) and 0 <= gpus <= MAX_GPUS) or (isinstance(gpus, list) and len(gpus) <= MAX_GPUS and all(isinstance(g, str) and _GPU_ID.fullmatch(g) for g in gpus))):
                 raise self.fail(
                     where + ("gpus",),
                     f"`gpus` of {label} must be a count or a list of device ids, not {describe(gpus)}",
@@ -408,7 +417,7 @@ class Validator:
                 raise self.fail(
                     ("cells", index),
                     f"cell {cell.id!r} names no runtime and {cell.language} has several ({', '.join(candidates)}) with none the default",
-                    f"set `default = true` on one of them or give the cell `runtime = \"{candidates[0]}\"`",
+                    f'set `default = true` on one of them or give the cell `runtime = "{candidates[0]}"`',
                 )
 
 

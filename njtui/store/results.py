@@ -42,12 +42,20 @@ from njtui.model import ExecutionRecord
 from njtui.store.atomic import atomic_write_bytes
 from njtui.store.results_files import (
     MANIFEST_LIMIT as MANIFEST_LIMIT,
+)
+from njtui.store.results_files import (
     SHA256_HEX as SHA256_HEX,
+)
+from njtui.store.results_files import (
     ResultFiles,
+)
+from njtui.store.results_files import (
     entry_problem as entry_problem,
 )
 from njtui.store.results_io import (
     Refused as Refused,
+)
+from njtui.store.results_io import (
     first_line_complete,
     lines_from_end,
     open_append,
@@ -59,8 +67,10 @@ from njtui.store.results_paths import (
     SAFE_NAME,
     InvalidCellId,
     file_name,
-    results_dir_for as results_dir_for,
     valid_cell_id,
+)
+from njtui.store.results_paths import (
+    results_dir_for as results_dir_for,
 )
 from njtui.store.results_records import END_FIELDS, RecordWriter, parsed, typed_fields
 
@@ -281,6 +291,7 @@ class ResultsStore(ResultFiles):
                 path.unlink(missing_ok=True)
                 # Blobs stay: another version may share them.
                 self._manifest(path.parent.name, version).unlink(missing_ok=True)
+
     # -- the recorder's bookkeeping
     def _cursor_path(self, runtime_key: str, suffix: str) -> Path:
         if not SAFE_NAME.fullmatch(runtime_key):

@@ -30,17 +30,16 @@ from njtui.model import LANGUAGES, Cell, Notebook, RuntimeSpec
 from njtui.runner import LogEntry, Runner, RuntimeChanged, RuntimeMessage, RuntimeState, RuntimeStatus
 from njtui.runner import RunnerError as BackendError
 from njtui.store import StoreError
+from njtui.store.merge import describe_summary
+from njtui.store.notebook_file import NotebookFile
 from njtui.ui.cell import RUN_BINDINGS, CellEditor, CellWidget
 from njtui.ui.cell_output import CellOutput
 from njtui.ui.config import load_config, remember_theme
-from njtui.ui.themes import DEFAULT_THEME, discover_themes
 from njtui.ui.notebook_view import NotebookView
 from njtui.ui.panels import RunnerLogPanel, RuntimesPanel
+from njtui.ui.screens import ConflictScreen, HelpScreen, PagerScreen, PickerScreen, SavePromptScreen, key_label
 from njtui.ui.settings_screen import RuntimeSettingsScreen
-from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen, key_label
-from njtui.store.merge import describe_summary
-from njtui.store.notebook_file import NotebookFile
-from njtui.ui.screens import ConflictScreen
+from njtui.ui.themes import DEFAULT_THEME, discover_themes
 
 CHORD_SECONDS = 1.0
 # How often the notebook file is looked at (one stat; read only when it changed).
@@ -621,10 +620,7 @@ class NotebookApp(App[str]):
             self.notify("select a code cell to choose its runtime")
             return
         current = self.notebook.runtime_for(cell)
-        options = [
-            (spec.id, f"{spec.name} ({spec.id}) · {spec.environment} · {spec.language}{' · default' if spec.default else ''}")
-            for spec in self.notebook.runtimes.values()
-        ]
+        options = [(spec.id, f"{spec.name} ({spec.id}) · {spec.environment} · {spec.language}{' · default' if spec.default else ''}") for spec in self.notebook.runtimes.values()]
         options.append((NEW_RUNTIME, f"new runtime… ({cell.language}, host)"))
         self.push_screen(PickerScreen(f"Runtime of cell {cell.id}", options, current.id), partial(self._runtime_picked, cell))
 
@@ -875,10 +871,7 @@ class NotebookApp(App[str]):
         self.runner.detach()
         if running:
             names = ", ".join(running)
-            self.exit(
-                f"njtui: left {len(running)} runtime{'s' if len(running) > 1 else ''} running ({names}); "
-                f"each stops by itself when idle, or now with `njtui runtimes stop --all`"
-            )
+            self.exit(f"njtui: left {len(running)} runtime{'s' if len(running) > 1 else ''} running ({names}); each stops by itself when idle, or now with `njtui runtimes stop --all`")
         else:
             self.exit("")
 

@@ -4,8 +4,8 @@ tail, its status at the top left and "environment · language" at the bottom rig
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Group, RenderableType
 from rich.markdown import Markdown as RichMarkdown
@@ -239,4 +239,3 @@ class CellWidget(Widget):
         self._shown_source = None
         self.remove_class("editing")
         self.refresh_cell(now=time.time())
-

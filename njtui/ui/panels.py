@@ -12,9 +12,9 @@ from textual.widgets import OptionList, RichLog
 from textual.widgets.option_list import Option
 
 from njtui.model import Notebook
+from njtui.model.output import terminal_safe
 from njtui.runner import LogEntry, RuntimeState, RuntimeStatus
 from njtui.ui.cell import format_seconds
-from njtui.model.output import terminal_safe
 
 STATE_STYLES = {
     RuntimeState.STOPPED: "grey50",

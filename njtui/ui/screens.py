@@ -14,10 +14,10 @@ from textual.widgets import Footer, Log, OptionList, Static
 from textual.widgets.option_list import Option
 
 from njtui.model import ExecutionRecord
-from njtui.store.results import ResultsStore
 from njtui.model.output import terminal_safe
 from njtui.store import toml_writer
 from njtui.store.merge import MISSING, Conflict
+from njtui.store.results import ResultsStore
 
 PAGER_BATCH = 5000
 
@@ -36,7 +36,7 @@ KEY_NAMES = {
 
 
 def key_label(keys: str) -> str:
-    """"shift+enter,ctrl+n" → "Shift+Enter / Ctrl+N", as people write keys."""
+    """ "shift+enter,ctrl+n" → "Shift+Enter / Ctrl+N", as people write keys."""
     labels = []
     for key in keys.split(","):
         *modifiers, name = key.split("+")
@@ -184,7 +184,12 @@ class SavePromptScreen(ModalScreen[str]):
                 Text.assemble(
                     ("Unsaved changes\n\n", "bold"),
                     f"{self.path} has changes that are not saved.\n\n",
-                    ("s", "bold"), " save and quit   ", ("d", "bold"), " quit without saving   ", ("Esc", "bold"), " cancel",
+                    ("s", "bold"),
+                    " save and quit   ",
+                    ("d", "bold"),
+                    " quit without saving   ",
+                    ("Esc", "bold"),
+                    " cancel",
                 ),
                 id="prompt-text",
             )
@@ -222,9 +227,7 @@ class ConflictScreen(ModalScreen[str | None]):
             with VerticalScroll(id="conflict-both"):
                 yield Static(self._both(), id="conflict-versions")
             yield Static(
-                Text.assemble(
-                    ("m", "bold"), " keep mine   ", ("t", "bold"), " take theirs   ", ("b", "bold"), " show both   ", ("Esc", "bold"), " cancel"
-                ),
+                Text.assemble(("m", "bold"), " keep mine   ", ("t", "bold"), " take theirs   ", ("b", "bold"), " show both   ", ("Esc", "bold"), " cancel"),
                 id="conflict-keys",
             )
 

@@ -8,6 +8,7 @@ Usage: python3 agent.py --journal PATH [--idle-timeout SECONDS]
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import ast
 import codecs
@@ -24,7 +25,6 @@ import sys
 import threading
 import time
 import traceback
-import _thread
 import types
 import uuid
 
@@ -37,6 +37,8 @@ FLUSH_BYTES = 1 << 16
 FD_CHECK_NS = 100_000
 READ_CHUNK = 1 << 16
 AGENT_FILE = os.path.abspath(__file__)
+
+
 # After a shutdown or the end of its input, a cell that ignores its interrupt this long is
 # abandoned and the agent exits anyway (a cell that takes it ends in milliseconds).
 # NJTUI_SHUTDOWN_GRACE_MS sets it (tests on a loaded machine lengthen it); the cell never sees it.
@@ -118,11 +120,7 @@ class Channel:
     def __init__(self, out_fd: int, journal_path: str | None) -> None:
         self._lock = threading.Lock()
         self._out_fd: int | None = out_fd
-        self._journal_fd = (
-            os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
-            if journal_path
-            else None
-        )
+        self._journal_fd = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600) if journal_path else None
         self.seq = 0
 
     def emit(self, type_: str, exec_id: str | None = None, **fields: object) -> None:
@@ -452,8 +450,13 @@ class Agent:
             self.capture.drain()
             if self.current is not None:
                 self.channel.emit(
-                    "done", self.current, status="interrupted", count=self.count, duration=None,
-                    reason=ENDED_BY.get(self.shutdown_reason or "", self.shutdown_reason), files=[],
+                    "done",
+                    self.current,
+                    status="interrupted",
+                    count=self.count,
+                    duration=None,
+                    reason=ENDED_BY.get(self.shutdown_reason or "", self.shutdown_reason),
+                    files=[],
                 )
             self._drop_queued()
             self.channel.emit("exit", reason=self.shutdown_reason)
@@ -559,10 +562,10 @@ class Agent:
         last_expression = None
         if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
             last_expression = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, filename, "exec"), self.namespace)  # noqa: S102 - running cells is the job
+        exec(compile(tree, filename, "exec"), self.namespace)
         if last_expression is None:
             return
-        value = eval(compile(last_expression, filename, "eval"), self.namespace)  # noqa: S307
+        value = eval(compile(last_expression, filename, "eval"), self.namespace)
         if value is None:
             return
         self.namespace["_"] = value
@@ -633,9 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout=args.idle_timeout,
         python=sys.version.split()[0],
     )
-    reader = threading.Thread(
-        target=agent.read_requests, args=(os.fdopen(proto_in, "rb"),), daemon=True
-    )
+    reader = threading.Thread(target=agent.read_requests, args=(os.fdopen(proto_in, "rb"),), daemon=True)
     reader.start()
     agent.serve()
     # User threads may still run; the runtime ends here regardless.
