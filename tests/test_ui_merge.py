@@ -16,8 +16,8 @@ from njtui.ui.cell import CellEditor
 from njtui.ui.screens import ConflictScreen
 from njtui.ui.settings_screen import RuntimeSettingsScreen
 from tests.conftest import njtui
-from tests.helpers import open_app, screen_settled, wait_for
-from tests.test_ui_snapshots import FrozenTime
+from tests.helpers import freeze_ui_clock, open_app, screen_settled, wait_for
+from tests.test_ui_snapshots import NOW
 from tests.test_ui_tmux import Tmux
 
 SIZE = (100, 34)
@@ -268,12 +268,7 @@ async def test_the_settings_screen_saves_through_the_same_merge(tmp_path):
 
 
 def test_conflict_dialog(tmp_path, monkeypatch, snap_compare):
-    import njtui.ui.cell
-    import njtui.ui.cell_output
-    import njtui.ui.panels
-
-    for module in (njtui.ui.cell, njtui.ui.cell_output, njtui.ui.panels):
-        monkeypatch.setattr(module, "time", FrozenTime())
+    freeze_ui_clock(monkeypatch, NOW)  # every clock a screen shows, the runner log's included
     monkeypatch.chdir(tmp_path)
     path = write_notebook(tmp_path)
     app = open_app(path.relative_to(tmp_path))
@@ -286,7 +281,7 @@ def test_conflict_dialog(tmp_path, monkeypatch, snap_compare):
         await pilot.press("ctrl+s")
         await screen_settled(pilot, ConflictScreen)
         await pilot.press("b")
-        app.runner_log_panel.entries.clear()  # its lines carry today's time
+        app.runner_log_panel.entries.clear()  # what it logged while attaching is not what this snapshot shows
         app.runner_log_panel.set_filter(None)
         await pilot.pause()
 

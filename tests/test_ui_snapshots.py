@@ -26,17 +26,6 @@ from tests.helpers import freeze_ui_clock, screen_settled, steady_cursors, wait_
 NOW = 1_764_000_000.0  # 2025-11-24 16:00:00 UTC
 
 
-class FrozenTime:
-    """`time` reading NOW, for a module patched by hand (test_ui_merge imports it); here
-    freeze_ui_clock patches every module whose clock a screen shows."""
-
-    def time(self) -> float:
-        return NOW
-
-    def __getattr__(self, name):
-        return getattr(time, name)
-
-
 @pytest.fixture(autouse=True)
 def frozen_ui_clock(monkeypatch):
     """Every clock on these screens reads NOW (elapsed and idle times, the tick that redraws a
