@@ -9,6 +9,7 @@ uses backends only through `Backend`; what only some backends can do is declared
 
 from __future__ import annotations
 
+import builtins
 import re
 import socket
 import threading
@@ -101,7 +102,7 @@ class Backend(ABC):
         """The running runtime of this notebook's `runtime_id`, started by any process; None if none."""
 
     @abstractmethod
-    def list(self) -> list[RuntimeInfo]:
+    def list(self) -> builtins.list[RuntimeInfo]:
         """Every running runtime of this backend on this machine, of any notebook."""
 
     @abstractmethod
@@ -121,7 +122,7 @@ class Backend(ABC):
         it is killed. Connected clients see the connection end. Stopping one already gone is fine."""
 
     @abstractmethod
-    def ended(self, notebook_path: str) -> list[RuntimeInfo]:
+    def ended(self, notebook_path: str) -> builtins.list[RuntimeInfo]:
         """This notebook's runtimes that ended while no client was attached and whose journal
         was not yet recorded."""
 
@@ -134,20 +135,20 @@ class Backend(ABC):
         """Lets go of what an ended runtime left (journal, directory, container) once recorded."""
 
     @abstractmethod
-    def collect_files(self, info: RuntimeInfo, staged: list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
+    def collect_files(self, info: RuntimeInfo, staged: builtins.list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
         """(name under /results, readable file) for the copies an agent staged for a `done`
         (the `files` it lists; see `staged_files`)."""
 
     # -- optional capabilities: called only when declared in `capabilities`
-    def orphans(self) -> list[RuntimeInfo]:
+    def orphans(self) -> builtins.list[RuntimeInfo]:
         """ORPHANS: exited runtimes whose notebook is gone (`njtui runtimes` lists them, stop removes them)."""
         raise NotImplementedError(f"the {self.name} backend does not declare {ORPHANS!r}")
 
-    def write_back(self, info: RuntimeInfo, mount: Any, credentials: dict[str, str]) -> list[str]:
+    def write_back(self, info: RuntimeInfo, mount: Any, credentials: dict[str, str]) -> builtins.list[str]:
         """WRITE_BACK: sends a read-write S3 mount's changed files back; the keys written."""
         raise NotImplementedError(f"the {self.name} backend does not declare {WRITE_BACK!r}")
 
-    def local_images(self) -> list[dict[str, Any]]:
+    def local_images(self) -> builtins.list[dict[str, Any]]:
         """IMAGES: the images this machine has, for the environment picker."""
         raise NotImplementedError(f"the {self.name} backend does not declare {IMAGES!r}")
 

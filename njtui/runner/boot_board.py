@@ -49,7 +49,7 @@ class BootBoard:
         (self.dir / f"{key}.json").unlink(missing_ok=True)
 
     def entries(self) -> list[dict[str, Any]]:
-        found = []
+        found: list[dict[str, Any]] = []
         if not self.dir.exists() or self._private_dir() is None:
             return found
         for path in sorted(self.dir.glob("*.json")):

@@ -15,6 +15,7 @@ DOCKER_HOST or the current Docker context (ssh://, tcp://) works the same as the
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -149,10 +150,10 @@ class DockerBackend(Backend):
             break
         return info
 
-    def list(self) -> list[RuntimeInfo]:
+    def list(self) -> builtins.list[RuntimeInfo]:
         return [self._info(container) for container in self._containers(running=True)]
 
-    def orphans(self) -> list[RuntimeInfo]:
+    def orphans(self) -> builtins.list[RuntimeInfo]:
         """Exited runtime containers whose notebook is no longer at its path on this machine
         (moved or deleted). An exited container waits for its notebook's next client to record
         its journal and remove it; none will come for these, so they are listed for the user."""
@@ -170,7 +171,7 @@ class DockerBackend(Backend):
     def ensure_image(self, reference: str, progress: ProgressCallback | None = None) -> None:
         docker_images.ensure_image(self.client, reference, progress)
 
-    def local_images(self) -> list[dict[str, Any]]:
+    def local_images(self) -> builtins.list[dict[str, Any]]:
         """Images on the engine: reference, size in bytes, creation time."""
         return docker_images.tagged_images(self._api("listing images", self.client.images.list))
 
@@ -256,7 +257,7 @@ class DockerBackend(Backend):
         if stale.status != "running":
             stale.remove(force=True)
 
-    def _wait_for_hello(self, container, stream: AttachStream) -> list[dict[str, Any]]:
+    def _wait_for_hello(self, container, stream: AttachStream) -> builtins.list[dict[str, Any]]:
         """The agent's first messages, up to its hello, read from the attach stream."""
         seen: list[dict[str, Any]] = []
         stderr = ""
@@ -349,7 +350,7 @@ class DockerBackend(Backend):
             return f"agent killed by signal {code - 128}"
         return f"agent crashed (exit status {code})"
 
-    def ended(self, notebook_path: str) -> list[RuntimeInfo]:
+    def ended(self, notebook_path: str) -> builtins.list[RuntimeInfo]:
         infos = []
         for container in self._containers(running=False, labels={LABEL_NOTEBOOK: notebook_identity(notebook_path)}):
             info = self._with_instance(self._info(container), container)
@@ -376,7 +377,7 @@ class DockerBackend(Backend):
             spool.seek(0)
             yield spool
 
-    def collect_files(self, info: RuntimeInfo, staged: list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
+    def collect_files(self, info: RuntimeInfo, staged: builtins.list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
         """The copies of its /results files the agent staged as an execution ended."""
         names = {staged_name: name for name, staged_name in staged_files(staged)}
         if not names:
@@ -393,7 +394,7 @@ class DockerBackend(Backend):
                     if handle is not None:
                         yield name, handle
 
-    def write_back(self, info: RuntimeInfo, mount, credentials: dict[str, str]) -> list[str]:
+    def write_back(self, info: RuntimeInfo, mount, credentials: dict[str, str]) -> builtins.list[str]:
         """A read-write S3 mount's changed files, from the container back to the bucket."""
         with self._directory_archive(info, mount.at) as archive:
             if archive is None:

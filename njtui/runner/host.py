@@ -14,6 +14,7 @@ are opened without following symlinks.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import os
@@ -48,6 +49,7 @@ def agent_command(spec: RuntimeSpec, journal: Path) -> list[str]:
     script = AGENT_SCRIPTS.get(spec.language)
     if script is None:
         raise BackendError(f"no agent for language {spec.language!r}")
+    interpreter: str | None
     if spec.language == "python":
         # The interpreter running njtui: a host Python runtime sees the packages of njtui's environment.
         interpreter = sys.executable
@@ -163,7 +165,7 @@ class HostBackend(Backend):
         info = self._info(runtime_dir) if runtime_dir is not None else None
         return info if info is not None and info.alive else None
 
-    def list(self) -> list[RuntimeInfo]:
+    def list(self) -> builtins.list[RuntimeInfo]:
         found = []
         for child in sorted(self._private_root().iterdir()):
             if _is_private_dir(child):
@@ -316,7 +318,7 @@ class HostBackend(Backend):
                 # A killed relay could not remove the runtime's secret files itself.
                 shutil.rmtree(runtime_dir / "secrets", ignore_errors=True)
 
-    def ended(self, notebook_path: str) -> list[RuntimeInfo]:
+    def ended(self, notebook_path: str) -> builtins.list[RuntimeInfo]:
         """Runtimes of this notebook that ended with a journal nobody has collected yet."""
         identity = notebook_identity(notebook_path)
         found = []
@@ -334,7 +336,7 @@ class HostBackend(Backend):
                 shutil.rmtree(child, ignore_errors=True)
         return found
 
-    def collect_files(self, info: RuntimeInfo, staged: list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
+    def collect_files(self, info: RuntimeInfo, staged: builtins.list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
         """The copies of its /results files the agent staged as an execution ended."""
         stage = Path(info.details["dir"]) / "files"
         for name, staged_name in staged_files(staged):

@@ -141,8 +141,9 @@ class Relay:
             self._want_write(client)
             return
         try:
-            self.agent.stdin.write(line)
-            self.agent.stdin.flush()
+            stdin = _pipe(self.agent.stdin)
+            stdin.write(line)
+            stdin.flush()
         except (BrokenPipeError, ValueError):
             pass
 
@@ -185,8 +186,8 @@ class Relay:
     # -- the loop
     def run(self, listener: socket.socket) -> int:
         self.selector.register(listener, selectors.EVENT_READ, ("listen", None))
-        self.selector.register(self.agent.stdout, selectors.EVENT_READ, ("stdout", None))
-        self.selector.register(self.agent.stderr, selectors.EVENT_READ, ("stderr", None))
+        self.selector.register(_pipe(self.agent.stdout), selectors.EVENT_READ, ("stdout", None))
+        self.selector.register(_pipe(self.agent.stderr), selectors.EVENT_READ, ("stderr", None))
         self._watch_agent_end()
         drain_deadline = None
         while True:
@@ -375,6 +376,12 @@ def _start_agent(agent_argv: list[str], cwd: Path | None) -> subprocess.Popen:
         raise StartFailed(f"cannot start the agent: {exc}") from None
 
 
+def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    """One of the agent's pipes: `_start_agent` opens stdin, stdout and stderr as pipes."""
+    assert stream is not None
+    return stream
+
+
 def _relay_for(args: argparse.Namespace, agent: subprocess.Popen) -> Relay:
     try:
         return Relay(args.dir, args.socket, agent)
@@ -392,13 +399,13 @@ def _await_hello(agent: subprocess.Popen, relay: Relay) -> dict:
     while b"\n" not in first:
         remaining = deadline - time.monotonic()
         readable = selectors.DefaultSelector()
-        readable.register(agent.stdout, selectors.EVENT_READ)
+        readable.register(_pipe(agent.stdout), selectors.EVENT_READ)
         if remaining <= 0 or not readable.select(remaining):
             agent.kill()
             raise StartFailed("the agent did not start within a minute")
-        chunk = os.read(agent.stdout.fileno(), 1 << 16)
+        chunk = os.read(_pipe(agent.stdout).fileno(), 1 << 16)
         if not chunk:
-            err = agent.stderr.read().decode("utf-8", "replace").strip()
+            err = _pipe(agent.stderr).read().decode("utf-8", "replace").strip()
             raise StartFailed(f"the agent exited at start (status {agent.wait()}): {err[-500:]}")
         first += chunk
     hello = json.loads(first.split(b"\n", 1)[0])
@@ -418,10 +425,12 @@ def _listen(socket_path: Path) -> socket.socket:
 
 
 def _forward_sigterm(agent: subprocess.Popen) -> None:
+    stdin = _pipe(agent.stdin)
+
     def forward_stop(signum: int, frame: object) -> None:
         try:
-            agent.stdin.write(b'{"op":"shutdown"}\n')
-            agent.stdin.flush()
+            stdin.write(b'{"op":"shutdown"}\n')
+            stdin.flush()
         except (BrokenPipeError, ValueError):
             pass
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
 from njtui.runner import protocol
@@ -34,6 +34,13 @@ from njtui.store.results import ResultsStore
 
 # The runner's public names that live in its parts, importable from here as before.
 __all__ = ["Runner", "RuntimeChanged", "RuntimeMessage", "RuntimeSession", "RuntimeListing", "RuntimeStops"]
+
+
+class _LastProgress(TypedDict):
+    """What a boot's progress callback last did: the phase it logged, when it posted to the board."""
+
+    phase: str
+    posted: float  # time.monotonic()
 
 
 class Runner:
@@ -78,7 +85,9 @@ class Runner:
     def _emit(self, event: RunnerEvent) -> None:
         with self._events_lock:
             if isinstance(event, RuntimeMessage) and event.message.get("type") == "done":
-                self._unfinished.ended(event.message.get("exec"))
+                exec_id = event.message.get("exec")
+                if isinstance(exec_id, str):  # unfinished executions are keyed by their (string) ids
+                    self._unfinished.ended(exec_id)
             for listener in list(self._listeners):
                 listener(event)
 
@@ -184,7 +193,7 @@ class Runner:
         """What a backend calls with each boot phase: the runtime's status, the runner log once
         per phase, and the boot board (`njtui runtimes` in other processes), at most 5 times a second."""
         board_entry = {"notebook": self.path, "runtime": spec.id, "backend": backend.name, "environment": spec.environment, "language": spec.language}
-        last = {"phase": "Starting", "posted": 0.0}
+        last: _LastProgress = {"phase": "Starting", "posted": 0.0}
 
         def progress(phase: str, detail: dict[str, Any]) -> None:
             self._move(spec.id, RuntimeState.BOOTING, phase=phase, progress=dict(detail))

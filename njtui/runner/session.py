@@ -274,18 +274,20 @@ class RuntimeSession:
 
     def _track(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        exec_id = message.get("exec")
-        if kind == "queued":
+        exec_id = message.get("exec")  # a string in every queued, start and done message
+        if kind == "queued" and isinstance(exec_id, str):
             with self._execs_lock:
                 self.open_execs[exec_id] = (message.get("meta") or {}).get("cell", "")
         elif kind == "start":
             self.running_exec = exec_id
-            with self._execs_lock:
-                self.open_execs.setdefault(exec_id, (message.get("meta") or {}).get("cell", ""))
+            if isinstance(exec_id, str):
+                with self._execs_lock:
+                    self.open_execs.setdefault(exec_id, (message.get("meta") or {}).get("cell", ""))
             self.runner._update(self.spec.id, busy=True)
         elif kind == "done":
             with self._execs_lock:
-                self.open_execs.pop(exec_id, None)
+                if isinstance(exec_id, str):
+                    self.open_execs.pop(exec_id, None)
                 idle = not self.open_execs
             if self.running_exec == exec_id:
                 self.running_exec = None

@@ -50,8 +50,8 @@ class RuntimeStatus:
     def moved(self, state: RuntimeState, **changes: Any) -> RuntimeStatus:
         if state != self.state and state not in ALLOWED[self.state]:
             raise TransitionError(f"a runtime cannot go from {self.state.value} to {state.value}")
-        keep = {"backend": self.backend, "pid": self.pid} if state == self.state or state == RuntimeState.RUNNING else {}
-        base = {"state": state, "since": time.time() if state != self.state else self.since, **keep}
+        keep: dict[str, Any] = {"backend": self.backend, "pid": self.pid} if state == self.state or state == RuntimeState.RUNNING else {}
+        base: dict[str, Any] = {"state": state, "since": time.time() if state != self.state else self.since, **keep}
         if state == self.state:
             base.update(busy=self.busy, idle_since=self.idle_since, phase=self.phase, progress=self.progress, reason=self.reason)
         base.update(changes)

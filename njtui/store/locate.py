@@ -38,6 +38,13 @@ _MULTILINE_BASIC_RUN = re.compile(r'[^"\\]*')
 _LITERAL_RUN = re.compile(r"[^'\n]*")
 
 
+def _match_end(pattern: re.Pattern[str], text: str, position: int) -> int:
+    """Where `pattern` stops matching at `position`: each pattern above also matches nothing."""
+    match = pattern.match(text, position)
+    assert match is not None  # a pattern of the form [...]* matches at every position
+    return match.end()
+
+
 @dataclass
 class Refusal:
     """Text tomllib must not be given, at `offset`."""
@@ -129,7 +136,7 @@ class Locator:
         array_counts: dict[tuple, int] = {}  # [[name]] (resolved) → entries so far
         position = 0
         while position < size:
-            position = _SPACE.match(text, position).end()
+            position = _match_end(_SPACE, text, position)
             if position >= size:
                 break
             char = text[position]
@@ -139,7 +146,7 @@ class Locator:
             if char == "[":
                 double = text.startswith("[[", position)
                 parts, end = self._key(position + (2 if double else 1), 0)
-                end = _BLANK.match(text, end).end()
+                end = _match_end(_BLANK, text, end)
                 if parts and text.startswith("]]" if double else "]", end):
                     if double:
                         name = self._resolve(parts[:-1], array_counts, position) + parts[-1:]
@@ -153,7 +160,7 @@ class Locator:
                 position = self._line_end(max(end, position + 1))
                 continue
             parts, end = self._key(position, len(current))
-            end = _BLANK.match(text, end).end()
+            end = _match_end(_BLANK, text, end)
             if not parts or not text.startswith("=", end):
                 position = self._line_end(max(end, position + 1))
                 continue
@@ -178,7 +185,7 @@ class Locator:
         start = position
         parts: list[str] = []
         while True:
-            position = _BLANK.match(text, position).end()
+            position = _match_end(_BLANK, text, position)
             if position >= size:
                 break
             char = text[position]
@@ -187,13 +194,13 @@ class Locator:
                 parts.append(self._key_text(position, end))
                 position = end
             else:
-                end = _BARE_KEY.match(text, position).end()
+                end = _match_end(_BARE_KEY, text, position)
                 if end == position:
                     break
                 parts.append(text[position:end])
                 position = end
             self._check_depth(depth + len(parts), start)
-            after = _BLANK.match(text, position).end()
+            after = _match_end(_BLANK, text, position)
             if not text.startswith(".", after):
                 break
             position = after + 1
@@ -217,7 +224,7 @@ class Locator:
         if text.startswith('"""', position):
             position += 3
             while True:
-                position = _MULTILINE_BASIC_RUN.match(text, position).end()
+                position = _match_end(_MULTILINE_BASIC_RUN, text, position)
                 if position >= size:
                     return size
                 if text[position] == "\\":
@@ -230,11 +237,11 @@ class Locator:
             end = text.find("'''", position + 3)
             return size if end < 0 else self._extra_quotes(end + 3, "'")
         if text[position] == "'":
-            end = _LITERAL_RUN.match(text, position + 1).end()
+            end = _match_end(_LITERAL_RUN, text, position + 1)
             return end + 1 if end < size and text[end] == "'" else end
         position += 1
         while True:
-            position = _BASIC_RUN.match(text, position).end()
+            position = _match_end(_BASIC_RUN, text, position)
             if position >= size or text[position] == "\n":
                 return position
             if text[position] == '"':
@@ -256,7 +263,7 @@ class Locator:
         text, size = self.text, len(self.text)
         stack: list[_Frame] = []
         while position < size:
-            position = (_SPACE if stack else _BLANK).match(text, position).end()
+            position = _match_end(_SPACE if stack else _BLANK, text, position)
             if position >= size:
                 break
             char = text[position]
@@ -311,7 +318,7 @@ class Locator:
         the frame now expecting that value; where the text stops being TOML, with the frame
         still expecting a key."""
         parts, end = self._key(position, len(frame.path))
-        end = _BLANK.match(self.text, end).end()
+        end = _match_end(_BLANK, self.text, end)
         if not parts or not self.text.startswith("=", end):
             return end
         frame.value_path = frame.path + parts
@@ -339,7 +346,7 @@ class Locator:
         text = self.text
         if text[position] == '"' or text[position] == "'":
             return self._string(position)
-        end = max(_BARE_VALUE.match(text, position).end(), position + 1)
+        end = max(_match_end(_BARE_VALUE, text, position), position + 1)
         if end - position > MAX_BARE_VALUE:
             raise _Refused(
                 Refusal(

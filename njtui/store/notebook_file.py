@@ -86,12 +86,12 @@ def parse_notebook(raw: bytes, path: Path) -> Notebook:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        message, line, column = toml_error_position(exc, text)
+        message, error_line, error_column = toml_error_position(exc, text)
         raise NotebookError(
             path,
             f"not valid TOML: {message[:1].lower() + message[1:]}",
-            line=line or 1,
-            column=column or 1,
+            line=error_line or 1,
+            column=error_column or 1,
             hint=(f"this looks like JSON (a Jupyter .ipynb?), not an njtui notebook; {DONT_CHANGE}" if text.lstrip().startswith("{") else f"fix the TOML at that spot (a notebook is a TOML file, see README); {DONT_CHANGE}"),
         ) from None
     except (ValueError, RecursionError, OverflowError, MemoryError) as exc:

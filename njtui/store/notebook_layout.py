@@ -74,7 +74,7 @@ def cell_document(cell: Cell) -> dict[str, Any]:
         table["language"] = cell.language
     if cell.runtime is not None:
         table["runtime"] = cell.runtime
-    subtables = {}
+    subtables: dict[str, Any] = {}
     for key, value in cell.extra.items():
         (subtables if isinstance(value, dict) else table)[key] = value
     table["source"] = cell.source

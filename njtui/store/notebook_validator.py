@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from njtui.model import (
     CELL_KINDS,
@@ -29,7 +29,9 @@ from njtui.store.locate import MAX_DEPTH, Locator
 from njtui.store.machines import load_machines, machines_path
 from njtui.store.secrets import SECRET_NAME
 
-_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
+# What a value must be an instance of: a type, or a tuple of them as isinstance takes.
+_Kind: TypeAlias = type | tuple[type, ...]
+_TYPE_NAMES: dict[_Kind, str] = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
 _RUNTIME_KEYS = (
     "name",
     "language",
@@ -71,7 +73,7 @@ class Validator:
         line, column = self.locator.locate(where)
         return NotebookError(self.path, message, line=line, column=column, hint=hint)
 
-    def get(self, table: dict, where: tuple, key: str, kind: type, *, required: bool = False, label: str = "") -> Any:
+    def get(self, table: dict, where: tuple, key: str, kind: _Kind, *, required: bool = False, label: str = "") -> Any:
         if key not in table:
             if required:
                 raise self.fail(where, f"{label or 'table'} is missing the key `{key}`", f"add `{key} = …` ({_TYPE_NAMES[kind]})")
@@ -412,8 +414,9 @@ class Validator:
         for index, cell in enumerate(notebook.cells):
             if not cell.is_code or cell.runtime is not None:
                 continue
-            candidates = by_language.get(cell.language or "", [])
-            if len(candidates) > 1 and notebook.default_runtime(cell.language) is None:
+            language = cell.language or ""
+            candidates = by_language.get(language, [])
+            if len(candidates) > 1 and notebook.default_runtime(language) is None:
                 raise self.fail(
                     ("cells", index),
                     f"cell {cell.id!r} names no runtime and {cell.language} has several ({', '.join(candidates)}) with none the default",

@@ -118,7 +118,9 @@ class ResultsStore(ResultFiles):
         return self._load(path, cell_id, version)
 
     def _load(self, path: Path, cell_id: str, version: int) -> ExecutionRecord:
-        exec_name = _VERSION_FILE.fullmatch(path.name).group(2)
+        match = _VERSION_FILE.fullmatch(path.name)
+        assert match is not None  # every path here comes from _files, which lists only names that match
+        exec_name = match.group(2)
         try:
             fd = open_regular(path)
         except OSError as exc:
@@ -163,7 +165,9 @@ class ResultsStore(ResultFiles):
                 if not line.endswith(b"\n") or b'"type":"stream"' not in line:
                     continue
                 event = parsed(line)
-                text = event.get("text") if event is not None else None
+                if event is None:
+                    continue
+                text = event.get("text")
                 if not isinstance(text, str):
                     continue
                 size = len(text.encode("utf-8", "replace"))

@@ -67,7 +67,7 @@ class ResultFiles(ResultsDirectory):
 
     def save_files(self, record: ExecutionRecord, files: Iterable[tuple[str, IO[bytes]]]) -> list[dict[str, Any]]:
         """Stores the files of one execution; identical contents are stored once."""
-        entries = []
+        entries: list[dict[str, Any]] = []
         staging = self._real_dir("blobs", "incoming")
         for name, handle in files:
             digest = hashlib.sha256()

@@ -197,7 +197,7 @@ def _patch_by_position(aot: AoT, old: list, new: list, path: tuple, ancestors: l
 
 def _id_of(table: Table) -> Any:
     value = table.get("id")
-    return value.unwrap() if hasattr(value, "unwrap") else value
+    return value.unwrap() if value is not None and hasattr(value, "unwrap") else value
 
 
 _ABSENT = object()

@@ -93,13 +93,18 @@ class PaletteCommand:
 class NotebookCommands(Provider):
     """Every action of the app in the command palette, named "category: action"."""
 
+    def _commands(self) -> list[PaletteCommand]:
+        app = self.app
+        assert isinstance(app, NotebookApp)  # this provider is only in NotebookApp.COMMANDS
+        return app.palette_commands()
+
     async def discover(self) -> Hits:
-        for command in self.app.palette_commands():
+        for command in self._commands():
             yield DiscoveryHit(command.name, partial(self.app.run_action, command.action), help=command.help)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for command in self.app.palette_commands():
+        for command in self._commands():
             score = matcher.match(command.name)
             if score > 0:
                 yield Hit(score, matcher.highlight(command.name), partial(self.app.run_action, command.action), help=command.help)
@@ -339,9 +344,9 @@ class NotebookApp(App[str]):
         if not isinstance(editor, CellEditor):
             return
         widget = editor.parent
-        cell = getattr(widget, "cell", None)
-        if cell is None:
+        if not isinstance(widget, CellWidget):  # a cell's editor is mounted in its CellWidget
             return
+        cell = widget.cell
         text = editor.text
         source = text + "\n" if text and not text.endswith("\n") else text
         if source != cell.source:
@@ -728,7 +733,7 @@ class NotebookApp(App[str]):
 
     def action_cycle_focus(self) -> None:
         order = [self.view, self.runtimes_panel.query_one(OptionList), self.runner_log_panel.query_one("RichLog")]
-        order = [widget for widget in order if widget.display and widget.parent.display]
+        order = [widget for widget in order if widget.display and widget.parent is not None and widget.parent.display]
         focused = self.focused
         index = next((i for i, widget in enumerate(order) if widget is focused), -1)
         order[(index + 1) % len(order)].focus()
@@ -749,6 +754,7 @@ class NotebookApp(App[str]):
         if result.status == "conflict":
             self.push_screen(ConflictScreen(str(self.path), result.conflicts), partial(self._conflict_answered, then))
             return False
+        assert result.notebook is not None  # a "saved" result holds the notebook now in the file
         self._take_in_notebook(result.notebook)
         self.dirty = False
         taken = describe_summary(result.taken_in)
@@ -793,6 +799,7 @@ class NotebookApp(App[str]):
             return
         changes = describe_summary(taken.changed)
         if changes:
+            assert taken.notebook is not None  # a TakeIn without an error holds the merged notebook
             self._take_in_notebook(taken.notebook)
             self.runner.log.info(None, f"notebook changed on disk: {changes}")
         if taken.waiting:

@@ -36,6 +36,10 @@ class CellOutput:
     """The UI's view of one cell's latest execution."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Back to a cell never run: every field as a new CellOutput has it."""
         self.status: str | None = None  # None: never run; queued | running | ok | error | interrupted | lost
         self.exec_id: str | None = None
         self.count: int | None = None
@@ -54,7 +58,7 @@ class CellOutput:
     # -- building
     def begin(self, exec_id: str | None, source_hash: str | None) -> None:
         """A new execution of the cell was sent: its old output goes."""
-        self.__init__()
+        self._reset()
         self.status = "queued"
         self.exec_id = exec_id
         self.source_hash = source_hash
@@ -62,7 +66,7 @@ class CellOutput:
 
     def load(self, record: ExecutionRecord, events: list[dict[str, Any]], truncated: bool) -> None:
         """The cell's latest stored execution, as found when the notebook opens."""
-        self.__init__()
+        self._reset()
         self.exec_id = record.exec_id
         self.count = record.count
         self.source_hash = record.source_hash

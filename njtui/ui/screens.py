@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rich.text import Text
 from textual import work
@@ -52,7 +52,7 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
 
-    def __init__(self, sections: list[tuple[str, Iterable[tuple[str, str]]]]) -> None:
+    def __init__(self, sections: Sequence[tuple[str, Iterable[tuple[str, str]]]]) -> None:
         super().__init__()
         self.sections = sections
 
@@ -142,7 +142,7 @@ class PickerScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
 
-    def __init__(self, title: str, options: list[tuple[str, str | Text]], selected: str | None = None) -> None:
+    def __init__(self, title: str, options: Sequence[tuple[str, str | Text]], selected: str | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.options = options

@@ -150,6 +150,7 @@ class RuntimeSettingsScreen(Screen[bool]):
     def load_engine_facts(self, environment: str) -> None:
         """Images, the image's ENV and whether the reference resolves: asked of the runner
         off the UI thread (an engine may be slow or away)."""
+        problem: str | None
         try:
             images = self.runner.local_images()
         except Exception as exc:  # noqa: BLE001 - shown, not fatal
@@ -330,6 +331,8 @@ class RuntimeSettingsScreen(Screen[bool]):
         if not isinstance(focused, DataTable) or focused.row_count == 0:
             return
         key = focused.coordinate_to_cell_key(focused.cursor_coordinate).row_key.value
+        if key is None:  # a row added without a key: only the images table's "no engine" line
+            return
         if focused.id == "variables":
             source, _, name = key.partition(":")
             if source != "runtime":

@@ -126,7 +126,7 @@ class Channel:
     def emit(self, type_: str, exec_id: str | None = None, **fields: object) -> None:
         with self._lock:
             self.seq += 1
-            message = {"seq": self.seq, "exec": exec_id, "type": type_, "t": time.time()}
+            message: dict[str, object] = {"seq": self.seq, "exec": exec_id, "type": type_, "t": time.time()}
             message.update(fields)
             line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
             data = line.encode("utf-8", "replace")
@@ -219,7 +219,8 @@ class Capture:
         self.last_flush = time.monotonic()
         if not self.pending:
             return
-        name, parts = None, []
+        name: str | None = None
+        parts: list[str] = []
         pending = self.pending
         while pending:
             item_name, text = pending.popleft()
@@ -414,7 +415,7 @@ class Agent:
         # A signal sent to the process wakes whichever thread the kernel picks, often this one:
         # the main thread would sleep on in time.sleep() or a blocking read. Sent to it, the call
         # returns with EINTR and the handler raises KeyboardInterrupt at once.
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        signal.pthread_kill(_main_thread_id(), signal.SIGINT)
         threading.Thread(target=self._interrupt_until_raised, args=(self.count,), name="njtui-interrupt", daemon=True).start()
 
     def _interrupt_until_raised(self, count: int) -> None:
@@ -426,7 +427,7 @@ class Agent:
             time.sleep(INTERRUPT_RETRY_INTERVAL)
             if self.running is None or self.count != count or self._interrupt_raised:
                 return
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            signal.pthread_kill(_main_thread_id(), signal.SIGINT)
 
     def shutdown(self, reason: str) -> None:
         if self.shutdown_reason is not None:
@@ -560,8 +561,10 @@ class Agent:
     def _execute(self, code: str, filename: str, exec_id: str, count: int) -> None:
         tree = ast.parse(code, filename, "exec")
         last_expression = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
-            last_expression = ast.Expression(tree.body.pop().value)
+        last = tree.body[-1] if tree.body else None
+        if isinstance(last, ast.Expr) and not code.rstrip().endswith(";"):
+            tree.body.pop()
+            last_expression = ast.Expression(last.value)
         exec(compile(tree, filename, "exec"), self.namespace)
         if last_expression is None:
             return
@@ -586,9 +589,15 @@ class Agent:
         )
 
 
-def _drop_agent_frames(report: traceback.TracebackException) -> None:
+def _main_thread_id() -> int:
+    ident = threading.main_thread().ident
+    assert ident is not None  # the main thread is always started
+    return ident
+
+
+def _drop_agent_frames(report: traceback.TracebackException | None) -> None:
     """Tracebacks show the user's code, not the agent's frames, in every chained exception."""
-    seen = set()
+    seen: set[int] = set()
     while report is not None and id(report) not in seen:
         seen.add(id(report))
         kept = [frame for frame in report.stack if frame.filename != AGENT_FILE]
