@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import time
@@ -114,11 +115,18 @@ def push_image_only_the_registry_has(client, base_image: str, reference: str, me
 # -- an agent on its stdio, as the relay and Docker drive it
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class AgentProcess:
     """Requests in, messages out; every wait is bounded, so an agent that goes silent fails its
     test with what it said last instead of hanging the suite."""
 
     def __init__(self, argv: list[str], **popen) -> None:
+        # SIGINT at its default, as the relay starts an agent: a suite run from a background job
+        # ignores SIGINT, and an agent inheriting that could not be interrupted.
+        popen.setdefault("preexec_fn", _default_sigint)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
         self.buffer = b""
         self.raw = b""  # every complete line the agent wrote, as written

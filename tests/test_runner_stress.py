@@ -118,7 +118,7 @@ def test_a_thousand_mixed_operations_keep_every_runtime_consistent(docker_engine
         # Cells of runtimes this client detached from last finish unseen: attaching replays them.
         runner.attach_running()
         missing = observed.wait_for_dones(set(accepted), timeout=180)
-        assert not missing, f"{len(missing)} of {len(accepted)} executions never got a done"
+        assert not missing, f"{len(missing)} of {len(accepted)} executions never got a done: {sorted((accepted[exec_id], exec_id) for exec_id in missing)[:10]}"
         with observed.lock:
             twice = {exec_id: count for exec_id, count in observed.dones.items() if exec_id in accepted and count != 1}
             assert not twice, f"executions with more than one done: {[observed.messages[e] for e in list(twice)[:6]]}"

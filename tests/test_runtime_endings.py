@@ -108,3 +108,21 @@ def test_an_agent_whose_relay_died_ends_instead_of_running_on(tmp_path, language
         os.close(agent)
     finally:
         runner.detach()
+
+
+@pytest.mark.parametrize("language", ["python", "bash"])
+def test_a_client_that_ignores_sigint_still_starts_interruptible_runtimes(tmp_path, language):
+    """Started from a background job of a script, a client ignores SIGINT, and children inherit
+    that: a Bash agent could neither trap it nor pass it to the cell's commands."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        path, runner, events, exec_id, _ = long_cell_running(tmp_path, language)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        runner.interrupt(next(iter(runner.notebook.runtimes)))
+        done = next_event(events, lambda e: isinstance(e, RuntimeMessage) and e.message.get("exec") == exec_id and e.message.get("type") == "done")
+        assert done.message["status"] == "interrupted"
+    finally:
+        runner.stop_all()
+        runner.detach()

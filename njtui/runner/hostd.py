@@ -303,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # The agent must take SIGINT (an interrupt) whatever its starter did: started from a
+    # background job of a script, the client ignores SIGINT and a child would inherit that, and
+    # bash can't trap, nor its commands take, a signal ignored when it started. The relay runs in
+    # a session of its own: no terminal's Ctrl-C reaches it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     # Checked again here, not only by the client that started us: this is where the files are made.
     try:
         check_private_dir(args.dir)
