@@ -284,9 +284,15 @@ __njt_emitter() {
         shutdown) __njt_ending="the runtime was stopped" ;;
         "stdin closed") __njt_ending="the runtime's connection closed" ;;
         esac
-        # The reader has interrupted the running cell: its `done` normally follows at once.
+        # The reader has interrupted the running cell: its `done` normally follows at once. The
+        # interrupt is repeated as for any other (its first SIGINT may come between a fork and
+        # an exec) until the grace runs out.
         __njt_now; deadline=$((REPLY + __njt_grace_us))
+        if [[ $running != null ]]; then
+            interrupted=$running interrupt_tries=0 interrupt_again=$((REPLY + 100000))
+        fi
         while [[ $running != null ]]; do
+            interrupt_again
             __njt_now
             ((REPLY < deadline)) || break
             if read -t 0 -u "$__njt_ctl"; then
