@@ -310,6 +310,11 @@ __njt_emitter() {
         fi
         emit null exit ",\"reason\":\"$1\""
         kill -TERM "$__njt_main" 2>/dev/null
+        # A TERM that lands just as main blocks in a read may never run its trap, and these
+        # pipes never end (each process holds both ends): main is also told on each pipe it
+        # may be waiting on.
+        printf 'EXIT\n' >&"$__njt_req"
+        printf 'EXIT\n' >&"$__njt_ack"
         ((reader_pid)) && kill -TERM "$reader_pid" 2>/dev/null
         if ((abandoned)); then
             # The cell ignores its interrupt and holds main: it ends with the runtime.
@@ -448,9 +453,12 @@ exit() {
 # The emitter must have announced a cell's start before its output, and have emitted all of it
 # before the next cell starts: main waits for its acknowledgement at both ends of a cell.
 __njt_await_ack() {
+    local ack
     while :; do
-        IFS= read -r -u "$__njt_ack" _
-        (($? > 128)) || return 0
+        IFS= read -r -u "$__njt_ack" ack
+        (($? > 128)) && continue
+        [[ $ack != EXIT ]] || builtin exit 0
+        return 0
     done
 }
 
@@ -540,6 +548,7 @@ while :; do
     IFS= read -r -u "$__njt_req" __njt_request
     (($? > 128)) && continue # interrupted while waiting: the marker follows
     case $__njt_request in
+    EXIT) builtin exit 0 ;;
     INTERRUPT)
         __njt_stop=
         while read -t 0 -u "$__njt_intp"; do read -r -N 1 -u "$__njt_intp" _; done
