@@ -203,3 +203,18 @@ def test_a_backend_is_found_through_its_entry_point(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "subprocess" in registry.factories()
     assert isinstance(registry.Backends()["subprocess"], SubprocessBackend)
+
+
+def test_a_backend_that_fails_to_load_is_an_error_in_words(monkeypatch):
+    def broken():
+        raise ImportError("No module named 'their_sdk'")
+
+    registry.register("broken", broken)
+    try:
+        with pytest.raises(RunnerError, match=r"the backend 'broken' could not be loaded: ImportError: No module named 'their_sdk'"):
+            registry.Backends()["broken"]
+        # The others still list: one broken plug-in does not take `njtui runtimes` down.
+        listing = Runner.list_runtimes(ask=False)
+        assert any("broken runtimes not listed" in problem for problem in listing.problems)
+    finally:
+        registry.unregister("broken")

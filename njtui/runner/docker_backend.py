@@ -116,7 +116,8 @@ class DockerBackend(Backend):
             filters["status"] = "running"
         elif running is False:
             filters["status"] = ["exited", "dead"]
-        return self._api("listing runtime containers", self.client.containers.list, all=True, filters=filters)
+        # ignore_removed: one removed between the listing and its inspection is not an error.
+        return self._api("listing runtime containers", self.client.containers.list, all=True, filters=filters, ignore_removed=True)
 
     def _info(self, container) -> RuntimeInfo:
         labels = container.labels
@@ -351,9 +352,15 @@ class DockerBackend(Backend):
         return f"agent crashed (exit status {code})"
 
     def ended(self, notebook_path: str) -> builtins.list[RuntimeInfo]:
+        import docker
+
         infos = []
         for container in self._containers(running=False, labels={LABEL_NOTEBOOK: notebook_identity(notebook_path)}):
-            info = self._with_instance(self._info(container), container)
+            try:
+                info = self._with_instance(self._info(container), container)
+            except docker.errors.APIError:
+                # Being removed as we look (a stop of another client): nothing left to record.
+                continue
             info.alive = False
             info.exit_reason = self.exit_reason(container.id)
             infos.append(info)

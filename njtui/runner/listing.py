@@ -136,8 +136,9 @@ def list_runtimes(backends: Mapping[str, Backend], *, ask: bool = True) -> Runti
     entries: list[RuntimeEntry] = []
     problems: list[str] = []
     now = time.time()
-    for name, backend in backends.items():
+    for name in backends:
         try:
+            backend = backends[name]
             live = backend.list()
         except BackendError as exc:
             # No engine where none is configured is a machine without Docker: nothing to say.

@@ -79,7 +79,13 @@ class Backends(Mapping[str, Backend]):
             factory = self._factories.get(name)
             if factory is None:
                 raise KeyError(name)
-            backend = self._made[name] = factory()
+            try:
+                backend = factory()
+            except BackendError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a third party's backend failing to load is reported, not a crash
+                raise BackendError(f"the backend {name!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+            self._made[name] = backend
             if backend.name != name:
                 raise BackendError(f"the backend registered as {name!r} calls itself {backend.name!r}")
         return backend

@@ -400,31 +400,40 @@ class Runner:
 
     def sync_ended(self) -> None:
         """Records what runtimes of this notebook did after their last client went away."""
-        for backend in self.backends.values():
+        for name in self.backends:
             try:
+                backend = self.backends[name]
                 ended = backend.ended(self.path)
             except BackendError:
                 continue
             for info in ended:
-                recorder = Recorder(self.store, info.key, info.runtime_id)
-                if not recorder.try_activate():
-                    if recorder.failure is not None:
-                        self.log.error(info.runtime_id, f"{recorder.failure}: the ended runtime's outputs are not recorded; its journal is kept for the next try")
-                    continue
                 try:
-                    recorder.bind(info.instance)
-                    for message in backend.journal(info):
-                        finished = recorder.handle(message)
-                        if finished is not None:
-                            self.collect_files(backend, info, finished, message)
-                    recorder.close_open(info.exit_reason or "the runtime ended")
-                finally:
-                    recorder.release()
-                if recorder.failure is not None or recorder.behind:
-                    # Not recorded whole: the journal stays until the store can take it.
-                    self.log.error(info.runtime_id, f"{recorder.failure or 'its journal has a gap'}: the ended runtime's outputs are not all in {self.store.root}; its journal is kept for the next try")
-                    continue
-                backend.discard(info)
+                    self._record_ended(backend, info)
+                except (BackendError, OSError, ValueError) as exc:
+                    # Gone as we read it (removed by another client's stop), or unreadable: its
+                    # journal, if any is left, stays for the next try.
+                    self.log.warning(info.runtime_id, f"could not record the ended runtime: {exc}")
+
+    def _record_ended(self, backend: Backend, info: RuntimeInfo) -> None:
+        recorder = Recorder(self.store, info.key, info.runtime_id)
+        if not recorder.try_activate():
+            if recorder.failure is not None:
+                self.log.error(info.runtime_id, f"{recorder.failure}: the ended runtime's outputs are not recorded; its journal is kept for the next try")
+            return
+        try:
+            recorder.bind(info.instance)
+            for message in backend.journal(info):
+                finished = recorder.handle(message)
+                if finished is not None:
+                    self.collect_files(backend, info, finished, message)
+            recorder.close_open(info.exit_reason or "the runtime ended")
+        finally:
+            recorder.release()
+        if recorder.failure is not None or recorder.behind:
+            # Not recorded whole: the journal stays until the store can take it.
+            self.log.error(info.runtime_id, f"{recorder.failure or 'its journal has a gap'}: the ended runtime's outputs are not all in {self.store.root}; its journal is kept for the next try")
+            return
+        backend.discard(info)
 
     def detach(self) -> None:
         """Lets go of every runtime; they keep running and shut themselves down when idle."""
