@@ -17,6 +17,30 @@ from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.store import save_notebook
 
 
+def own_runtimes(under: Path) -> list[dict]:
+    """The rows of `njtui runtimes --json` of the notebook `under` names, or of the notebooks
+    under that directory (a test's tmp_path): the machine's Docker engine is shared, so other
+    programs' runtimes may be listed too, and they are not a test's to count or stop."""
+    from tests.conftest import njtui
+
+    listed = njtui("runtimes", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    return [row for row in rows if Path(row["notebook"]).is_relative_to(under.resolve())]
+
+
+def stop_own_runtimes(under: Path) -> list[dict]:
+    """`njtui runtimes stop ID` for each of `own_runtimes(under)`, never `stop --all` (it would
+    stop every njtui runtime on the machine, other programs' included); the rows stopped."""
+    from tests.conftest import njtui
+
+    rows = own_runtimes(under)
+    for row in rows:
+        stopped = njtui("runtimes", "stop", row["id"])
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    return rows
+
+
 def make_notebook(tmp_path: Path, cells: list[tuple[str, str, str]], name: str = "nb.toml", **runtime_settings) -> Path:
     """cells: (id, language or "markdown", source); one host runtime per language."""
     notebook = Notebook(title="test")

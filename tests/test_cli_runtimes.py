@@ -25,7 +25,7 @@ from njtui.runner.paths import runtime_key
 from njtui.store import save_notebook
 from njtui.store.results import ResultsStore
 from tests.conftest import PYTHON_IMAGE, njtui
-from tests.helpers import make_notebook
+from tests.helpers import make_notebook, own_runtimes
 
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 OLD_JSON_KEYS = ["id", "notebook", "runtime", "backend", "environment", "language", "state", "busy", "pid", "idle_for", "uptime"]
@@ -34,12 +34,6 @@ OLD_JSON_KEYS = ["id", "notebook", "runtime", "backend", "environment", "languag
 def rows(result: subprocess.CompletedProcess) -> list[dict]:
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def own_rows(root: Path) -> list[dict]:
-    """The rows of `njtui runtimes --json` of notebooks under `root` (a test's tmp_path): the
-    machine's Docker engine is shared, so other programs' runtimes may be listed too."""
-    return [row for row in rows(njtui("runtimes", "--json")) if Path(row["notebook"]).is_relative_to(root.resolve())]
 
 
 class Terminal:
@@ -108,7 +102,7 @@ def test_the_runtimes_table_is_drawn_by_rich(tmp_path):
     path = make_notebook(long_dir, [("p", "python", "1\n"), ("b", "bash", "true\n")])
     assert njtui("run", str(path)).returncode == 0
     # Only this test's runtimes: the machine's Docker engine may run others' at the same time.
-    listed = own_rows(tmp_path)
+    listed = own_runtimes(tmp_path)
     assert sorted(row["runtime"] for row in listed) == ["py", "sh"]
     assert all(list(row) == OLD_JSON_KEYS for row in listed), "--json rows keep their keys"
     keys = {row["runtime"]: row["id"] for row in listed}
@@ -141,7 +135,7 @@ def test_the_runtimes_table_is_drawn_by_rich(tmp_path):
     for key in keys.values():
         stopped = njtui("runtimes", "stop", key)
         assert stopped.returncode == 0, stopped.stderr
-    assert own_rows(tmp_path) == []
+    assert own_runtimes(tmp_path) == []
 
 
 def docker_notebook(tmp_path: Path, name: str) -> Path:

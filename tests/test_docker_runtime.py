@@ -19,7 +19,7 @@ from njtui.runner.docker_backend import LABEL_KEY, LABEL_NOTEBOOK, LABEL_RUNTIME
 from njtui.store import save_notebook
 from njtui.store.results import ResultsStore
 from tests.conftest import BASH_IMAGE, PYTHON_IMAGE, SAMPLES, njtui
-from tests.helpers import Recorder, push_image_only_the_registry_has, wait_until
+from tests.helpers import Recorder, own_runtimes, push_image_only_the_registry_has, stop_own_runtimes, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -45,23 +45,6 @@ def containers_of(client, path: Path, all: bool = True) -> list:
     return [c for c in client.containers.list(all=all, filters={"label": LABEL_KEY}) if c.labels.get(LABEL_NOTEBOOK) == str(path.resolve())]
 
 
-def runtimes_of(path: Path) -> list[dict]:
-    """This notebook's rows of `njtui runtimes --json`: the engine is shared, and other programs'
-    njtui runtimes (other test sessions') are listed too."""
-    rows = [json.loads(line) for line in njtui("runtimes", "--json").stdout.splitlines()]
-    return [row for row in rows if row["notebook"] == str(path.resolve())]
-
-
-def stop_runtimes_of(path: Path) -> None:
-    """`njtui runtimes stop ID` for each runtime of this notebook; `stop --all` would stop every
-    njtui runtime on the shared engine, other programs' included."""
-    rows = runtimes_of(path)
-    assert rows, "no runtime of this notebook is listed"
-    for row in rows:
-        stopped = njtui("runtimes", "stop", row["id"])
-        assert stopped.returncode == 0, stopped.stderr
-
-
 def test_python_runtime_in_a_container_keeps_state_and_is_labelled(docker_engine, tmp_path):
     path = notebook_file(
         tmp_path,
@@ -79,7 +62,7 @@ def test_python_runtime_in_a_container_keeps_state_and_is_labelled(docker_engine
     assert container.labels[LABEL_RUNTIME] == "py" and container.labels[LABEL_VERSION]
     # The agent was brought in at start, not baked into the image.
     assert docker_engine.images.get(PYTHON_IMAGE).attrs["Config"].get("Cmd") == ["bash"]
-    stop_runtimes_of(path)
+    assert stop_own_runtimes(path), "no runtime of this notebook is listed"
     assert containers_of(docker_engine, path) == [], "stopping removes the container"
 
 
@@ -126,7 +109,7 @@ def test_killed_client_during_a_long_cell_loses_nothing(docker_engine, tmp_path)
     try:
         wait_until(lambda: runtime_is_idle(path, "py"), timeout=120, what="the cell to finish unattended")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; listed: {runtimes_of(path)}, container: {container.reload() or container.status}") from None
+        raise AssertionError(f"{exc}; listed: {own_runtimes(path)}, container: {container.reload() or container.status}") from None
     wait_until(lambda: events(njtui("show", str(path), "--json", "--cell", "slow"))[-1]["event"] == "done", timeout=60, what="the cell's done")
     shown = njtui("show", str(path), "--json", "--cell", "slow")
     got = events(shown)
@@ -140,7 +123,7 @@ def test_killed_client_during_a_long_cell_loses_nothing(docker_engine, tmp_path)
 
 
 def runtime_is_idle(path: Path, runtime_id: str) -> bool:
-    return any(row["runtime"] == runtime_id and row["state"] == "running" and row["busy"] is False for row in runtimes_of(path))
+    return any(row["runtime"] == runtime_id and row["state"] == "running" and row["busy"] is False for row in own_runtimes(path))
 
 
 def test_results_files_are_versioned_and_stored_once(docker_engine, tmp_path):
@@ -174,7 +157,7 @@ def test_restart_gives_a_fresh_container_from_the_image(docker_engine, tmp_path)
     )
     assert njtui("run", str(path)).returncode == 0
     (before,) = containers_of(docker_engine, path)
-    stop_runtimes_of(path)
+    assert stop_own_runtimes(path), "no runtime of this notebook is listed"
     result = njtui("run", str(path), "--cell", "look", "--json")
     assert next(e for e in events(result) if e["event"] == "result")["data"]["text/plain"] == "False"
     (after,) = containers_of(docker_engine, path)
@@ -344,7 +327,7 @@ def test_booting_from_a_registry_shows_download_progress(docker_engine, throttle
         # Another process, as a user in a second terminal: `njtui runtimes` while it boots,
         # until it has shown the download; the rest of the download need not be slow.
         while not stop_watching.is_set():
-            listed.extend(runtimes_of(path))
+            listed.extend(own_runtimes(path))
             if any(row.get("phase") == "Downloading" for row in listed):
                 proxy.unthrottle()
                 return

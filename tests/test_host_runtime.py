@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.store import save_notebook
 from njtui.store.results import KEEP_VERSIONS, ResultsStore
 from tests.conftest import REPO, SAMPLES, njtui
-from tests.helpers import make_notebook, wait_until
+from tests.helpers import make_notebook, own_runtimes, stop_own_runtimes, wait_until
 
 
 def json_events(result: subprocess.CompletedProcess) -> list[dict]:
@@ -29,28 +28,8 @@ def host_runtimes_only(tmp_path, monkeypatch):
     would also ask it for other programs' njtui containers (other test sessions'). These tests'
     runtimes are host ones (each test has its own runtime directory), so the CLI is pointed at
     an engine that is not there. Their listings are filtered to their own notebooks as well
-    (live_runtimes), and they stop only their own runtimes (stop_own_runtimes), never `--all`."""
+    (own_runtimes), and they stop only their own runtimes (stop_own_runtimes), never `--all`."""
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-
-
-def live_runtimes(root: Path) -> list[dict]:
-    """This test's rows of `njtui runtimes --json`: those of notebooks under `root` (its
-    tmp_path). Other programs' runtimes on the machine may be listed too; they are not ours to
-    count or stop."""
-    result = njtui("runtimes", "--json")
-    assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    return [row for row in rows if Path(row["notebook"]).is_relative_to(root.resolve())]
-
-
-def stop_own_runtimes(root: Path) -> list[dict]:
-    """`njtui runtimes stop ID` for each runtime of a notebook under `root`: `stop --all` would
-    stop every njtui runtime on the machine, other programs' included. Returns the rows stopped."""
-    rows = live_runtimes(root)
-    for row in rows:
-        stopped = njtui("runtimes", "stop", row["id"])
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    return rows
 
 
 @pytest.mark.parametrize("sample", sorted(SAMPLES.glob("*.toml")), ids=lambda p: p.name)
@@ -139,7 +118,7 @@ def test_show_collects_output_of_a_runtime_that_ended_unattended(tmp_path, host_
     client.kill()
     client.wait()
     # The cell finishes and the runtime idles out with nobody attached.
-    wait_until(lambda: live_runtimes(tmp_path) == [], timeout=60, what="the runtime to end by itself")
+    wait_until(lambda: own_runtimes(tmp_path) == [], timeout=60, what="the runtime to end by itself")
     shown = json_events(njtui("show", str(path), "--json"))
     assert "".join(e["text"] for e in shown if e["event"] == "stream") == "0\n1\n2\n3\n4\n"
     assert shown[-1]["status"] == "ok"
@@ -150,7 +129,7 @@ def test_idle_runtime_shuts_itself_down(tmp_path, host_runtimes_only):
 
     path = make_notebook(tmp_path, [("c", "python", "print('hi')\n")], idle_timeout="3s")
     assert njtui("run", str(path)).returncode == 0
-    wait_until(lambda: live_runtimes(tmp_path) == [], timeout=60, what="the runtime to end by itself")
+    wait_until(lambda: own_runtimes(tmp_path) == [], timeout=60, what="the runtime to end by itself")
     # Why and when it ended, from its own journal (the agent stamps each message as it sends
     # it), not from when this test looked: a busy machine cannot shorten it. Only the lower
     # bound is checked (not ended early); that it ends at all is the wait above.
@@ -188,7 +167,7 @@ def test_ctrl_c_interrupts_the_cell_records_it_and_exits_130(tmp_path):
 def test_runtimes_lists_and_stops(tmp_path, host_runtimes_only):
     path = make_notebook(tmp_path, [("p", "python", "1\n"), ("b", "bash", "true\n")])
     assert njtui("run", str(path)).returncode == 0
-    rows = live_runtimes(tmp_path)
+    rows = own_runtimes(tmp_path)
     assert sorted(r["runtime"] for r in rows) == ["py", "sh"]
     assert all(r["notebook"] == str(path.resolve()) and r["backend"] == "host" and r["state"] == "running" and r["pid"] for r in rows)
     table = njtui("runtimes").stdout
@@ -196,10 +175,10 @@ def test_runtimes_lists_and_stops(tmp_path, host_runtimes_only):
     stopped = njtui("runtimes", "stop", rows[0]["id"])
     assert stopped.returncode == 0
     # `stop` returns once the runtime has ended: listed straight after, it is gone.
-    after = live_runtimes(tmp_path)
+    after = own_runtimes(tmp_path)
     assert [r["id"] for r in after] == [rows[1]["id"]], (after, stopped.stdout + stopped.stderr)
     assert [r["id"] for r in stop_own_runtimes(tmp_path)] == [rows[1]["id"]]
-    assert live_runtimes(tmp_path) == []
+    assert own_runtimes(tmp_path) == []
     assert njtui("runtimes", "stop", "nothing-like-this").returncode == 2
 
 

@@ -31,7 +31,7 @@ from njtui.runner.paths import runtime_key
 from njtui.store import save_notebook
 from njtui.store.secrets import SecretStore
 from tests.conftest import PYTHON_IMAGE, REPO, njtui
-from tests.helpers import make_notebook
+from tests.helpers import make_notebook, own_runtimes
 
 SECRET = "sq-" + hashlib.sha256(f"private-state-{os.getpid()}".encode()).hexdigest()[:24]
 TARGET_TEXT = b"the victim's own file, which no runtime may write\n"
@@ -53,15 +53,6 @@ def secret_notebook(directory: Path, languages: tuple[str, ...] = ("python",), *
     path = directory / "nb.toml"
     save_notebook(notebook, path)
     return path
-
-
-def own_runtimes(path: Path) -> list[dict]:
-    """This notebook's rows of `njtui runtimes --json`: the machine's Docker engine is shared,
-    so other programs' runtimes may be listed too."""
-    listed = njtui("runtimes", "--json")
-    assert listed.returncode == 0, listed.stderr
-    rows = [json.loads(line) for line in listed.stdout.splitlines()]
-    return [row for row in rows if row["notebook"] == str(path.resolve())]
 
 
 def snapshot(path: Path) -> tuple[bytes, int]:

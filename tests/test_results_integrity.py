@@ -32,7 +32,7 @@ from njtui.runner.paths import runtime_key
 from njtui.runner.runner import Runner, RuntimeMessage
 from njtui.store import load_notebook
 from njtui.store.results import InvalidCellId, ResultsStore
-from tests.helpers import make_notebook
+from tests.helpers import make_notebook, stop_own_runtimes
 
 BIG_LINES = 10_000
 BIG_CELL = f"for i in range({BIG_LINES}):\n    print('x' * 99)\n"
@@ -44,25 +44,6 @@ def njtui(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     command = Path(sys.executable).with_name("njtui")
     assert command.exists(), f"{command} is missing: install njtui into the test's virtual environment"
     return subprocess.run([str(command), *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
-
-
-def runtimes_of(path: Path) -> list[dict]:
-    """This notebook's rows of `njtui runtimes --json`: the machine's Docker engine is shared,
-    so other programs' runtimes may be listed too."""
-    listed = njtui("runtimes", "--json")
-    assert listed.returncode == 0, listed.stderr
-    rows = [json.loads(line) for line in listed.stdout.splitlines()]
-    return [row for row in rows if row["notebook"] == str(path.resolve())]
-
-
-def stop_runtimes_of(path: Path) -> list[dict]:
-    """`njtui runtimes stop ID` for each runtime of this notebook (`stop --all` would stop every
-    njtui runtime on the machine, other programs' included); the rows stopped."""
-    rows = runtimes_of(path)
-    for row in rows:
-        stopped = njtui("runtimes", "stop", row["id"])
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    return rows
 
 
 def json_events(result: subprocess.CompletedProcess) -> list[dict]:
@@ -359,7 +340,7 @@ def test_a_runtime_that_ends_before_the_repair_keeps_its_journal(small_fs):
     path = full_disk_notebook(small_fs)
     filler = fill(small_fs)
     assert njtui("run", str(path), "--cell", "big").returncode == 1
-    assert [row["runtime"] for row in stop_runtimes_of(path)] == ["py"]
+    assert [row["runtime"] for row in stop_own_runtimes(path)] == ["py"]
     backend = HostBackend()
     assert [info.runtime_id for info in backend.ended(str(path))] == ["py"]
 

@@ -19,7 +19,7 @@ from njtui.runner.launch import resolve
 from njtui.store import load_notebook, save_notebook
 from njtui.store.secrets import SecretStore
 from tests.conftest import PYTHON_IMAGE, njtui
-from tests.helpers import free_loopback_port, wait_until_serving
+from tests.helpers import free_loopback_port, stop_own_runtimes, wait_until_serving
 
 SECRET_VALUE = "s3cr3t-" + hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:20]
 
@@ -30,17 +30,6 @@ def write_notebook(tmp_path: Path, spec: RuntimeSpec, cells: list[tuple[str, str
     path = tmp_path / "nb.toml"
     save_notebook(notebook, path)
     return path
-
-
-def stop_runtimes_of(path: Path) -> None:
-    """Stops this notebook's runtimes, each by its ID from `njtui runtimes --json`: the
-    machine's Docker engine is shared, and `stop --all` would stop other programs' runtimes too."""
-    listed = njtui("runtimes", "--json")
-    assert listed.returncode == 0, listed.stderr
-    for row in (json.loads(line) for line in listed.stdout.splitlines()):
-        if row["notebook"] == str(path.resolve()):
-            stopped = njtui("runtimes", "stop", row["id"])
-            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
 def events(result) -> list[dict]:
@@ -152,7 +141,7 @@ def test_a_secret_is_an_env_var_and_a_file_and_nowhere_else(docker_engine, tmp_p
         assert secret not in b"".join(image.save()), "not in an image saved from the container"
     finally:
         docker_engine.images.remove(image.id, force=True)
-    stop_runtimes_of(path)
+    stop_own_runtimes(path)
 
 
 @pytest.mark.docker
@@ -166,7 +155,7 @@ def test_env_layers_image_notebook_runtime(docker_engine, tmp_path):
     result = njtui("run", str(path), "--json")
     assert result_of(result, "env") == "('C.UTF-8', 'notebook', 'runtime')"
     assert DockerBackend().image_env(PYTHON_IMAGE)["LANG"] == "C.UTF-8"
-    stop_runtimes_of(path)
+    stop_own_runtimes(path)
 
 
 # -- limits, GPUs, CUDA
@@ -231,7 +220,7 @@ def test_mount_cuda_mounts_the_toolkit_and_sets_the_paths(docker_engine, tmp_pat
     assert out[0] == "/usr/local/cuda/bin/nvcc" and out[1].startswith("/usr/local/cuda/lib64") and "nvcc" in out[2].lower()
     (container,) = [c for c in docker_engine.containers.list(filters={"label": "org.njtui.runtime=sh"}) if c.labels["org.njtui.notebook"] == str(path.resolve())]
     assert f"{toolkit.resolve()}:/usr/local/cuda:ro" in container.attrs["HostConfig"]["Binds"]
-    stop_runtimes_of(path)
+    stop_own_runtimes(path)
 
 
 def test_njtui_mount_cuda_variable_turns_it_on(monkeypatch):
@@ -280,7 +269,7 @@ def test_dir_and_git_mounts(docker_engine, tmp_path):
     result = njtui("run", str(path), "--json")
     assert result.returncode == 0, result.stderr
     assert result_of(result, "read") == repr(("a,b\n1,2\n", "v1\n", False))
-    stop_runtimes_of(path)
+    stop_own_runtimes(path)
 
 
 @pytest.fixture
@@ -318,7 +307,7 @@ def test_s3_mount_reads_the_bucket_and_writes_changes_back(docker_engine, moto_s
     body = s3.get_object(Bucket="lab", Key="runs/output.txt")["Body"].read()
     assert body == b"written by a cell\n"
     assert "testing-secret" not in path.read_text()
-    stop_runtimes_of(path)
+    stop_own_runtimes(path)
 
 
 # -- changes apply on restart
