@@ -132,18 +132,12 @@ class Runner:
 
     def ensure(self, runtime_id: str) -> RuntimeSession:
         """The session of a running runtime, booting it first if it is stopped."""
-        self._wait_for_end_of(self.sessions.get(runtime_id))
         with self._lock(runtime_id):
             session = self.sessions.get(runtime_id)
             if session is not None and not session.closed.is_set():
                 return session
-            if session is not None and not session.finished.is_set():
-                # It ended just now: its end is reported (under this lock) before a new one boots.
-                self._lock(runtime_id).release()
-                try:
-                    self._wait_for_end_of(session)
-                finally:
-                    self._lock(runtime_id).acquire()
+            # Waited for under the lock: reporting an end takes no runtime lock.
+            self._wait_for_end_of(session)
             spec = self.notebook.runtimes[runtime_id]
             try:
                 backend = self.backend_for(spec)
