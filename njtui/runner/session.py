@@ -50,6 +50,7 @@ class RuntimeSession:
         # Guards `open_execs` with `closed`: a cell is either submitted before the end, and
         # ended as lost by it, or refused after it; never both, never neither.
         self._execs_lock = threading.Lock()
+        self._detached = False
         # Set when the answer to the status request sent on open arrives: replay is done.
         self.caught_up = threading.Event()
         # The credentials its S3 mounts were made with: set at boot, or read on first need by a
@@ -104,6 +105,12 @@ class RuntimeSession:
         try:
             self.connection.send(protocol.execute_request(exec_id, code, meta))
         except (BackendError, OSError) as exc:
+            with self._execs_lock:
+                if self._detached:
+                    # This client let go as it sent: the runtime never got the cell, and no
+                    # end of this session will report it. The caller sends it again.
+                    self.open_execs.pop(exec_id, None)
+                    raise SessionEnded(f"runtime {self.spec.id}: detached before the cell was sent") from None
             # The connection is going: the reader sees it end and reports this cell lost.
             self.runner.log.warning(self.spec.id, f"could not send the cell: {exc}")
 
@@ -368,6 +375,7 @@ class RuntimeSession:
 
     def detach(self) -> None:
         with self._execs_lock:
+            self._detached = True
             self.closed.set()
         self._unrecorded.set()  # the watcher sees `closed` and stops
         if self.connection is not None:
