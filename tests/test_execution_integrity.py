@@ -6,6 +6,9 @@ each printing with builtins and with external programs on both streams and writi
 own file: before, files were collected after `done` while the next cell already ran (stored
 under the wrong execution 10 of 10 times in Docker), and the Bash agent's end-of-cell boundary
 could cut a line so that its end landed in the next execution.
+
+Counts are the notebook's: each execution one of its own, 1, 2, 3 … in the order they ran, and
+every client attached to the runtime sees the same one as the store records.
 """
 
 from __future__ import annotations
@@ -68,6 +71,34 @@ class Events:
                     deadline = time.monotonic() + stall
 
 
+class Counts:
+    """The `count` of each start, result and done one runner passed on, by execution, and the
+    journal seq of each start (the order the executions ran in)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.seen: dict[str, dict[str, int | None]] = {}
+        self.started: dict[str, int] = {}
+        runner.subscribe(self.on_event)
+
+    def on_event(self, event) -> None:
+        if isinstance(event, RuntimeMessage) and event.message.get("type") in ("start", "result", "done"):
+            self.seen.setdefault(event.message["exec"], {})[event.message["type"]] = event.message.get("count")
+            if event.message["type"] == "start":
+                self.started[event.message["exec"]] = event.message["seq"]
+
+
+def check_counts(path: Path, count: int, exec_ids: list[str], clients: list[Counts]) -> None:
+    """Counted 1, 2, 3 … in the order they ran (two clients' cells reach the runtime in either
+    order), the same in every message of an execution, for every client and in the store."""
+    store = ResultsStore(path)
+    stored = {store.latest(f"c{i}").exec_id: store.latest(f"c{i}").count for i in range(count)}
+    in_order = sorted(exec_ids, key=clients[0].started.__getitem__)
+    assert [stored[exec_id] for exec_id in in_order] == list(range(1, count + 1))
+    for exec_id in exec_ids:
+        for client in clients:
+            assert set(client.seen[exec_id].values()) == {stored[exec_id]}, (exec_id, stored[exec_id], client.seen[exec_id])
+
+
 def check_each_version_holds_its_own(path: Path, count: int) -> None:
     store = ResultsStore(path)
     wrong = []
@@ -100,16 +131,19 @@ def run_back_to_back(tmp_path: Path, language: str, environment: str, count: int
             other.attach_running()
             runners.append(other)
         events = Events(*runners)
+        counts = [Counts(runner) for runner in runners]
         wanted = set()
+        exec_ids = []
         for i, cell in enumerate(notebook.cells):
             # Alternating clients: each submits every other cell to the one runtime.
-            exec_id = runners[i % clients].execute(runners[i % clients].notebook.cell(cell.id))
-            wanted |= {(exec_id, "done"), (exec_id, "files")}
+            exec_ids.append(runners[i % clients].execute(runners[i % clients].notebook.cell(cell.id)))
+            wanted |= {(exec_ids[-1], "done"), (exec_ids[-1], "files")}
         events.until(wanted)
     finally:
         for runner in runners:
             runner.stop_all() if runner is runners[0] else runner.detach()
     check_each_version_holds_its_own(path, count)
+    check_counts(path, count, exec_ids, counts)
 
 
 @pytest.mark.parametrize("language", ["python", "bash"])

@@ -229,6 +229,21 @@ def test_results_are_versioned_with_source_hash_and_stale_marking(tmp_path):
     assert "stale" in shown.stderr
 
 
+def test_counts_run_across_the_notebooks_runtimes_and_their_restarts(tmp_path, host_runtimes_only):
+    """As Jupyter users read them: one counter for the notebook, not one per runtime (each would
+    show [1] first), going on after the runtimes are stopped and the next command starts them."""
+    path = make_notebook(tmp_path, [("a", "python", "'a'\n"), ("b", "bash", "echo b\n"), ("c", "python", "'c'\n"), ("d", "bash", "echo d\n")])
+    store = ResultsStore(path)
+    for first in (1, 5):
+        ran = njtui("run", str(path), "--json")
+        assert ran.returncode == 0, ran.stderr
+        events = json_events(ran)
+        assert [(e["cell"], e["count"]) for e in events if e["event"] == "start"] == [(cell, first + i) for i, cell in enumerate("abcd")]
+        assert [(e["cell"], e["count"]) for e in events if e["event"] == "result"] == [("a", first), ("c", first + 2)]
+        assert [store.latest(cell).count for cell in "abcd"] == list(range(first, first + 4))
+        assert sorted(row["runtime"] for row in stop_own_runtimes(tmp_path)) == ["py", "sh"]
+
+
 def test_old_versions_are_pruned_to_the_bound(tmp_path):
     store = ResultsStore(tmp_path / "nb.toml")
     for index in range(KEEP_VERSIONS + 5):

@@ -509,10 +509,123 @@ def test_the_watching_client_takes_over_from_a_killed_recording_client(tmp_path)
         first.wait()
         os.write(gate, b"go\n")
         assert_finished_by_the_remaining_client(path, second, second_watcher, start["exec"])
+        # The count `njtui run` printed is the one the other client and the store have.
+        assert start["count"] == 1
+        assert second_watcher.done[start["exec"]]["count"] == ResultsStore(path).latest("c").count == 1
     finally:
         os.close(gate)
         if first.poll() is None:
             first.kill()
             first.wait()
         if second is not None:
+            second.detach()
+
+
+# -- execution counts: one counter per notebook, shared by every process
+
+
+ALLOCATE = """
+import sys
+from njtui.store.results import ResultsStore
+store = ResultsStore(sys.argv[1])
+sys.stdin.readline()  # every process is started before any allocates
+for i in range(int(sys.argv[3])):
+    print(sys.argv[2] + str(i), store.execution_count(sys.argv[2] + str(i), "c1"), flush=True)
+print("shared", store.execution_count("shared", "c1"), flush=True)
+"""
+
+
+def test_processes_counting_at_once_never_share_a_count(tmp_path):
+    path = tmp_path / "nb.toml"
+    processes = [subprocess.Popen([sys.executable, "-c", ALLOCATE, str(path), f"p{n}-", "40"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in range(6)]
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    given: dict[str, set[int]] = {}
+    for process in processes:
+        out, _ = process.communicate(timeout=120)
+        assert process.returncode == 0
+        for line in out.splitlines():
+            exec_id, count = line.split()
+            given.setdefault(exec_id, set()).add(int(count))
+    shared = given.pop("shared")
+    assert len(shared) == 1, f"one execution asked about by six processes got {sorted(shared)}"
+    counts = [count for (count,) in given.values()]
+    assert sorted(counts + list(shared)) == list(range(1, 242)), "each execution its own count, none skipped"
+    # Asked again, later, by yet another process: the count it was given.
+    assert ResultsStore(path).execution_count("p3-7") == next(iter(given["p3-7"]))
+
+
+def test_counts_go_on_from_the_records_of_a_store_that_had_none(tmp_path):
+    path = make_notebook(tmp_path, [("c1", "python", "1\n")])
+    store = ResultsStore(path)
+    for exec_id, count in (("old-a", 3), ("old-b", 9), ("old-c", 2)):
+        store.begin("c1", exec_id, "py", status="running", count=count).finish(status="ok")
+    fresh = ResultsStore(path)
+    assert fresh.execution_count("new", "c1") == 10
+    # An execution whose record has a count already keeps it (a journal replayed after an upgrade).
+    assert fresh.execution_count("old-b", "c1") == 9
+    assert fresh.known_count("never-started") is None
+
+
+def test_the_count_log_stays_small_and_counts_keep_growing(tmp_path, monkeypatch):
+    from njtui.store import results_counts
+
+    monkeypatch.setattr(results_counts, "COUNTS_KEEP", 10)
+    path = tmp_path / "nb.toml"
+    store = ResultsStore(path)
+    first = store.begin("c1", "first", "py", status="running", count=store.execution_count("first", "c1"))
+    first.finish(status="ok")
+    counts = [ResultsStore(path).execution_count(f"e{i}") for i in range(45)]
+    assert counts == list(range(2, 47))
+    assert len((store.root / "counts.jsonl").read_bytes().splitlines()) < 20
+    # Cut from the log long ago, its record still knows it.
+    assert ResultsStore(path).execution_count("first", "c1") == 1
+    assert ResultsStore(path).execution_count("next", "c1") == 47
+
+
+def test_counts_do_not_trust_the_count_log(tmp_path):
+    path = tmp_path / "nb.toml"
+    store = ResultsStore(path)
+    store.root.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    # Garbage, wrong types and absurd counts are passed over; the valid line is used.
+    lines = ["not json", '{"exec": "a", "count": "7"}', '{"exec": "b", "count": true}', '{"exec": "c", "count": 1099511627777}', '{"exec": "d", "count": 4}', '{"exec": "e"']
+    (store.root / "counts.jsonl").write_text("\n".join(lines))
+    assert store.execution_count("x") == 5
+    assert ResultsStore(path).known_count("d") == 4 and ResultsStore(path).known_count("c") is None
+    # A log planted as a link is not written through: the cell is counted in this process only.
+    (store.root / "counts.jsonl").unlink()
+    (store.root / "counts.jsonl").symlink_to(victim)
+    linked = ResultsStore(path)
+    assert linked.execution_count("y") == 1 and linked.execution_count("z") == 2 and linked.execution_count("y") == 1
+    assert victim.read_text() == "keep me\n"
+
+
+def test_a_client_attaching_after_a_cell_ended_unseen_replays_it_with_its_count(tmp_path):
+    path, gate = gated_notebook(tmp_path)
+    first = Runner(path, load_notebook(path))
+    first_watcher = Watcher(first)
+    started: list[dict] = []
+    first.subscribe(lambda event: started.append(event.message) if isinstance(event, RuntimeMessage) and event.message.get("type") == "start" else None)
+    second = None
+    try:
+        exec_id = first.execute(first.notebook.cells[0])
+        first_watcher.wait(lambda: "before" in first_watcher.text.get(exec_id, ""), "the cell to start")
+        first.detach()
+        os.write(gate, b"go\n")
+        # Nobody is attached while it ends; the next client replays the rest from the journal.
+        second = Runner(path, load_notebook(path))
+        second_watcher = Watcher(second)
+        second.attach_running()
+        second_watcher.wait(lambda: exec_id in second_watcher.done, "the replayed done")
+        assert [message["count"] for message in started] == [1]
+        assert second_watcher.done[exec_id]["status"] == "ok" and second_watcher.done[exec_id]["count"] == 1
+        assert ResultsStore(path).latest("c").count == 1
+    finally:
+        os.close(gate)
+        first.detach()
+        if second is not None:
+            second.stop_all()
             second.detach()

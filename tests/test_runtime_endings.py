@@ -126,3 +126,49 @@ def test_a_client_that_ignores_sigint_still_starts_interruptible_runtimes(tmp_pa
     finally:
         runner.stop_all()
         runner.detach()
+
+
+@pytest.mark.parametrize("where", ["host", "docker"])
+def test_an_attached_client_learns_its_runtime_was_stopped_by_the_runtimes_command(request, tmp_path, where):
+    """Stopped from another process, a runtime ends for its attached clients as stopped, saying
+    by what, not as a crash; the note the command left is about that runtime alone, so the next
+    one, stopped by the client itself, ends as a plain stop (no reason: the state says it)."""
+    environment = "host"
+    if where == "docker":
+        request.getfixturevalue("docker_engine")
+        environment = PYTHON_IMAGE
+    path = make_notebook(tmp_path, [("quick", "python", "1\n")], environment=environment)
+    runner = Runner(path, load_notebook(path))
+    events: queue.Queue = queue.Queue()
+    runner.subscribe(events.put)
+
+    def ended(event) -> bool:
+        return isinstance(event, RuntimeChanged) and event.status.state not in (RuntimeState.RUNNING, RuntimeState.BOOTING)
+
+    try:
+        info = runner.ensure("py").info
+        stop = njtui("runtimes", "stop", info.key)
+        assert stop.returncode == 0, stop.stderr
+        status = next_event(events, ended, timeout=60).status
+        assert (status.state, status.reason) == (RuntimeState.STOPPED, "stopped by njtui runtimes stop")
+        assert runner.ensure("py").info.instance != info.instance
+        runner.stop("py")
+        status = next_event(events, ended, timeout=60).status
+        assert (status.state, status.reason) == (RuntimeState.STOPPED, None)
+    finally:
+        runner.stop_all()
+        runner.detach()
+
+
+def test_a_runtime_that_idles_out_says_so_once(tmp_path):
+    path = make_notebook(tmp_path, [("quick", "bash", "true\n")], idle_timeout="2s")
+    runner = Runner(path, load_notebook(path))
+    events: queue.Queue = queue.Queue()
+    runner.subscribe(events.put)
+    try:
+        runner.ensure("sh")
+        status = next_event(events, lambda e: isinstance(e, RuntimeChanged) and e.status.state == RuntimeState.STOPPED, timeout=60).status
+        # The panel shows the state, then the reason: "stopped", "idle timeout".
+        assert status.reason == "idle timeout" and status.describe() == "stopped: idle timeout"
+    finally:
+        runner.detach()

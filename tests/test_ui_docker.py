@@ -22,11 +22,11 @@ async def test_docker_sample_in_the_tui(docker_engine, tmp_path):
     app = open_app(sample)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
-        app.action_run_all()
+        app.notebook_screen.action_run_all()
         code = app.notebook.code_cells()
         await wait_for(pilot, lambda: all(app.outputs.get(c.id) and app.outputs[c.id].finished for c in code), timeout=90, what="every cell")
         assert {app.outputs[c.id].status for c in code} == {"ok"}
-        labels = {c.id: f"{app.environment_label(c)} · {c.language}" for c in code}
+        labels = {c.id: f"{app.notebook_screen.environment_label(c)} · {c.language}" for c in code}
         assert set(labels.values()) == {"host · python", f"{PYTHON_IMAGE} · python", f"{BASH_IMAGE} · bash"}
         for cell in code:
             app.view.select(app.notebook.cells.index(cell))

@@ -118,7 +118,7 @@ async def test_a_save_merges_an_outside_change_it_has_not_seen_yet(tmp_path):
         # taken it in, the save's merge does.
         edit_outside(path, "sum(rows)", "sum(rows) / len(rows)")
         assert app.notebook.cell("total").source == "sum(rows)\n"
-        assert app.action_save()
+        assert app.notebook_screen.action_save()
         assert not app.dirty and app.notebook.cell("total").source == "sum(rows) / len(rows)\n"
         await pilot.pause()
         assert "sum(rows) / len(rows)" in app.view.widgets["total"].query_one("#source").content.code
@@ -228,12 +228,12 @@ async def test_a_file_made_unreadable_outside_is_reported_and_not_overwritten(tm
         line = NOTEBOOK.count("\n") + 1
         await wait_for(pilot, lambda: any(f"merge.toml:{line}:" in text and "is not a notebook now" in text for text in log_lines(app)), what="the report")
         assert app.notebook.cell("total").source == "sum(rows)\n"
-        assert not app.action_save()
+        assert not app.notebook_screen.action_save()
         assert path.read_bytes() == on_disk and app.dirty
         # Fixed there, the next save merges as usual.
         path.write_text(NOTEBOOK.replace("sum(rows)", "max(rows)"))
         await wait_for(pilot, lambda: app.notebook.cell("total").source == "max(rows)\n", what="the fixed file taken in")
-        assert app.action_save()
+        assert app.notebook_screen.action_save()
     assert [cell.source for cell in load_notebook(path).cells] == ["rows = [1, 2, 3] + [4]\n", "max(rows)\n"]
 
 
@@ -274,7 +274,7 @@ def test_conflict_dialog(tmp_path, monkeypatch, snap_compare):
     app = open_app(path.relative_to(tmp_path))
 
     async def conflicting(pilot):
-        await wait_for(pilot, app._loaded.is_set, what="the app to attach")
+        await wait_for(pilot, app.notebook_screen.loaded.is_set, what="the app to attach")
         await edit_cell(pilot, 1, " * 2")
         edit_outside(path, "sum(rows)", "sum(rows) * 10")
         await wait_for(pilot, lambda: any("being edited here" in line for line in log_lines(app)), what="the watcher to hold the change")

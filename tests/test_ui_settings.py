@@ -81,7 +81,7 @@ def settings_app(tmp_path, monkeypatch, frozen_ui_clock):
 def open_tab(runtime_id: str, tab: str | None):
     async def run_before(pilot):
         await pilot.pause()
-        pilot.app.action_runtime_settings(runtime_id)
+        pilot.app.notebook_screen.action_runtime_settings(runtime_id)
         await screen_settled(pilot, RuntimeSettingsScreen)
         if tab:
             pilot.app.screen.query_one("TabbedContent").active = tab
@@ -178,6 +178,6 @@ async def test_settings_show_restart_to_apply_and_the_real_engine(docker_engine,
         await pilot.press("0", "0")
         await wait_for(pilot, lambda: app.runner.pending_changes("py") == [] and "py" in app.runner.sessions, timeout=60, what="the restart")
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: app.outputs["a"].finished and app.outputs["a"].count == 1, timeout=60, what="the cell after restart")
-        assert app.outputs["a"].visible_lines() == [("result", "Out[1]: 'new'")]
+        await wait_for(pilot, lambda: app.outputs["a"].finished and app.outputs["a"].count == 2, timeout=60, what="the cell after restart")
+        assert app.outputs["a"].visible_lines() == [("result", "Out[2]: 'new'")]  # the notebook's count goes on
         app.runner.stop_all()

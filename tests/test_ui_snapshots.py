@@ -20,7 +20,9 @@ from njtui.runner.state import RuntimeState, RuntimeStatus
 from njtui.store import save_notebook
 from njtui.ui.cell import CellEditor
 from njtui.ui.cell_output import CellOutput
-from njtui.ui.screens import HelpScreen, PagerScreen, PickerScreen, SavePromptScreen
+from njtui.ui.completion import CompletionMenu
+from njtui.ui.pager import PagerScreen
+from njtui.ui.screens import HelpScreen, PickerScreen, SavePromptScreen
 from tests.helpers import freeze_ui_clock, screen_settled, steady_cursors, wait_for
 
 NOW = 1_764_000_000.0  # 2025-11-24 16:00:00 UTC
@@ -97,7 +99,7 @@ def tour_outputs(notebook: Notebook) -> dict[str, CellOutput]:
 
 STATUSES = {
     "py": RuntimeStatus(RuntimeState.RUNNING, busy=False, idle_since=NOW - 95, backend="host"),
-    "sh": RuntimeStatus(RuntimeState.STOPPED, reason="stopped: idle timeout"),
+    "sh": RuntimeStatus(RuntimeState.STOPPED, reason="idle timeout"),
     "gpu": RuntimeStatus(RuntimeState.BOOTING, phase="Downloading", progress={"done": 41_000_000, "total": 97_000_000}),
     "old": RuntimeStatus(RuntimeState.ERROR, reason="image not found: njtui/python:3.9"),
 }
@@ -127,7 +129,7 @@ def tour_app(tmp_path, monkeypatch):
         await pilot.pause()
         app.outputs.update(tour_outputs(notebook))
         app.statuses.update(STATUSES)
-        app.runtimes_panel.show(notebook, app.statuses)
+        app.notebook_screen.show_runtimes()
         app.runner_log_panel.entries.clear()  # what attaching logged, with today's times
         app.runner_log_panel.add(LOG)
         app.runner_log_panel.set_filter(None)
@@ -145,6 +147,69 @@ def test_notebook_with_mixed_cells_and_outputs(tour_app, snap_compare):
 def test_notebook_wide_with_every_runtime_state(tour_app, snap_compare):
     app, show_state = tour_app
     assert snap_compare(app, terminal_size=(130, 40), run_before=show_state)
+
+
+def test_big_terminal_200_by_60(tour_app, snap_compare):
+    """The side panel takes its share of a wide terminal, not a fixed width."""
+    app, show_state = tour_app
+    assert snap_compare(app, terminal_size=(200, 60), run_before=show_state)
+
+
+def test_progress_bars_and_colours_show_as_a_terminal_would(tour_app, snap_compare):
+    """tqdm redraws one line with \r; pip colours its words; neither may break the cell's box."""
+    app, show_state = tour_app
+
+    async def progress(pilot):
+        await show_state(pilot)
+        chunks = [{"type": "start", "count": 5}, {"type": "stream", "name": "stderr", "text": "\x1b[?25l"}]
+        for step in range(0, 11):
+            bar = "█" * step + " " * (10 - step)
+            chunks.append({"type": "stream", "name": "stderr", "text": f"\r{step * 10:3d}%|{bar}| {step}/10 [00:0{step // 4}<00:01, 9.8it/s]"})
+        chunks.append({"type": "stream", "name": "stderr", "text": "\n\x1b[?25h"})
+        chunks.append({"type": "stream", "name": "stdout", "text": "\x1b[1;32mSuccessfully installed\x1b[0m rich-15.0.0 \x1b[33m(cached)\x1b[0m\n"})
+        chunks.append({"type": "stream", "name": "stdout", "text": "\x1b[31mERROR:\x1b[0m one \x1b[7mreverse\x1b[27m and \x1b[4munderlined\x1b[24m word, then plain text to the end\n"})
+        chunks.append({"type": "stream", "name": "stdout", "text": "Downloading 45.2/97.0 MB\x1b[K\rDownloaded 97.0 MB\x1b[K\n"})
+        chunks.append({"type": "done", "status": "ok", "duration": 1.5})
+        app.outputs["load"] = output(*chunks)
+        app.outputs["load"].source_hash = app.notebook.cell("load").source_hash
+        app.view.select(1)
+        app.view.refresh_all()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=progress)
+
+
+def test_find_bar(tour_app, snap_compare):
+    app, show_state = tour_app
+
+    async def finding(pilot):
+        await show_state(pilot)
+        await pilot.press("slash", *"rows", "enter")
+        await wait_for(pilot, lambda: app.view.selected == 1, what="the first match selected")
+        await pilot.press("slash")
+        steady_cursors(app)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=finding)
+
+
+def test_completion_menu(tour_app, snap_compare, monkeypatch):
+    """The matches are fixed here (the picture is the point); tests/test_ui_keys.py asks a real runtime."""
+    from njtui.runner import Completion
+
+    app, show_state = tour_app
+    monkeypatch.setattr(app.runner, "complete", lambda runtime_id, code, cursor, timeout=2.0: Completion(["rows", "round", "range", "repr", "reversed"], cursor - 1, cursor))
+
+    async def completing(pilot):
+        await show_state(pilot)
+        await pilot.press("j", "enter")
+        await wait_for(pilot, lambda: isinstance(app.focused, CellEditor), what="edit mode")
+        await pilot.press("ctrl+end", "enter", "r", "tab")
+        await wait_for(pilot, lambda: bool(app.screen.query(CompletionMenu)), what="the menu")
+        steady_cursors(app)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=completing)
 
 
 def test_lower_cells_long_output_and_stale_mark(tour_app, snap_compare):
@@ -281,7 +346,7 @@ def test_error_notification_when_a_runtime_cannot_start(tour_app, snap_compare):
     async def failing(pilot):
         await show_state(pilot)
         app.view.select(4)
-        app._execute_failed(app.notebook.cell("train"), "image not found: njtui/python:3.11 (pull it or pick another environment)")
+        app.notebook_screen.execute_failed(app.notebook.cell("train"), "image not found: njtui/python:3.11 (pull it or pick another environment)")
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=failing)

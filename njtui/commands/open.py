@@ -45,6 +45,13 @@ def cmd_open(args: argparse.Namespace) -> int:
     app = NotebookApp(path, notebook, runner, theme_name=args.theme)
     message = app.run()
     runner.log.close()
+    if app.return_code:
+        # Textual printed the error; what matters to the person is where their work is.
+        if app.recovery_file is not None:
+            print(f"njtui: stopped by an unexpected error; your unsaved changes are kept in {app.recovery_file}: open {path} again to restore them", file=sys.stderr)
+        else:
+            print("njtui: stopped by an unexpected error; nothing was unsaved", file=sys.stderr)
+        return app.return_code
     if message:
         print(message, file=sys.stderr)
     return EXIT_OK

@@ -7,26 +7,54 @@ from __future__ import annotations
 import json
 import os
 import sys
+from itertools import groupby
 from typing import Any, TextIO
 
 from njtui.model import format_duration
 from njtui.model.output import terminal_safe
+from njtui.model.terminal_text import OutputLines, strip_sgr
 
 
 class TextPrinter:
     """Output as the cell wrote it; on a terminal, without the escape sequences that would drive
     it (cursor moves, titles, the clipboard): output may come from someone else's notebook or
-    results. Colours stay. A pipe gets the bytes unchanged."""
+    results. Colours stay. A pipe gets the bytes unchanged.
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+    `played` (stored output, `njtui show`): output is played as a terminal shows it, line by
+    line (`\r` and erasing applied, so a progress bar is its last state; every escape but
+    colours dropped), with colours on a terminal and as plain text elsewhere."""
+
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr, *, played: bool = False) -> None:
         self.out, self.err = out, err
         self.color = err.isatty() and "NO_COLOR" not in os.environ
         self._guarded = {id(stream) for stream in (out, err) if stream.isatty()}
+        self._lines: OutputLines | None = OutputLines() if played else None
 
     def _write(self, stream: TextIO, text: str) -> None:
         if id(stream) in self._guarded:
             text = terminal_safe(text, keep="\t\n\r", colours="NO_COLOR" not in os.environ)
         stream.write(text)
+
+    def _play(self, kind: str, text: str) -> None:
+        assert self._lines is not None
+        self._print_lines(self._lines.feed(kind, text))
+
+    def _print_lines(self, lines: list[tuple[str, str]]) -> None:
+        coloured = "NO_COLOR" not in os.environ
+        # Consecutive lines to one stream go in one write; the streams keep their order.
+        for to_err, run in groupby(lines, key=lambda entry: entry[0] in ("stderr", "error")):
+            stream = self.err if to_err else self.out
+            if to_err:
+                self.out.flush()
+            # Lines are sanitised already: only their colours are left to keep or drop.
+            keep = coloured and id(stream) in self._guarded
+            stream.write("".join((line if keep else strip_sgr(line)) + "\n" for _, line in run))
+            stream.flush()
+
+    def _end_played(self) -> None:
+        if self._lines is not None:
+            self._print_lines(self._lines.end())
+            self._lines = OutputLines()
 
     def _dim(self, text: str) -> str:
         return f"\x1b[2m{text}\x1b[0m" if self.color else text
@@ -38,6 +66,14 @@ class TextPrinter:
 
     def event(self, cell_id: str, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        if self._lines is not None:
+            if kind == "stream":
+                self._play("stderr" if message.get("name") == "stderr" else "stdout", message.get("text", ""))
+            elif kind == "result":
+                self._play("result", message.get("data", {}).get("text/plain", "") + "\n")
+            elif kind == "error" and message.get("traceback"):
+                self._play("error", message["traceback"] if message["traceback"].endswith("\n") else message["traceback"] + "\n")
+            return
         if kind == "stream":
             stream = self.err if message.get("name") == "stderr" else self.out
             if stream is self.err:
@@ -53,6 +89,7 @@ class TextPrinter:
             self.err.flush()
 
     def done(self, cell_id: str, status: str, duration: float | None, reason: str | None = None, extra: str = "") -> None:
+        self._end_played()
         self.out.flush()
         mark = {"ok": "✓", "error": "✗", "interrupted": "■", "lost": "✗"}.get(status, "·")
         text = f"{mark} {cell_id} {status}"

@@ -15,7 +15,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     notebook = notebook_at(args.notebook)
     cells = select_cells(notebook, args.cell, args.notebook)
-    printer: TextPrinter | JsonPrinter = JsonPrinter() if args.json else TextPrinter()
+    # Stored output is shown as a terminal showed it: progress bars as their last state.
+    printer: TextPrinter | JsonPrinter = JsonPrinter() if args.json else TextPrinter(played=True)
     # Attaching records what the runtimes did unseen, and repairs the store from their journals
     # after a failed write; an error there (the store still cannot be written) is said, and fails.
     errors: list[str] = []

@@ -7,9 +7,10 @@ status), in the order the runtime produced them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from njtui.model.terminal_text import sanitize
 
 EXEC_STATUSES = ("queued", "running", "ok", "error", "interrupted", "lost")
 FINISHED_STATUSES = ("ok", "error", "interrupted", "lost")
@@ -55,31 +56,11 @@ class ExecutionRecord:
         )
 
 
-# Output is untrusted: escape sequences in it would reach the terminal it is drawn on and move
-# the cursor over other text, retitle the window or write the clipboard. Sequences are removed
-# whole (OSC and DCS-like strings up to their terminator), then every other control character.
-_ESCAPE_SEQUENCE = re.compile(
-    r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: title, clipboard, hyperlinks
-    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
-    r"|\x1b\[[0-?]*[ -/]*[@-~]?"  # CSI: cursor moves, colours, erasing
-    r"|\x9b[0-?]*[ -/]*[@-~]?"  # the same as one 8-bit code
-    r"|\x1b[ -/]*[0-~]?"  # any other escape
-)
-_CONTROLS = (*range(0x20), 0x7F, *range(0x80, 0xA0))
-
-
-_SGR = re.compile(r"\x1b\[[0-9;:]*m")
-
-
 def terminal_safe(text: str, keep: str = "\t", colours: bool = False) -> str:
     """`text` as characters only: nothing in it can drive the terminal it is drawn on. `keep`:
     control characters let through (a line's tab; "\t\n\r" for a stream written as it is);
-    `colours`: colour and style sequences (SGR) too, which change nothing but the look."""
+    `colours`: colour and style sequences (SGR) too, which change nothing but the look. The
+    escape grammar is njtui.model.terminal_text's, which also plays output as a terminal would."""
     if text.isprintable():
         return text
-    if colours:
-        cleaned = _ESCAPE_SEQUENCE.sub(lambda match: match.group() if _SGR.fullmatch(match.group()) else "", text)
-        controls = {code: None for code in _CONTROLS if chr(code) not in keep and code != 0x1B}
-        # Only an SGR's ESC is left; any other ESC went with its sequence.
-        return cleaned.translate(controls)
-    return _ESCAPE_SEQUENCE.sub("", text).translate({code: None for code in _CONTROLS if chr(code) not in keep})
+    return sanitize(text, keep=keep, colours=colours)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 # Public name → (submodule, name there).
 _EXPORTS = {
     "Runner": ("runner", "Runner"),
+    # What Runner.complete answers: the matches, and the span of the code they replace.
+    "Completion": ("session", "Completion"),
     "RuntimeChanged": ("events", "RuntimeChanged"),
     "RuntimeMessage": ("events", "RuntimeMessage"),
     "RuntimeEntry": ("listing", "RuntimeEntry"),
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from njtui.runner.log import LogEntry, RunnerLog
     from njtui.runner.protocol import STOPPED_MID_CELL
     from njtui.runner.runner import Runner
+    from njtui.runner.session import Completion
     from njtui.runner.state import RuntimeState, RuntimeStatus
 
 

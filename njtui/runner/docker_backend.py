@@ -349,6 +349,10 @@ class DockerBackend(Backend):
             return "container stopped from outside (SIGTERM: docker stop)"
         if code and code > 128:
             return f"agent killed by signal {code - 128}"
+        if code == 0:
+            # The agents exit 0 only when they end on their own (after their `exit` message, or on
+            # a TERM). Its journal is missing when a stop removed the container as we read it.
+            return "stopped"
         return f"agent crashed (exit status {code})"
 
     def ended(self, notebook_path: str) -> builtins.list[RuntimeInfo]:

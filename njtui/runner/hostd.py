@@ -48,12 +48,29 @@ ORPHAN_GRACE = 0.2
 AGENT_POLL = 0.25  # without pidfds: how often to look whether the agent still lives
 
 
+# What starts every journaled line (both agents write `seq` first); the agent's other lines
+# answer one client's request (a completion) and are neither journaled nor replayed.
+JOURNALED = b'{"seq":'
+# Requests that wait for an answer, remembered by id until it comes (or their client goes).
+MAX_AWAITED = 1024
+
+
 class Client:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.inbox = bytearray()
         self.out = bytearray()
         self.pos: int | None = None  # journal offset of the next byte to queue; None: not attached
+        # Lines that are not the journal's (answers, the relay's own messages) wait here while
+        # `out` ends inside a journal line, and go out at the next line boundary.
+        self.side = bytearray()
+        self.mid_line = False
+
+    def queue_line(self, line: bytes) -> None:
+        if self.mid_line:
+            self.side += line
+        else:
+            self.out += line
 
 
 class Relay:
@@ -74,6 +91,7 @@ class Relay:
         self.agent_gone_at: float | None = None
         self.group_killed = False
         self.open_streams = 2  # the agent's stdout and stderr, until each reads its end
+        self.awaited: dict[object, Client] = {}  # request id → the client that asked
 
     # -- agent side
     def on_agent_stdout(self, data: bytes) -> None:
@@ -84,15 +102,39 @@ class Relay:
         complete = bytes(self.partial[:cut])
         del self.partial[:cut]
         offset = self.end
+        answers = []
         for line in complete.splitlines(keepends=True):
+            if not line.startswith(JOURNALED):
+                answers.append(line)
+                continue
             self.offsets.append(offset)
             offset += len(line)
+        if answers:
+            complete = b"".join(line for line in complete.splitlines(keepends=True) if line.startswith(JOURNALED))
+            for line in answers:
+                self.on_agent_answer(line)
         old_end, self.end = self.end, offset
         for client in self.clients.values():
             if client.pos == old_end and len(client.out) < CLIENT_BUFFER_LIMIT:
                 client.out += complete
                 client.pos = self.end
             self._want_write(client)
+
+    def on_agent_answer(self, line: bytes) -> None:
+        """A line the agent did not journal: the answer to the client whose request has its id."""
+        try:
+            request_id = json.loads(line).get("id")
+            client = self.awaited.pop(request_id, None) if isinstance(request_id, (str, int, float)) else None
+        except (ValueError, AttributeError):
+            client = None
+        if client is not None and client.sock.fileno() in self.clients:
+            client.queue_line(line)
+            self._want_write(client)
+        elif client is None:
+            for attached in self.clients.values():
+                if attached.pos is not None:
+                    attached.queue_line(line)
+                    self._want_write(attached)
 
     def on_agent_stderr(self, data: bytes) -> None:
         self.agent_log.write(data)
@@ -103,7 +145,7 @@ class Relay:
         line = (json.dumps(message, ensure_ascii=False) + "\n").encode()
         for client in self.clients.values():
             if client.pos is not None:
-                client.out += line
+                client.queue_line(line)
                 self._want_write(client)
 
     # -- client side
@@ -138,8 +180,14 @@ class Relay:
         if request.get("op") == "attach":
             since = int(request.get("since") or 1)
             client.pos = self.offsets[since - 1] if 1 <= since <= len(self.offsets) else (0 if since < 1 else self.end)
+            client.mid_line = False
             self._want_write(client)
             return
+        request_id = request.get("id") if isinstance(request, dict) else None
+        if isinstance(request_id, (str, int, float)):
+            if len(self.awaited) >= MAX_AWAITED:
+                del self.awaited[next(iter(self.awaited))]  # unanswered for long: an older agent
+            self.awaited[request_id] = client
         try:
             stdin = _pipe(self.agent.stdin)
             stdin.write(line)
@@ -151,8 +199,16 @@ class Relay:
         if not client.out and client.pos is not None and client.pos < self.end:
             self.journal.seek(client.pos)
             chunk = self.journal.read(min(JOURNAL_READ_CHUNK, self.end - client.pos))
+            # Whole lines where the chunk holds one, so that answers can go out between them.
+            cut = chunk.rfind(b"\n") + 1
+            if cut:
+                chunk = chunk[:cut]
             client.out += chunk
             client.pos += len(chunk)
+            client.mid_line = not chunk.endswith(b"\n")
+        if client.side and not client.mid_line:
+            client.out += client.side
+            client.side.clear()
         if client.out:
             try:
                 sent = client.sock.send(client.out)
@@ -165,7 +221,7 @@ class Relay:
         self._want_write(client)
 
     def _want_write(self, client: Client) -> None:
-        pending = bool(client.out) or (client.pos is not None and client.pos < self.end)
+        pending = bool(client.out) or bool(client.side) or (client.pos is not None and client.pos < self.end)
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
         try:
             self.selector.modify(client.sock, events, ("client", client))
@@ -174,6 +230,8 @@ class Relay:
 
     def drop(self, client: Client) -> None:
         self.clients.pop(client.sock.fileno(), None)
+        for request_id in [key for key, asker in self.awaited.items() if asker is client]:
+            del self.awaited[request_id]
         try:
             self.selector.unregister(client.sock)
         except (KeyError, ValueError):
@@ -181,7 +239,7 @@ class Relay:
         client.sock.close()
 
     def caught_up(self) -> bool:
-        return all(not c.out and (c.pos is None or c.pos >= self.end) for c in self.clients.values())
+        return all(not c.out and not c.side and (c.pos is None or c.pos >= self.end) for c in self.clients.values())
 
     # -- the loop
     def run(self, listener: socket.socket) -> int:
@@ -262,7 +320,7 @@ class Relay:
         for client in list(self.clients.values()):
             client.sock.setblocking(True)
             try:
-                client.sock.sendall(client.out)
+                client.sock.sendall(client.out + (b"" if client.mid_line else client.side))
             except OSError:
                 pass
             client.sock.close()

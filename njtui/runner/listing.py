@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from njtui.model.size import format_size
 from njtui.runner.backend import ORPHANS, Backend, BackendError, BackendUnavailable, RuntimeInfo
 from njtui.runner.boot_board import BootBoard
+from njtui.runner.paths import private_root, runtime_root
+from njtui.runner.private import NotPrivateError, private_dir, read_private, write_private
 
 # How long `Runner.list_runtimes` waits for the runtimes to say whether they are busy.
 STATUS_TIMEOUT = 2.0
+# Why the clients attached to a runtime that `stop_runtimes` stopped see it end.
+STOPPED_BY_COMMAND = "stopped by njtui runtimes stop"
+# A stop note outlives every runtime it can be about by far: older ones are removed.
+STOP_NOTE_RETENTION = 86400.0
 
 
 @dataclass
@@ -188,20 +196,84 @@ def _booting_entries() -> list[RuntimeEntry]:
     return entries
 
 
+class StopNotes:
+    """Which runtimes `stop_runtimes` stopped, for the clients attached to them: a stop from
+    another process reaches them only as the runtime's end (the agent's exit, or a container
+    gone), which cannot tell an intended stop from a crash, nor say who stopped it. The note is
+    left before the stop begins, so it is there when the attached clients see the end.
+
+    Notes live beside the boot board in the runtime root, used only once that is checked
+    private, one file per runtime key; a note is about the instance it names (or, where the
+    backend does not say which, the one running when it was left)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or runtime_root()
+        self.dir = self.root / "stopping"
+
+    def _private_dir(self) -> Path | None:
+        try:
+            private_root(self.root)
+            return private_dir(self.dir)
+        except (NotPrivateError, OSError):
+            return None  # without a usable root, the stop says what the end says
+
+    def leave(self, info: RuntimeInfo, reason: str = STOPPED_BY_COMMAND) -> None:
+        directory = self._private_dir()
+        if directory is None:
+            return
+        now = time.time()
+        for old in directory.glob("*.json"):
+            try:
+                if now - old.stat().st_mtime > STOP_NOTE_RETENTION:
+                    old.unlink()
+            except OSError:
+                pass
+        try:
+            write_private(directory / f"{info.key}.json", json.dumps({"reason": reason, "instance": info.instance, "at": now}).encode())
+        except (NotPrivateError, OSError):
+            pass
+
+    def take_back(self, info: RuntimeInfo) -> None:
+        """The stop failed: the runtime runs on, and a later end of it is not this stop's."""
+        (self.dir / f"{info.key}.json").unlink(missing_ok=True)
+
+    def reason_for(self, info: RuntimeInfo) -> str | None:
+        """Why the runtime `info` ended, if a stop note is about it."""
+        if not (self.dir / f"{info.key}.json").exists() or self._private_dir() is None:
+            return None
+        try:
+            note = json.loads(read_private(self.dir / f"{info.key}.json"))
+        except (NotPrivateError, OSError, ValueError):
+            return None
+        if not isinstance(note, dict) or not isinstance(note.get("reason"), str) or not isinstance(note.get("at"), (int, float)):
+            return None
+        instance = note.get("instance")
+        if instance is not None and info.instance is not None and instance != info.instance:
+            return None
+        # Left for an earlier instance of the same runtime, before this one started.
+        if note["at"] < info.started_at:
+            return None
+        return note["reason"]
+
+
 def stop_runtimes(backends: Mapping[str, Backend], selector: str | None = None) -> RuntimeStops:
     """Stops the runtimes `selector` names (a key, a prefix of one, or a runtime id), or with
     None every one on this machine, exited containers of notebooks that are gone included:
-    stopping removes them. One that another process is still booting is left to it."""
+    stopping removes them. One that another process is still booting is left to it. Clients
+    attached to one see it end as STOPPED_BY_COMMAND (StopNotes)."""
     listing = list_runtimes(backends, ask=False)
     stopped: list[RuntimeEntry] = []
     failed: list[tuple[RuntimeEntry, str]] = []
+    notes = StopNotes()
     for entry in listing.runtimes:
         if entry._handle is None or (selector is not None and not entry.matches(selector)):
             continue
         backend, info = entry._handle
+        notes.leave(info)
         try:
             backend.stop(info)
         except BackendError as exc:
+            notes.take_back(info)
             failed.append((entry, str(exc)))
         else:
             stopped.append(entry)

@@ -14,6 +14,9 @@ A write to the store that fails (a full disk, EIO, a read-only file system) stop
 the recorder says why (`failure`), lets go of its files and of the lock, and the journal keeps
 everything from the cursor on; the next recorder (this client later, or any other) resumes from
 there.
+
+Executions are numbered for the notebook, not by the agent (`numbered`): the `count` of each
+`start`, `result` and `done` is the results store's, the same for every client and in the record.
 """
 
 from __future__ import annotations
@@ -29,6 +32,27 @@ CURSOR_SAVE_INTERVAL = 0.25
 # that compares it with what it has seen knows that nothing is left to record. After a `done`,
 # the caller saves it (flush) once the listeners have it: that save is off the latency path.
 _SAVE_AT_ONCE = frozenset({"status", "hello", "exit", "log"})
+# The messages whose `count` is their execution's.
+_COUNTED = frozenset({"start", "result", "done"})
+
+
+def numbered(store: ResultsStore, message: dict[str, Any]) -> dict[str, Any]:
+    """`message` with its execution's count in the notebook (ResultsStore.execution_count) in
+    place of the agent's own, which starts at 1 in every runtime. A `start` gives the execution
+    its count; a `done` of one that never started (a queued cell an interrupt dropped) has none."""
+    kind = message.get("type")
+    exec_id = message.get("exec")
+    if kind not in _COUNTED or not isinstance(exec_id, str):
+        return message
+    if kind == "start":
+        meta = message.get("meta")
+        cell = meta.get("cell") if isinstance(meta, dict) else None
+        count: int | None = store.execution_count(exec_id, cell if isinstance(cell, str) else None)
+    else:
+        count = store.known_count(exec_id)
+    if "count" in message and message["count"] == count:
+        return message
+    return {**message, "count": count}
 
 
 class Recorder:
@@ -93,7 +117,7 @@ class Recorder:
         self.behind = False
         kind = message.get("type")
         try:
-            finished = self._record(kind, message.get("exec"), message)
+            finished = self._record(kind, message.get("exec"), numbered(self.store, message))
             self.cursor["seq"] = seq
             self._dirty = True
             if kind in _SAVE_AT_ONCE or time.monotonic() - self._last_save > CURSOR_SAVE_INTERVAL:

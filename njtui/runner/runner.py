@@ -27,13 +27,13 @@ from njtui.runner.log import RunnerLog
 from njtui.runner.paths import runtime_key
 from njtui.runner.recorder import Recorder
 from njtui.runner.registry import Backends
-from njtui.runner.session import RuntimeSession, SessionEnded
-from njtui.runner.state import RuntimeState, RuntimeStatus
+from njtui.runner.session import Completion, RuntimeSession, SessionEnded
+from njtui.runner.state import RuntimeState, RuntimeStatus, stopped_reason
 from njtui.runner.unfinished import Unfinished
 from njtui.store.results import ResultsStore
 
 # The runner's public names that live in its parts, importable from here as before.
-__all__ = ["Runner", "RuntimeChanged", "RuntimeMessage", "RuntimeSession", "RuntimeListing", "RuntimeStops"]
+__all__ = ["Completion", "Runner", "RuntimeChanged", "RuntimeMessage", "RuntimeSession", "RuntimeListing", "RuntimeStops"]
 
 
 class _LastProgress(TypedDict):
@@ -152,7 +152,7 @@ class Runner:
                             raise
                 if self.status(runtime_id).state == RuntimeState.RUNNING:
                     # The one this client last saw ended while it was detached from it.
-                    self._move(runtime_id, RuntimeState.STOPPED, reason="stopped while this client was detached", busy=False)
+                    self._move(runtime_id, RuntimeState.STOPPED, reason="ended while this client was detached", busy=False)
                 return self._boot(spec, backend)
             except BackendError as exc:
                 reason = str(exc).splitlines()[0]
@@ -236,7 +236,7 @@ class Runner:
             self._move(session.spec.id, RuntimeState.ERROR, reason=reason, busy=False)
         else:
             self.log.info(session.spec.id, reason)
-            self._move(session.spec.id, RuntimeState.STOPPED, reason=reason, busy=False)
+            self._move(session.spec.id, RuntimeState.STOPPED, reason=stopped_reason(reason), busy=False)
 
     def _forget_session(self, session: RuntimeSession) -> None:
         if self.sessions.get(session.spec.id) is session:
@@ -357,6 +357,19 @@ class Runner:
             except (BackendError, OSError) as exc:
                 # Its connection is going: the reader sees the end and reports it, cells and all.
                 self.log.warning(runtime_id, f"the interrupt did not reach the runtime: {exc}")
+
+    def complete(self, runtime_id: str, code: str, cursor: int, timeout: float = 2.0) -> Completion | None:
+        """What the running runtime offers to complete in `code` at `cursor` (a character offset
+        into it), waiting up to `timeout` seconds for its answer. None when the runtime is not
+        running (a completion never boots one), when it does not answer in time or refuses (an
+        agent that does not complete), or when its session ends or detaches meanwhile.
+
+        Safe to call from a worker thread while cells run: it takes no runtime lock, so a boot,
+        stop or restart never waits for it."""
+        session = self.sessions.get(runtime_id)
+        if session is None or session.closed.is_set() or not 0 <= cursor <= len(code):
+            return None
+        return session.complete(code, cursor, timeout)
 
     def stop(self, runtime_id: str) -> None:
         """Stops a runtime; returns once its end is reported (state, its open cells lost)."""

@@ -2,20 +2,24 @@
 
 A session's reader thread turns the runtime's messages into runner events and records them in
 the results store (see `recorder`); when the runtime ends it reports why and ends every cell
-still open with a `lost` done.
+still open with a `lost` done. It also carries completion requests: their answers come on the
+same stream, without a seq, and go to the caller waiting for them, not to the subscribers.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from njtui.model import ExecutionRecord, RuntimeSpec
 from njtui.runner import protocol
 from njtui.runner.backend import Backend, BackendError, Connection, RuntimeInfo
 from njtui.runner.events import RuntimeMessage
-from njtui.runner.recorder import Recorder
+from njtui.runner.listing import StopNotes
+from njtui.runner.recorder import Recorder, numbered
 
 if TYPE_CHECKING:
     from njtui.runner.runner import Runner
@@ -26,8 +30,54 @@ RECORDER_RETRY_INTERVAL = 1.0
 RECORDER_RETRY_MAX = 30.0
 
 
+# The agent's answer to a `complete` request, and its answer to a request with an id that it
+# does not know: not journaled, so they have no seq.
+COMPLETION = "completion"
+UNSUPPORTED = "unsupported"
+
+
 class SessionEnded(BackendError):
     """The runtime ended before a cell could be sent to it."""
+
+
+@dataclass
+class Completion:
+    """What a runtime offers to complete at a cursor: `code[start:end]` is the text each of
+    `matches` would replace (character offsets into the code asked about)."""
+
+    matches: list[str]
+    start: int
+    end: int
+
+
+def _completion_of(reply: dict[str, Any], code: str) -> Completion | None:
+    """The completion an agent's reply holds; None for an error, or a reply that does not fit the
+    code it answers (it comes from inside the runtime: checked, not trusted)."""
+    matches, start, end = reply.get("matches"), reply.get("start"), reply.get("end")
+    if reply.get("error") or not isinstance(matches, list):
+        return None
+    if not all(isinstance(offset, int) and not isinstance(offset, bool) for offset in (start, end)):
+        return None
+    assert isinstance(start, int) and isinstance(end, int)
+    if not 0 <= start <= end <= len(code):
+        return None
+    return Completion([match for match in matches if isinstance(match, str)], start, end)
+
+
+def _refuses_completion(log: dict[str, Any]) -> bool:
+    """Whether an agent's `log` message is its refusal of a `complete` request: an agent from
+    before completions (and before `unsupported` answers) answers an op it does not know with a
+    log line, which names no request."""
+    text = log.get("text")
+    return isinstance(text, str) and ("unknown op 'complete'" in text or ("bad request" in text and '"op":"complete"' in text))
+
+
+class _Waiting:
+    """A caller waiting for the answer to one completion request."""
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+        self.reply: dict[str, Any] | None = None
 
 
 class RuntimeSession:
@@ -68,6 +118,12 @@ class RuntimeSession:
         self._seen_failed_at = 0.0
         self._reported_failure: str | None = None
         self._replay_from = 0  # `since` of the last attach sent
+        # Completion requests waiting for their answer, by request id; with the lock, a request
+        # either waits before the session ends, and is woken by it, or sees it ended.
+        self._completions: dict[str, _Waiting] = {}
+        self._completions_lock = threading.Lock()
+        # False once the agent refused a completion: it is not asked again.
+        self._completes = True
 
     def open(self) -> None:
         self._opened_at = time.time()
@@ -118,6 +174,50 @@ class RuntimeSession:
         if self.connection is not None:
             self.connection.send(request)
 
+    def complete(self, code: str, cursor: int, timeout: float) -> Completion | None:
+        """Asks the agent for completions and waits up to `timeout` for its answer; None without
+        one (timed out, refused, or the session ended or detached meanwhile)."""
+        if not self._completes:
+            return None
+        request_id = secrets.token_hex(6)
+        waiting = _Waiting()
+        with self._completions_lock:
+            if self.closed.is_set():
+                return None
+            self._completions[request_id] = waiting
+        try:
+            try:
+                self.send({"op": "complete", "id": request_id, "code": code, "cursor": cursor})
+            except (BackendError, OSError):
+                return None  # the connection is going: the reader reports the end
+            waiting.answered.wait(timeout)
+        finally:
+            with self._completions_lock:
+                self._completions.pop(request_id, None)
+        return _completion_of(waiting.reply, code) if waiting.reply is not None else None
+
+    def _answer(self, reply: dict[str, Any]) -> None:
+        """A completion's answer, to its caller; one nobody waits for (timed out, or another
+        client's: every client of a runtime sees every answer) goes nowhere."""
+        request_id = reply.get("id")
+        if not isinstance(request_id, str):
+            return
+        with self._completions_lock:
+            waiting = self._completions.get(request_id)
+            if waiting is not None:
+                waiting.reply = reply
+                waiting.answered.set()
+
+    def _stop_completions(self, refused: bool = False) -> None:
+        """Wakes every caller still waiting for a completion: the session ended, or the agent
+        does not complete."""
+        with self._completions_lock:
+            if refused:
+                self._completes = False
+            waiting, self._completions = list(self._completions.values()), {}
+        for each in waiting:
+            each.answered.set()
+
     def _read(self) -> None:
         try:
             self._read_messages()
@@ -143,10 +243,17 @@ class RuntimeSession:
                 elif kind == protocol.RUNTIME_EXIT:
                     exit_reason = message.get("reason") or "stopped"
                     crashed = not exit_reason.startswith("stopped")
+                elif kind == COMPLETION:
+                    self._answer(message)
+                elif kind == UNSUPPORTED and message.get("op") == "complete":
+                    self._stop_completions(refused=True)
                 continue
             fresh = message["seq"] > self.last_seq
             done = message.get("type") == "done"
             if fresh:
+                # Numbered before anyone sees it: the listeners, the store and other clients
+                # get the notebook's count (the recorder numbers what it records the same way).
+                message = numbered(self.runner.store, message)
                 self.last_seq = message["seq"]
                 self.runner.seen_seq[(self.spec.id, self.info.instance)] = self.last_seq
                 self._track(message)
@@ -170,6 +277,11 @@ class RuntimeSession:
                 self.runner.write_back_mounts(self)
         if said is not None:
             exit_reason, crashed = said, False
+        # Stopped on purpose from another command: however the agent went (its own exit, or
+        # killed once the stop's time ran out), that is what happened, not a crash.
+        stopped_by = StopNotes().reason_for(self.info)
+        if stopped_by is not None:
+            exit_reason, crashed = stopped_by, False
         self._ended(exit_reason, crashed)
 
     def _record(self, message: dict[str, Any]) -> ExecutionRecord | None:
@@ -310,6 +422,10 @@ class RuntimeSession:
         elif kind == "exit":
             self.runner.log.info(self.spec.id, f"agent exiting: {message.get('reason')}")
         elif kind == "log":
+            if _refuses_completion(message):
+                # Asked by njtui, not by the user: no error of the runtime's to log.
+                self._stop_completions(refused=True)
+                return
             self.runner.log.write(self.spec.id, message.get("text", ""), message.get("level", "info"))
 
     def _ended(self, reason: str, crashed: bool) -> None:
@@ -319,6 +435,7 @@ class RuntimeSession:
             self.closed.set()
             open_execs = dict(self.open_execs)
             self.open_execs.clear()
+        self._stop_completions()
         try:
             self._report_end(reason, crashed, open_execs)
         finally:
@@ -377,6 +494,7 @@ class RuntimeSession:
         with self._execs_lock:
             self._detached = True
             self.closed.set()
+        self._stop_completions()
         self._unrecorded.set()  # the watcher sees `closed` and stops
         if self.connection is not None:
             self.connection.close()

@@ -66,4 +66,14 @@ class RuntimeStatus:
             return text
         if self.state == RuntimeState.RUNNING:
             return "busy" if self.busy else "idle"
-        return self.reason or self.state.value
+        return f"{self.state.value}: {self.reason}" if self.reason else self.state.value
+
+
+def stopped_reason(words: str) -> str | None:
+    """The reason a stopped runtime shows, from the words its end came with ("stopped",
+    "stopped: idle timeout"): shown after the state, which says "stopped" already, so a plain
+    stop has none and the others lose the prefix ("idle timeout"). Words that say more than
+    the state ("stopped by njtui runtimes stop") are kept whole."""
+    if words == RuntimeState.STOPPED.value:
+        return None
+    return words.removeprefix(f"{RuntimeState.STOPPED.value}: ") or None

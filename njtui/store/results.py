@@ -7,6 +7,7 @@ Layout of `analysis.results/` for `analysis.toml`:
     blobs/<ab>/<sha256>                      those files' contents, each content stored once
     cursors/<runtime key>.jsonl              how far the runtime's journal has been recorded
     cursors/<runtime key>.lock               held by the one client recording that runtime
+    counts.jsonl, counts.lock                the notebook's execution counts (results_counts)
 
 One execution is one append-only file: a `record` line (runtime, execution count, start
 time, the hash of the source it ran), its events in the order the runtime produced them, and
@@ -25,7 +26,8 @@ links, and directories inside the store that are links are neither read nor writ
 
 The parts of the store have modules of their own: results_paths (names and directories),
 results_io (opening files there), results_records (an execution's lines, and their writer) and
-results_files (the files a cell wrote); the names they export are importable from here too.
+results_files (the files a cell wrote) and results_counts (execution counts); the names they
+export are importable from here too.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import IO, Any
 
 from njtui.model import ExecutionRecord
 from njtui.store.atomic import atomic_write_bytes
+from njtui.store.results_counts import ExecutionCounts
 from njtui.store.results_files import (
     MANIFEST_LIMIT as MANIFEST_LIMIT,
 )
@@ -90,9 +93,9 @@ def _checked_cursor(data: dict[str, Any]) -> dict[str, Any] | None:
     return {"instance": instance, "seq": seq, "open": {e: c for e, c in opened.items() if isinstance(e, str) and valid_cell_id(c)}}
 
 
-class ResultsStore(ResultFiles):
-    """A notebook's results: its executions, their files (ResultFiles) and the recorder's
-    cursors, in the layout above."""
+class ResultsStore(ResultFiles, ExecutionCounts):
+    """A notebook's results: its executions, their files (ResultFiles), their counts
+    (ExecutionCounts) and the recorder's cursors, in the layout above."""
 
     # -- reading
     def _files(self, cell_id: str) -> dict[int, tuple[str, Path]]:
@@ -235,6 +238,36 @@ class ResultsStore(ResultFiles):
             if "record" not in event:
                 events.append(event)
         return events, True
+
+    def recorded_count(self, cell_id: str, exec_id: str) -> int | None:
+        record = self.find_exec(cell_id, exec_id)
+        return record.count if record is not None else None
+
+    def highest_recorded_count(self) -> int:
+        """The highest count any stored record holds, from the record lines (read once for a
+        store, when its counts begin: before then each runtime counted on its own, so any
+        version may hold the highest)."""
+        highest = 0
+        if not self._is_real_dir("cells"):
+            return highest
+        try:
+            with os.scandir(self.root / "cells") as entries:
+                cells = [entry.name for entry in entries if valid_cell_id(entry.name)]
+        except OSError:
+            return highest
+        for cell_id in cells:
+            for _, path in self._files(cell_id).values():
+                try:
+                    fd = open_regular(path)
+                except OSError:
+                    continue
+                with os.fdopen(fd, "rb") as handle:
+                    header = parsed(handle.readline(65536))
+                fields = typed_fields(header["record"]) if header is not None and isinstance(header.get("record"), dict) else {}
+                count = fields.get("count")
+                if isinstance(count, int) and 0 < count < (1 << 40):
+                    highest = max(highest, count)
+        return highest
 
     def find_exec(self, cell_id: str, exec_id: str) -> ExecutionRecord | None:
         wanted = file_name(exec_id)

@@ -3,6 +3,7 @@ tail, its status at the top left and "environment · language" at the bottom rig
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from njtui.model import Cell
 from njtui.model.duration import format_duration
 from njtui.ui.cell_output import CellOutput
 from njtui.ui.images import drawn_images, estimated_rows
+from njtui.ui.terminal_text import styled_line
 
 LEXERS = {"python": "python", "bash": "bash"}
 STATUS_MARKS = {"ok": "✓", "error": "✗", "interrupted": "■", "lost": "✗", "queued": "…", "running": "●"}
@@ -77,19 +79,75 @@ def estimate_height(cell: Cell, output: CellOutput | None) -> int:
 # are bound on the focused widgets (the notebook view, the cell editor), not as app-wide priority
 # bindings, so a run key typed right after a move key acts on the cell that key selected.
 RUN_BINDINGS = [
-    Binding("shift+enter,ctrl+n", "app.run_cell('next')", "run·next", key_display="⇧⏎/^N"),
-    Binding("ctrl+enter,ctrl+r", "app.run_cell('stay')", "run", key_display="^⏎/^R"),
-    Binding("alt+enter,ctrl+b", "app.run_cell('insert')", "run·new", key_display="M-⏎/^B"),
+    Binding("shift+enter,ctrl+n", "screen.run_cell('next')", "run·next", key_display="⇧⏎/^N"),
+    Binding("ctrl+enter,ctrl+r", "screen.run_cell('stay')", "run", key_display="^⏎/^R"),
+    Binding("alt+enter,ctrl+b", "screen.run_cell('insert')", "run·new", key_display="M-⏎/^B"),
 ]
 
 
-class CellEditor(TextArea):
-    """The source editor of a cell in edit mode. Esc leaves edit mode (TextArea would move focus)."""
+# After these, the next line is indented one level more (Python blocks, shell compounds).
+OPENERS = {"python": re.compile(r":\s*(#.*)?$"), "bash": re.compile(r"(\b(then|do|else)|\{|\()\s*(#.*)?$")}
+# After these, the next line is one level less (nothing more runs in the block).
+CLOSERS = {"python": re.compile(r"^\s*(return|pass|break|continue|raise)\b")}
+INDENT = "    "
+# Tab completes when the cursor follows one of these; else it indents.
+COMPLETES_AFTER = re.compile(r"[\w.$/~-]$")
 
-    BINDINGS = [*RUN_BINDINGS, Binding("escape", "app.leave_edit", "command mode", key_display="Esc")]
+
+def index_at(text: str, location: tuple[int, int]) -> int:
+    """A (row, column) of the editor as a character offset in its text (the protocol's cursor)."""
+    row, column = location
+    lines = text.split("\n")
+    return sum(len(line) + 1 for line in lines[:row]) + column
+
+
+def location_at(text: str, index: int) -> tuple[int, int]:
+    before = text[:index].split("\n")
+    return len(before) - 1, len(before[-1])
+
+
+def next_line_indent(line: str, language: str | None) -> str:
+    """The indentation a new line gets after `line` (the text before the cursor)."""
+    indent = line[: len(line) - len(line.lstrip(" \t"))]
+    opener, closer = OPENERS.get(language or ""), CLOSERS.get(language or "")
+    if opener is not None and opener.search(line):
+        return indent + INDENT
+    if closer is not None and closer.search(line):
+        return indent[: max(0, len(indent) - len(INDENT))]
+    return indent
+
+
+class CellEditor(TextArea):
+    """The source editor of a cell in edit mode. Esc leaves edit mode (TextArea would move
+    focus), Enter keeps the indentation (and opens or closes a block), Tab after a name asks
+    the runtime for completions."""
+
+    BINDINGS = [
+        *RUN_BINDINGS,
+        Binding("escape", "leave", "command mode", key_display="Esc"),
+        Binding("ctrl+f", "screen.find", "find", key_display="^F"),
+    ]
 
     class Leave(Message):
         pass
+
+    class CompletionRequested(Message):
+        def __init__(self, editor: CellEditor, code: str, cursor: int) -> None:
+            super().__init__()
+            self.editor = editor
+            self.code = code
+            self.cursor = cursor
+
+    def __init__(self, *args, code_language: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.code_language = code_language
+
+    @property
+    def cursor_index(self) -> int:
+        return index_at(self.text, self.cursor_location)
+
+    def action_leave(self) -> None:
+        self.post_message(self.Leave())
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "escape":
@@ -97,7 +155,25 @@ class CellEditor(TextArea):
             event.prevent_default()
             self.post_message(self.Leave())
             return
+        if event.key == "enter" and not self.read_only:
+            event.stop()
+            event.prevent_default()
+            row, column = self.cursor_location
+            before = self.document.get_line(row)[:column]
+            self.replace("\n" + next_line_indent(before, self.code_language), self.selection.start, self.selection.end)
+            return
+        if event.key == "tab" and self.code_language and self.selection.is_empty:
+            row, column = self.cursor_location
+            if COMPLETES_AFTER.search(self.document.get_line(row)[:column]):
+                event.stop()
+                event.prevent_default()
+                self.post_message(self.CompletionRequested(self, self.text, self.cursor_index))
+                return
         await super()._on_key(event)
+
+    def apply_completion(self, start: int, end: int, text: str) -> None:
+        """Replaces code[start:end] (character offsets) with `text`, the cursor after it."""
+        self.replace(text, location_at(self.text, start), location_at(self.text, end))
 
 
 class CellWidget(Widget):
@@ -120,12 +196,18 @@ class CellWidget(Widget):
         self.dark = dark
         self.blob_path = blob_path  # where the results store keeps a file's content, for images
         self.editing = False
-        self._shown_generation = -1
-        self._shown_source: str | None = None
+        self.line_numbers = False
+        self.wrap = False
+        self.highlight: str | None = None  # text the find bar is looking for
+        self._shown_generation: tuple | None = None
+        self._shown_source: tuple | None = None
+        # Held, not queried: a widget removed while mounting has no children to find.
+        self._source = Static("", id="source", classes="source")
+        self._output = Static("", id="output", classes="output")
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="source", classes="source")
-        yield Static("", id="output", classes="output")
+        yield self._source
+        yield self._output
 
     def on_mount(self) -> None:
         self._shown_source = None  # drawn now that the app's theme is known
@@ -137,22 +219,38 @@ class CellWidget(Widget):
             note_height(self, self.outer_size.height)
 
     # -- rendering
+    def _source_key(self) -> tuple:
+        return (self.cell.source, self.cell.kind, self.cell.language, self.line_numbers, self.highlight)
+
     def _source_renderable(self):
         source = self.cell.source.rstrip("\n")
-        self._shown_source = self.cell.source
+        self._shown_source = self._source_key()
         if not self.cell.is_code:
+            if self.highlight and self.highlight.lower() in source.lower():
+                # Markdown drawn as its text while a match is shown in it, so the match can be marked.
+                text = Text(source)
+                text.highlight_words([self.highlight], style="reverse", case_sensitive=False)
+                return text
             return RichMarkdown(source) if source.strip() else Text("(empty markdown cell)", style="dim")
         if not source.strip():
             return Text("(empty cell)", style="dim")
         theme = self.app.current_theme if self.is_attached else None
-        return Syntax(
+        syntax = Syntax(
             source,
             LEXERS.get(self.cell.language or "", "text"),
             theme="monokai" if self.dark else "default",
             # The notebook's own background, so a cell reads as one surface in every theme.
             background_color=(theme.background if theme is not None and theme.background else "default"),
             word_wrap=False,
+            line_numbers=self.line_numbers,
         )
+        if self.highlight:
+            for row, line in enumerate(source.split("\n"), start=1):
+                lowered, needle, column = line.lower(), self.highlight.lower(), 0
+                while (column := lowered.find(needle, column)) >= 0:
+                    syntax.stylize_range("reverse", (row, column), (row, column + len(needle)))
+                    column += len(needle)
+        return syntax
 
     def _output_renderable(self) -> RenderableType:
         text = self._output_text()
@@ -168,7 +266,7 @@ class CellWidget(Widget):
         return drawn_images(self.output.files, self.blob_path)
 
     def _output_text(self) -> Text:
-        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        text = Text(no_wrap=not self.wrap, overflow="fold" if self.wrap else "ellipsis", end="")
         if self.output.has_hidden:
             hidden = self.output.hidden
             what = f"{hidden:,} earlier lines hidden" if hidden else "earlier output hidden"
@@ -176,7 +274,8 @@ class CellWidget(Widget):
         lines = self.output.visible_lines()
         for index, (kind, line) in enumerate(lines):
             text.append(OUTPUT_GUTTERS[kind], style=OUTPUT_STYLES[kind])
-            text.append(line, style=OUTPUT_STYLES[kind])
+            # Colours a program asked for, as styles; every other escape was dropped already.
+            text.append_text(styled_line(line, OUTPUT_STYLES[kind]))
             if index < len(lines) - 1:
                 text.append("\n")
         return text
@@ -188,16 +287,17 @@ class CellWidget(Widget):
         self.set_class(self.output.status in ("error", "lost"), "failed")
         self.set_class(self.output.status in ("running", "queued"), "busy")
         self.set_class(self.cell.is_code and self.output.is_stale_for(self.cell.source_hash), "stale")
-        if not self.editing and self._shown_source != self.cell.source:
-            self.query_one("#source", Static).update(self._source_renderable())
-        if self._shown_generation != self.output.generation:
-            self._shown_generation = self.output.generation
-            output = self.query_one("#output", Static)
-            output.display = self.cell.is_code and bool(self.output.visible_lines() or self.output.has_hidden)
-            output.update(self._output_renderable())
+        if not self.editing and self._shown_source != self._source_key():
+            self._source.update(self._source_renderable())
+        shown = (self.output.generation, self.wrap)
+        if self._shown_generation != shown:
+            self._shown_generation = shown
+            self._output.set_class(self.wrap, "wrapped")
+            self._output.display = self.cell.is_code and bool(self.output.visible_lines() or self.output.has_hidden)
+            self._output.update(self._output_renderable())
 
     def forget_shown_output(self) -> None:
-        self._shown_generation = -1
+        self._shown_generation = None
 
     def tick(self, now: float) -> None:
         if self.output.status == "running":
@@ -217,12 +317,12 @@ class CellWidget(Widget):
             theme="monokai" if self.dark else "github_light",
             soft_wrap=False,
             tab_behavior="indent",
-            show_line_numbers=False,
+            show_line_numbers=self.line_numbers,
             id="editor",
+            code_language=self.cell.language if self.cell.is_code else None,
         )
-        source = self.query_one("#source", Static)
-        source.display = False
-        await self.mount(editor, after=source)
+        self._source.display = False
+        await self.mount(editor, after=self._source)
         editor.focus()
         editor.move_cursor(editor.document.end)
         self.add_class("editing")
@@ -234,8 +334,7 @@ class CellWidget(Widget):
         self.editing = False
         for editor in self.query(CellEditor):
             await editor.remove()
-        source = self.query_one("#source", Static)
-        source.display = True
+        self._source.display = True
         self._shown_source = None
         self.remove_class("editing")
         self.refresh_cell(now=time.time())

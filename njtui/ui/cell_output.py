@@ -14,22 +14,17 @@ from typing import Any
 from njtui.model import ExecutionRecord
 from njtui.model.output import terminal_safe
 from njtui.model.size import format_size
+from njtui.model.terminal_text import OutputLines, truncate
 
 TAIL_LINES = 30
+OUTPUT_EVENTS = ("stream", "result", "error")
 MAX_LINE_CHARS = 1000
 
 
-def _clip(text: str) -> str:
-    if len(text) <= MAX_LINE_CHARS:
-        return text
-    return text[:MAX_LINE_CHARS] + f"… ({len(text) - MAX_LINE_CHARS} more characters)"
-
-
-def _as_displayed(line: str) -> str:
-    # A terminal shows what follows the last carriage return (progress bars redraw that way).
-    if "\r" in line:
-        line = line.rstrip("\r").rsplit("\r", 1)[-1]
-    return _clip(terminal_safe(line))
+def _clip(line: str) -> str:
+    """A sanitised line as the cell shows it: long ones cut (never inside a colour sequence)."""
+    clipped, more = truncate(line, MAX_LINE_CHARS)
+    return clipped + f"… ({more} more characters)" if more else clipped
 
 
 class CellOutput:
@@ -47,12 +42,15 @@ class CellOutput:
         self.duration: float | None = None
         self.source_hash: str | None = None
         self.reason: str | None = None
-        self.lines: deque[tuple[str, str]] = deque(maxlen=TAIL_LINES)
-        self.open_line: tuple[str, str] | None = None  # the last line while it has no newline yet
+        self.lines: deque[tuple[str, str]] = deque(maxlen=TAIL_LINES)  # finished lines, clipped
+        # Output played as a terminal shows it (\r, erasing, colours), across chunks: a progress
+        # bar redrawn over many messages stays one line.
+        self.text = OutputLines()
         self.total_lines = 0
         self.earlier_output = False  # the store's tail was loaded: there is more before it
         self.files: list[dict[str, Any]] = []  # what the execution left in /results
         self.last_seq = 0
+        self.last_output_seq = 0  # the seq of the last stream/result/error seen: the pager needs the store to have it
         self.generation = 0  # bumped on every change, so widgets redraw only when needed
 
     # -- building
@@ -78,6 +76,10 @@ class CellOutput:
         for event in events:
             self._add_event(event)
             self.last_seq = max(self.last_seq, event.get("seq") or 0)
+            if event.get("type") in OUTPUT_EVENTS:
+                self.last_output_seq = max(self.last_output_seq, event.get("seq") or 0)
+        if record.finished:
+            self._push_all(self.text.end())
         self.generation += 1
 
     def apply(self, message: dict[str, Any]) -> bool:
@@ -102,70 +104,51 @@ class CellOutput:
             self.reason = message.get("reason")
             if self.count is None:
                 self.count = message.get("count")
+            # What was left on the last line stays (unless it erased itself), and a sequence cut
+            # off by the end of the output is dropped.
+            self._push_all(self.text.end())
             if self.status != "ok" and self.reason:
                 self.add_text("note", f"[{self.reason}]\n")
         else:
             self._add_event(message)
+            if kind in OUTPUT_EVENTS and seq is not None:
+                self.last_output_seq = seq
         self.generation += 1
         return True
 
     def _add_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "stream":
-            self.add_text("stderr" if event.get("name") == "stderr" else "stdout", event.get("text", ""))
-        elif kind == "result":
-            text = (event.get("data") or {}).get("text/plain", "")
-            self._close_open_line()
-            count = event.get("count")
-            prefix = f"Out[{count}]: " if count is not None else ""
-            self.add_text("result", prefix + text + "\n")
-        elif kind == "error":
-            self._close_open_line()
-            traceback = event.get("traceback") or ""
-            if traceback:
-                self.add_text("error", traceback if traceback.endswith("\n") else traceback + "\n")
-            elif event.get("ename") == "ExitStatus":
-                self.add_text("error", f"{event.get('evalue') or 'non-zero exit status'}\n")
-            else:
-                self.add_text("error", f"{event.get('ename', 'Error')}: {event.get('evalue', '')}\n")
+        self._push_all(self.text.feed_event(event))
 
     def set_files(self, files: list[dict[str, Any]]) -> None:
         self.files = list(files)
         self._close_open_line()
         for entry in self.files:
-            self._push("file", f"{entry['name']}  {format_size(entry.get('size', 0))}  {entry.get('type', '')}")
+            # A name is one line of text, whatever it holds.
+            self._push("file", f"{terminal_safe(str(entry['name']))}  {format_size(entry.get('size', 0))}  {terminal_safe(str(entry.get('type', '')))}")
         self.generation += 1
 
     def add_text(self, kind: str, text: str) -> None:
-        if not text:
-            return
-        pieces = text.split("\n")
-        if self.open_line is not None:
-            open_kind, open_text = self.open_line
-            if open_kind == kind:
-                pieces[0] = open_text + pieces[0]
-            else:
-                self._push(open_kind, open_text)
-            self.open_line = None
-        *complete, rest = pieces
-        if len(complete) > TAIL_LINES:
-            # Only the tail is shown; count the lines that go by without building them.
-            self.total_lines += len(complete) - TAIL_LINES
-            complete = complete[-TAIL_LINES:]
-        for line in complete:
+        self._push_all(self.text.feed(kind, text))
+
+    def _push_all(self, lines: list[tuple[str, str]]) -> None:
+        if len(lines) > TAIL_LINES:
+            # Only the tail is shown; count the lines that go by without clipping them.
+            self.total_lines += len(lines) - TAIL_LINES
+            lines = lines[-TAIL_LINES:]
+        for kind, line in lines:
             self._push(kind, line)
-        if rest:
-            # Long lines without newline (a progress bar) must not grow without bound.
-            self.open_line = (kind, rest if len(rest) <= 4 * MAX_LINE_CHARS else rest[-4 * MAX_LINE_CHARS :])
 
     def _push(self, kind: str, line: str) -> None:
-        self.lines.append((kind, _as_displayed(line)))
+        self.lines.append((kind, _clip(line)))
         self.total_lines += 1
 
     def _close_open_line(self) -> None:
-        if self.open_line is not None:
-            self._push(*self.open_line)
-            self.open_line = None
+        self._push_all(self.text.close())
+
+    @property
+    def open_line(self) -> tuple[str, str] | None:
+        """The last line while it has no newline yet (a progress bar), as it shows now."""
+        return self.text.open_line
 
     # -- reading
     @property
@@ -178,15 +161,16 @@ class CellOutput:
 
     def visible_lines(self) -> list[tuple[str, str]]:
         lines = list(self.lines)
-        if self.open_line is not None:
-            lines.append((self.open_line[0], _as_displayed(self.open_line[1])))
+        open_line = self.text.open_line
+        if open_line is not None:
+            lines.append((open_line[0], _clip(open_line[1])))
         return lines[-TAIL_LINES:]
 
     @property
     def hidden(self) -> int:
         """Lines not shown in the cell: the pager has them."""
-        shown = len(self.lines)
-        return max(0, self.total_lines - shown)
+        shown = len(self.visible_lines())
+        return max(0, self.total_lines + (self.text.open_line is not None) - shown)
 
     @property
     def has_hidden(self) -> bool:

@@ -1,265 +1,272 @@
-"""The scrollable column of cells, virtualized: only cells near the viewport are mounted.
+"""Command mode: the notebook's keyboard model over the cell column.
 
-Two spacers stand in for the cells above and below the mounted window; their heights are the
-sum of those cells' heights — exact for code cells (nothing wraps, the output tail is bounded),
-measured once mounted for markdown cells. Opening a 500-cell notebook therefore mounts a dozen
-widgets, and scrolling mounts and unmounts a few at the window's edges.
+The view owns the cells' structure as a person edits it (insert, delete, move, cut, copy,
+paste, kind, undo) and the selection. It changes `cells` in place and tells the screen what it
+did with messages; it never reaches up into the app.
 """
 
 from __future__ import annotations
 
-import bisect
+import copy
 import time
-from collections.abc import Callable
-from itertools import accumulate
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.widget import Widget
+from textual.message import Message
 
 from njtui.model import Cell
-from njtui.ui.cell import RUN_BINDINGS, CellWidget, estimate_height
-from njtui.ui.cell_output import CellOutput
+from njtui.ui.cell import RUN_BINDINGS
+from njtui.ui.cell_column import CellColumn
+
+CHORD_SECONDS = 1.0
+UNDO_DEPTH = 100
+# Two presses of one key within CHORD_SECONDS (as Jupyter has d d, i i, 0 0): key → action.
+CHORDS = {"delete": "delete_cell", "interrupt": "screen.runtime_of_cell('interrupt')", "restart": "screen.runtime_of_cell('restart')"}
 
 
-class Spacer(Widget):
-    DEFAULT_CSS = "Spacer { height: 0; width: 1fr; }"
+@dataclass
+class Structure:
+    """The cells' order and the parts of each a structural edit changes; sources are not in
+    it (edit mode has its own undo), so undoing a move keeps what was typed since."""
+
+    cells: list[Cell]
+    parts: list[tuple[str, str | None, str | None, dict]] = field(default_factory=list)
+    selected: int = 0
+
+    @classmethod
+    def of(cls, cells: list[Cell], selected: int) -> Structure:
+        return cls(list(cells), [(c.kind, c.language, c.runtime, copy.deepcopy(c.extra)) for c in cells], selected)
+
+    def restore(self, cells: list[Cell]) -> None:
+        cells[:] = self.cells
+        for cell, (kind, language, runtime, extra) in zip(cells, self.parts, strict=True):
+            cell.kind, cell.language, cell.runtime, cell.extra = kind, language, runtime, copy.deepcopy(extra)
 
 
-class NotebookView(VerticalScroll, can_focus=True):
-    """Command mode lives here: its bindings are the notebook's keyboard model."""
+class NotebookView(CellColumn):
+    """The cell column with command mode's keys."""
 
     BINDINGS = [
         *RUN_BINDINGS,
-        Binding("up,k", "app.select_relative(-1)", "up", show=False),
-        Binding("down,j", "app.select_relative(1)", "down", show=False),
-        Binding("home,g", "app.select_index(0)", "first", show=False),
-        Binding("end,G", "app.select_index(-1)", "last", show=False),
-        Binding("pageup", "app.select_page(-1)", "page up", show=False),
-        Binding("pagedown", "app.select_page(1)", "page down", show=False),
-        Binding("enter", "app.edit_cell", "edit", show=True),
-        Binding("a", "app.insert_cell('above')", "insert above", show=False),
-        Binding("b", "app.insert_cell('below')", "insert below", show=False),
-        Binding("d", "app.chord('delete')", "delete (press twice)", show=False),
-        Binding("z", "app.undo_delete", "undo delete", show=False),
-        Binding("c", "app.copy_cells", "copy", show=False),
-        Binding("x", "app.cut_cells", "cut", show=False),
-        Binding("v", "app.paste_cells", "paste below", show=False),
-        Binding("m", "app.set_kind('markdown')", "to markdown", show=False),
-        Binding("y", "app.set_kind('code')", "to code", show=False),
-        Binding("i", "app.chord('interrupt')", "interrupt (press twice)", show=False),
-        Binding("0", "app.chord('restart')", "restart runtime (press twice)", show=False),
-        Binding("r", "app.pick_runtime", "runtime", show=False),
-        Binding("l", "app.pick_language", "language", show=False),
-        Binding("o", "app.open_pager", "full output", show=False),
-        Binding("e", "app.runtime_settings", "runtime settings", show=False),
-        Binding("question_mark", "app.help", "help", show=True),
+        Binding("R", "run_all", "run all cells", show=False),
+        Binding("U", "run_above", "run cells above", show=False),
+        Binding("D", "run_below", "run this and cells below", show=False),
+        Binding("up,k", "select_relative(-1)", "up", show=False),
+        Binding("down,j", "select_relative(1)", "down", show=False),
+        Binding("home,g", "select_index(0)", "first", show=False),
+        Binding("end,G", "select_index(-1)", "last", show=False),
+        Binding("pageup", "select_page(-1)", "page up", show=False),
+        Binding("pagedown", "select_page(1)", "page down", show=False),
+        Binding("enter", "edit_cell", "edit", show=True),
+        Binding("a", "insert_cell('above')", "insert above", show=False),
+        Binding("b", "insert_cell('below')", "insert below", show=False),
+        Binding("d", "chord('delete')", "delete (press twice)", show=False),
+        Binding("z", "undo", "undo", show=False),
+        Binding("Z", "redo", "redo", show=False),
+        Binding("c", "copy_cell", "copy", show=False),
+        Binding("x", "cut_cell", "cut", show=False),
+        Binding("v", "paste_cells", "paste below", show=False),
+        Binding("K,alt+up", "move_cell(-1)", "move up", show=False),
+        Binding("J,alt+down", "move_cell(1)", "move down", show=False),
+        Binding("m", "set_kind('markdown')", "to markdown", show=False),
+        Binding("y", "set_kind('code')", "to code", show=False),
+        Binding("slash", "screen.find", "find", show=True),
+        Binding("n", "screen.find_next(1)", "next match", show=False),
+        Binding("N", "screen.find_next(-1)", "previous match", show=False),
+        Binding("i", "chord('interrupt')", "interrupt (press twice)", show=False),
+        Binding("0", "chord('restart')", "restart runtime (press twice)", show=False),
+        Binding("r", "screen.pick_runtime", "runtime", show=False),
+        Binding("l", "screen.pick_language", "language", show=False),
+        Binding("L", "toggle_line_numbers", "line numbers", show=False),
+        Binding("w", "toggle_wrap", "wrap output", show=False),
+        Binding("o", "screen.open_pager", "full output", show=False),
+        Binding("e", "screen.runtime_settings", "runtime settings", show=False),
+        Binding("question_mark", "screen.help", "help", show=True),
     ]
 
-    def __init__(
-        self,
-        cells: list[Cell],
-        outputs: dict[str, CellOutput],
-        environment_of: Callable[[Cell], str],
-        blob_path: Callable[[str], Path] | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.cells = cells
-        self.outputs = outputs
-        self.environment_of = environment_of
-        self.blob_path = blob_path
-        self.selected = 0
-        self.dark = True
-        self.widgets: dict[str, CellWidget] = {}
-        self.window = (0, 0)
-        self._heights: list[int] = []
-        self._measured: dict[str, tuple[tuple, int]] = {}
-        self._top = Spacer(id="top-spacer")
-        self._bottom = Spacer(id="bottom-spacer")
-        self._window_pending = False
-        self._mounting: list = []
-        # The selected cell stays in view as outputs above it grow, until the user scrolls away.
-        self.follow_selection = True
+    class Edited(Message):
+        """The notebook changed: `structural` when cells came, went, moved or changed kind."""
 
-    def compose(self):
-        yield self._top
-        yield self._bottom
+        def __init__(self, structural: bool) -> None:
+            super().__init__()
+            self.structural = structural
 
-    def on_mount(self) -> None:
+    class RunRequested(Message):
+        """Cells to run, in order."""
+
+        def __init__(self, cells: list[Cell]) -> None:
+            super().__init__()
+            self.cells = cells
+
+    class EditRequested(Message):
+        """Edit mode for the selected cell (the screen makes sure its widget is mounted)."""
+
+    def __init__(self, *args, new_cell=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Makes a cell with an id not yet taken: the screen knows the notebook.
+        self.new_cell = new_cell or (lambda language: Cell(id=f"c{time.monotonic_ns()}", kind="code", language=language))
+        self.undo_stack: list[Structure] = []
+        self.redo_stack: list[Structure] = []
+        self.clipboard: list[Cell] = []
+        self._chord: tuple[str, float] | None = None
+
+    # -- moving the selection
+    def action_select_relative(self, delta: int) -> None:
+        self.selected = self.selected + delta
+
+    def action_select_index(self, index: int) -> None:
+        self.selected = index if index >= 0 else len(self.cells) - 1
+
+    def action_select_page(self, direction: int) -> None:
+        target = self.scroll_y + direction * self.viewport_height
+        tops = 0
+        for index, cell in enumerate(self.cells):
+            tops += self.height_of(cell)
+            if tops > target:
+                self.selected = index
+                return
+        self.selected = len(self.cells) - 1
+
+    def action_edit_cell(self) -> None:
+        if not self.cells:
+            self._insert(0, self.new_cell("python"))
+        self.post_message(self.EditRequested())
+
+    async def action_chord(self, name: str) -> None:
+        now = time.monotonic()
+        if self._chord is not None and self._chord[0] == name and now - self._chord[1] < CHORD_SECONDS:
+            self._chord = None
+            await self.run_action(CHORDS[name])
+            return
+        self._chord = (name, now)
+
+    # -- running
+    def action_run_all(self) -> None:
+        self.post_message(self.RunRequested([cell for cell in self.cells if cell.is_code]))
+
+    def action_run_above(self) -> None:
+        self.post_message(self.RunRequested([cell for cell in self.cells[: self.selected] if cell.is_code]))
+
+    def action_run_below(self) -> None:
+        self.post_message(self.RunRequested([cell for cell in self.cells[self.selected :] if cell.is_code]))
+
+    def language_near(self, index: int) -> str:
+        """A new cell's language: that of the cell it is made from, else of the nearest code
+        cell above it, else Python."""
+        for cell in reversed(self.cells[: index + 1]):
+            if cell.is_code and cell.language:
+                return cell.language
+        return "python"
+
+    # -- structure
+    def _remember(self) -> None:
+        self.undo_stack.append(Structure.of(self.cells, self.selected))
+        del self.undo_stack[:-UNDO_DEPTH]
+        self.redo_stack.clear()
+
+    def _changed(self, selected: int) -> None:
+        self.rebuild_at(selected)
+        self.post_message(self.Edited(structural=True))
+
+    def rebuild_at(self, selected: int) -> None:
+        self.set_reactive(CellColumn.selected, self.validate_selected(selected))
         self.rebuild()
 
-    # -- geometry
-    def _measure_key(self, cell: Cell) -> tuple:
-        output = self.outputs.get(cell.id)
-        return (cell.kind, cell.source, output.generation if output else -1, self.size.width)
+    def _insert(self, index: int, cell: Cell) -> None:
+        index = max(0, min(index, len(self.cells)))
+        self._remember()
+        self.cells.insert(index, cell)
+        self._changed(index)
 
-    def _height_of(self, cell: Cell) -> int:
-        measured = self._measured.get(cell.id)
-        if measured is not None and measured[0] == self._measure_key(cell):
-            return measured[1]
-        return estimate_height(cell, self.outputs.get(cell.id))
+    def action_insert_cell(self, where: str) -> None:
+        below = where == "below" and bool(self.cells)
+        index = self.selected + (1 if below else 0)
+        self._insert(index, self.new_cell(self.language_near(self.selected)))
 
-    def note_height(self, widget: CellWidget, height: int) -> None:
-        """A mounted cell reports its real height; cells outside the window keep using it."""
-        self._measured[widget.cell.id] = (self._measure_key(widget.cell), height)
+    def insert_below(self) -> None:
+        """A new cell below the selected one, of its language, selected (run·new, run·next at the end)."""
+        self._insert(self.selected + 1, self.new_cell(self.language_near(self.selected)))
 
-    @property
-    def viewport_height(self) -> int:
-        return max(1, self.scrollable_content_region.height)
-
-    # -- the window of mounted cells
-    def rebuild(self) -> None:
-        """After a structural change (insert, delete, move, kind): remount the window."""
-        for widget in list(self.widgets.values()):
-            widget.remove()
-        self.widgets.clear()
-        self.window = (0, 0)
-        self.selected = min(max(0, self.selected), max(0, len(self.cells) - 1))
-        self.refresh_window()
-
-    def schedule_window(self) -> None:
-        if not self._window_pending:
-            self._window_pending = True
-            self.call_after_refresh(self._scheduled_window)
-
-    def _scheduled_window(self) -> None:
-        self._window_pending = False
-        self.refresh_window()
-
-    def refresh_window(self) -> None:
-        self._heights = [self._height_of(cell) for cell in self.cells]
-        bottoms = list(accumulate(self._heights))
-        count = len(self.cells)
-        viewport = max(self.viewport_height, 24)
-        top = self.scroll_y
-        start = bisect.bisect_right(bottoms, max(0, top - viewport))
-        end = min(count, bisect.bisect_left(bottoms, top + 2 * viewport) + 1)
-        start = min(start, end)
-        old_start, old_end = self.window
-        keep = range(max(start, old_start), min(end, old_end))
-        for cell_id, widget in list(self.widgets.items()):
-            index = self._index_of(cell_id)
-            if index is None or index not in keep:
-                # An editor's text is in its cell as typed: leaving the window ends edit mode.
-                widget.remove()
-                del self.widgets[cell_id]
-        if len(keep):
-            above = [self._make(i) for i in range(start, keep.start)]
-            below = [self._make(i) for i in range(keep.stop, end)]
-            if above:
-                self._mounting.append(self.mount(*above, after=self._top))
-            if below:
-                self._mounting.append(self.mount(*below, before=self._bottom))
-        else:
-            fresh = [self._make(i) for i in range(start, end)]
-            if fresh:
-                self._mounting.append(self.mount(*fresh, before=self._bottom))
-        self.window = (start, end)
-        self._top.styles.height = sum(self._heights[:start])
-        self._bottom.styles.height = sum(self._heights[end:])
-
-    async def settle(self) -> None:
-        """Waits until the cells of the current window are mounted."""
-        while self._mounting:
-            await self._mounting.pop(0)
-
-    def _index_of(self, cell_id: str) -> int | None:
-        for index in range(self.window[0], min(self.window[1], len(self.cells))):
-            if self.cells[index].id == cell_id:
-                return index
-        for index, cell in enumerate(self.cells):
-            if cell.id == cell_id:
-                return index
-        return None
-
-    def _make(self, index: int) -> CellWidget:
-        cell = self.cells[index]
-        output = self.outputs.setdefault(cell.id, CellOutput())
-        widget = CellWidget(cell, output, self.environment_of(cell), dark=self.dark, blob_path=self.blob_path)
-        widget.set_class(index == self.selected, "selected")
-        self.widgets[cell.id] = widget
-        return widget
-
-    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        super().watch_scroll_y(old_value, new_value)
-        self.schedule_window()
-
-    def on_mouse_scroll_down(self) -> None:
-        self.follow_selection = False
-
-    def on_mouse_scroll_up(self) -> None:
-        self.follow_selection = False
-
-    def reveal_selected(self) -> None:
-        """After outputs changed: keep the selected cell on screen if it is being followed."""
-        if self.follow_selection and self.cells:
-            self.scroll_to_cell(self.selected)
-
-    def on_resize(self) -> None:
-        self.schedule_window()
-
-    # -- selection
-    def widget_at(self, index: int) -> CellWidget | None:
-        if 0 <= index < len(self.cells):
-            return self.widgets.get(self.cells[index].id)
-        return None
-
-    @property
-    def selected_cell(self) -> Cell | None:
-        return self.cells[self.selected] if self.cells else None
-
-    def select(self, index: int, *, scroll: bool = True) -> None:
+    def action_delete_cell(self) -> None:
         if not self.cells:
-            self.selected = 0
             return
-        index = max(0, min(index, len(self.cells) - 1))
-        previous = self.widget_at(self.selected)
-        if previous is not None:
-            previous.remove_class("selected")
-        self.selected = index
-        if scroll:
-            self.scroll_to_cell(index)
-        current = self.widget_at(index)
-        if current is not None:
-            current.add_class("selected")
+        self._remember()
+        index = self.selected
+        del self.cells[index]
+        self._changed(min(index, len(self.cells) - 1))
 
-    def scroll_to_cell(self, index: int) -> None:
-        self._heights = [self._height_of(cell) for cell in self.cells]
-        top = sum(self._heights[:index])
-        bottom = top + self._heights[index]
-        viewport = self.viewport_height
-        target = None
-        if top < self.scroll_y:
-            target = top
-        elif bottom > self.scroll_y + viewport:
-            target = top if self._heights[index] > viewport else bottom - viewport
-        if target is not None:
-            self.scroll_to(y=target, animate=False, immediate=True, force=True)
-        self.follow_selection = True
-        self.refresh_window()
+    def _restore(self, source: list[Structure], target: list[Structure]) -> bool:
+        if not source:
+            return False
+        target.append(Structure.of(self.cells, self.selected))
+        structure = source.pop()
+        structure.restore(self.cells)
+        self._changed(structure.selected)
+        return True
 
-    # -- updates
-    def refresh_cell(self, cell_id: str) -> None:
-        widget = self.widgets.get(cell_id)
-        if widget is not None:
-            self._update(widget)
+    def action_undo(self) -> None:
+        if not self._restore(self.undo_stack, self.redo_stack):
+            self.notify("nothing to undo", timeout=1.5)
 
-    def _update(self, widget: CellWidget) -> None:
-        output = self.outputs.setdefault(widget.cell.id, CellOutput())
-        if widget.output is not output:
-            widget.output = output
-            widget.forget_shown_output()
-        widget.environment = self.environment_of(widget.cell)
-        widget.refresh_cell()
+    def action_redo(self) -> None:
+        if not self._restore(self.redo_stack, self.undo_stack):
+            self.notify("nothing to redo", timeout=1.5)
 
-    def refresh_all(self) -> None:
-        for widget in self.widgets.values():
-            self._update(widget)
+    def action_copy_cell(self) -> None:
+        cell = self.selected_cell
+        if cell is not None:
+            self.clipboard = [copy.deepcopy(cell)]
+            self.notify("cell copied", timeout=1.5)
+
+    def action_cut_cell(self) -> None:
+        cell = self.selected_cell
+        if cell is not None:
+            self.clipboard = [copy.deepcopy(cell)]
+            self.action_delete_cell()
+
+    def action_paste_cells(self) -> None:
+        if not self.clipboard:
+            self.notify("nothing to paste", timeout=1.5)
+            return
+        self._remember()
+        index = self.selected + (1 if self.cells else 0)
+        for offset, original in enumerate(self.clipboard):
+            cell = copy.deepcopy(original)
+            cell.id = self.new_cell(cell.language).id
+            self.cells.insert(index + offset, cell)
+        self._changed(index)
+
+    def action_move_cell(self, delta: int) -> None:
+        index, target = self.selected, self.selected + delta
+        if not self.cells or not 0 <= target < len(self.cells):
+            return
+        self._remember()
+        self.cells[index], self.cells[target] = self.cells[target], self.cells[index]
+        self._changed(target)
+
+    def action_set_kind(self, kind: str) -> None:
+        cell = self.selected_cell
+        if cell is None or cell.kind == kind:
+            return
+        self._remember()
+        if kind == "markdown":
+            cell.extra["language"] = cell.language
+            cell.kind, cell.language, cell.runtime = "markdown", None, None
+        else:
+            cell.kind = "code"
+            cell.language = cell.extra.pop("language", None) or self.language_near(self.selected)
+        self._changed(self.selected)
+
+    # -- how cells are shown
+    def action_toggle_line_numbers(self) -> None:
+        self.line_numbers = not self.line_numbers
+        self.refresh_all()
+
+    def action_toggle_wrap(self) -> None:
+        cell = self.selected_cell
+        if cell is None:
+            return
+        self.wrapped.symmetric_difference_update({cell.id})
+        self.refresh_cell(cell.id)
         self.schedule_window()
-
-    def tick(self) -> None:
-        now = time.time()
-        for widget in self.widgets.values():
-            widget.tick(now)
+        self.call_after_refresh(self.reveal, self.selected)

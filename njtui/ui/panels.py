@@ -14,7 +14,6 @@ from textual.widgets.option_list import Option
 from njtui.model import Notebook
 from njtui.model.output import terminal_safe
 from njtui.runner import LogEntry, RuntimeState, RuntimeStatus
-from njtui.ui.cell import format_seconds
 
 STATE_STYLES = {
     RuntimeState.STOPPED: "grey50",
@@ -39,6 +38,17 @@ def progress_bar(done: float, total: float, width: int = PROGRESS_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+def stated_reason(status: RuntimeStatus) -> str | None:
+    """The reason under a stopped or failed runtime, less the state word the row shows already."""
+    if status.state not in (RuntimeState.ERROR, RuntimeState.STOPPED) or not status.reason:
+        return None
+    reason = status.reason.strip()
+    word = status.state.value
+    if reason.lower() == word:
+        return None
+    return reason[len(word) + 1 :].strip() if reason.lower().startswith(word + ":") else reason
+
+
 def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, now: float, pending: list[str] | None = None) -> Text:
     """Two lines: state dot, name and state; then environment · language · cells served."""
     style = STATE_STYLES[status.state]
@@ -50,7 +60,8 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
         if status.busy:
             row.append("busy", style=style)
         elif status.idle_since:
-            row.append(f"idle {format_seconds(max(0.0, now - status.idle_since))}", style=style)
+            # No running count of idle time: an idle panel has nothing to redraw.
+            row.append("idle", style=style)
         else:
             row.append("running", style=style)
     elif status.state == RuntimeState.BOOTING:
@@ -61,9 +72,10 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
     if status.state == RuntimeState.BOOTING and status.progress.get("total"):
         done, total = status.progress.get("done") or 0, status.progress["total"]
         row.append(f"\n  {progress_bar(done, total)} {_size(done)}/{_size(total)}", style=style)
-    if status.state in (RuntimeState.ERROR, RuntimeState.STOPPED) and status.reason:
+    reason = stated_reason(status)
+    if reason:
         # A reason may quote what an agent or engine printed: shown, never interpreted.
-        row.append(f"\n  {terminal_safe(status.reason)}", style=style if status.state == RuntimeState.ERROR else "dim")
+        row.append(f"\n  {terminal_safe(reason)}", style=style if status.state == RuntimeState.ERROR else "dim")
     if pending and status.state == RuntimeState.RUNNING:
         row.append(f"\n  ⟳ restart to apply: {', '.join(pending)}", style="bold yellow")
     return row
@@ -73,12 +85,12 @@ class RuntimesPanel(Vertical):
     """Each runtime of the notebook: dot, name, state, environment, language, cells, idle time."""
 
     BINDINGS = [
-        Binding("s", "app.runtime_action('start')", "start", show=True),
-        Binding("x", "app.runtime_action('stop')", "stop", show=True),
-        Binding("R", "app.runtime_action('restart')", "restart", show=True),
-        Binding("i", "app.runtime_action('interrupt')", "interrupt", show=True),
-        Binding("L", "app.runtime_action('log')", "log", show=True),
-        Binding("e", "app.runtime_settings", "settings", show=True),
+        Binding("s", "screen.runtime_action('start')", "start", show=True),
+        Binding("x", "screen.runtime_action('stop')", "stop", show=True),
+        Binding("R", "screen.runtime_action('restart')", "restart", show=True),
+        Binding("i", "screen.runtime_action('interrupt')", "interrupt", show=True),
+        Binding("L", "screen.runtime_action('log')", "log", show=True),
+        Binding("e", "screen.runtime_settings", "settings", show=True),
     ]
 
     def compose(self) -> ComposeResult:
@@ -94,7 +106,7 @@ class RuntimesPanel(Vertical):
             return None
         return options.get_option_at_index(options.highlighted).id
 
-    def show(self, notebook: Notebook, statuses: dict[str, RuntimeStatus], pending: dict[str, list[str]] | None = None) -> None:
+    def show(self, notebook: Notebook, statuses: dict[str, RuntimeStatus], pending: dict[str, list[str]] | None = None, listed: list[str] | None = None) -> None:
         found = self.query(OptionList)
         if not found:
             return  # the app is closing and has removed the list; a late timer or message lands here
@@ -104,6 +116,8 @@ class RuntimesPanel(Vertical):
         rows = []
         served_counts = notebook.cells_served()
         for runtime_id, spec in notebook.runtimes.items():
+            if listed is not None and runtime_id not in listed:
+                continue
             status = statuses.get(runtime_id) or RuntimeStatus()
             served = served_counts.get(runtime_id, 0)
             rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment, spec.language, served, status, now, (pending or {}).get(runtime_id)), id=runtime_id))
@@ -117,7 +131,7 @@ class RuntimesPanel(Vertical):
 class RunnerLogPanel(Vertical):
     """What the runtimes do, live; `f` cycles the filter through the notebook's runtimes."""
 
-    BINDINGS = [Binding("f", "app.cycle_log_filter", "filter", show=True)]
+    BINDINGS = [Binding("f", "screen.cycle_log_filter", "filter", show=True)]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -140,6 +154,12 @@ class RunnerLogPanel(Vertical):
         line.append(f"{entry.runtime or '-'} ", style="bold")
         line.append(terminal_safe(entry.text), style=LEVEL_STYLES.get(entry.level, ""))
         return line
+
+    def on_resize(self) -> None:
+        # Rewrapping on a resize leaves the log short of its end: it keeps following.
+        log = self.query_one(RichLog)
+        if log.auto_scroll:
+            log.call_after_refresh(log.scroll_end, animate=False, immediate=True)
 
     def add(self, entries: list[LogEntry]) -> None:
         self.entries.extend(entries)

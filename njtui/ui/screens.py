@@ -264,3 +264,60 @@ def shown_value(value: object) -> str:
     if isinstance(value, dict):
         return toml_writer.dumps(value).rstrip("\n")
     return toml_writer.format_value(value)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question before something that cannot be undone; Esc is no."""
+
+    BINDINGS = [
+        Binding("y,enter", "dismiss(True)", "yes", show=True),
+        Binding("n,escape", "dismiss(False)", "no", show=True),
+    ]
+
+    def __init__(self, title: str, question: str, verb: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.question = question
+        self.verb = verb
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt-box"):
+            yield Static(
+                Text.assemble((f"{self.title_text}\n\n", "bold"), terminal_safe(self.question), "\n\n", ("y", "bold"), f" {self.verb}   ", ("Esc", "bold"), " cancel"),
+                id="prompt-text",
+            )
+
+
+class RecoveryScreen(ModalScreen[str]):
+    """The last session ended with unsaved changes (they were journaled): restore them, throw
+    them away, or decide later (they stay in the recovery file)."""
+
+    BINDINGS = [
+        Binding("r,enter", "dismiss('restore')", "restore", show=True),
+        Binding("d", "dismiss('discard')", "discard", show=True),
+        Binding("escape", "dismiss('later')", "later", show=True),
+    ]
+
+    def __init__(self, path: str, when: str, reason: str, recovery_file: str) -> None:
+        super().__init__()
+        self.path = path
+        self.when = when
+        self.reason = reason
+        self.recovery_file = recovery_file
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt-box"):
+            yield Static(
+                Text.assemble(
+                    ("Unsaved changes found\n\n", "bold"),
+                    f"{terminal_safe(self.path)} had changes that were not saved when njtui last stopped ({terminal_safe(self.reason)}, {self.when}).\n",
+                    (f"They are kept in {terminal_safe(self.recovery_file)}.\n\n", "dim"),
+                    ("r", "bold"),
+                    " restore them   ",
+                    ("d", "bold"),
+                    " discard them   ",
+                    ("Esc", "bold"),
+                    " decide later",
+                ),
+                id="prompt-text",
+            )

@@ -11,13 +11,16 @@ from __future__ import annotations
 import _thread
 import argparse
 import ast
+import builtins
 import codecs
 import collections
 import io
 import json
+import keyword
 import linecache
 import os
 import queue
+import re
 import select
 import signal
 import stat
@@ -139,6 +142,17 @@ class Channel:
                     # The client side is gone; the journal still has everything for replay.
                     self._out_fd = None
 
+    def reply(self, message: dict[str, object]) -> None:
+        """An answer to one client's request (a completion): no seq, not journaled, as it is
+        nobody else's business and means nothing on replay."""
+        line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:  # one line at a time on the channel: never inside another message
+            if self._out_fd is not None:
+                try:
+                    _write_all(self._out_fd, line.encode("utf-8", "replace"))
+                except OSError:
+                    self._out_fd = None
+
 
 class CellStream(io.TextIOBase):
     """sys.stdout / sys.stderr of cells: ordered, batched, without a syscall per print."""
@@ -171,6 +185,8 @@ class CellStream(io.TextIOBase):
         capture.pending_size += len(text)
         if capture.pending_size > FLUSH_BYTES:
             capture.flush()
+        elif capture.flusher_asleep:
+            capture.wake_flusher()
         return len(text)
 
     def flush(self) -> None:
@@ -198,6 +214,9 @@ class Capture:
         self.pending_size = 0
         self.last_fd_check = 0
         self.last_flush = 0.0
+        # The flusher sleeps on this while nothing is pending, so an idle runtime never wakes.
+        self.flusher_asleep = False
+        self._flusher_wake = threading.Event()
         self._lock = threading.RLock()
         self._fds: dict[int, tuple[str, codecs.IncrementalDecoder]] = {}
         for target, name in ((1, "stdout"), (2, "stderr")):
@@ -276,8 +295,19 @@ class Capture:
                 for fd in readable:
                     self._read_fd(fd)
 
+    def wake_flusher(self) -> None:
+        self.flusher_asleep = False
+        self._flusher_wake.set()
+
     def _flush_forever(self) -> None:
         while True:
+            # A writer appends, then reads `flusher_asleep`; this sets it, then reads `pending`:
+            # one of the two sees the other, so a write is never left waiting for a next one.
+            self.flusher_asleep = True
+            if not self.pending:
+                self._flusher_wake.wait()
+            self.flusher_asleep = False
+            self._flusher_wake.clear()
             time.sleep(FLUSH_INTERVAL)
             if self.pending:
                 self.flush()
@@ -333,9 +363,27 @@ class Agent:
                 self.set_secrets(request.get("env") or {})
             elif op == "release":
                 self.release_files(request.get("exec"))
+            elif op == "complete":
+                # On a thread of its own: an attribute lookup in user code may block, and this
+                # reader must stay free to take an interrupt.
+                threading.Thread(target=self.answer_completion, args=(request,), name="njtui-complete", daemon=True).start()
+            elif "id" in request:
+                # A request from a newer client that waits for its answer: it gets one.
+                self.channel.reply({"type": "unsupported", "id": request["id"], "op": op})
             else:
                 self.channel.emit("log", level="error", text=f"unknown op {op!r}")
         self.shutdown("stdin closed")
+
+    def answer_completion(self, request: dict) -> None:
+        code = request.get("code")
+        code = code if isinstance(code, str) else ""
+        cursor = request.get("cursor")
+        cursor = min(max(cursor, 0), len(code)) if isinstance(cursor, int) and not isinstance(cursor, bool) else len(code)
+        try:
+            matches, start = complete(code, cursor, self.namespace)
+        except Exception:  # noqa: BLE001 - a completion that fails offers nothing; the cell goes on
+            matches, start = [], cursor
+        self.channel.reply({"type": "completion", "id": request.get("id"), "matches": matches, "start": start, "end": cursor})
 
     def set_secrets(self, secrets: dict) -> None:
         """Secrets become environment variables of the cells and files in the secrets directory
@@ -544,6 +592,9 @@ class Agent:
             status = "interrupted"
             if self.shutdown_reason is None:  # else the reason says it all, not a traceback
                 self._report_error(exc, exec_id)
+        except CellSyntaxError as exc:
+            status = "error"
+            self._report_error(exc.error, exec_id, stack=False)
         except BaseException as exc:  # noqa: BLE001 - a cell's failure, whatever it is
             status = "error"
             self._report_error(exc, exec_id)
@@ -559,16 +610,25 @@ class Agent:
             self.current = None
 
     def _execute(self, code: str, filename: str, exec_id: str, count: int) -> None:
-        tree = ast.parse(code, filename, "exec")
-        last_expression = None
-        last = tree.body[-1] if tree.body else None
-        if isinstance(last, ast.Expr) and not code.rstrip().endswith(";"):
-            tree.body.pop()
-            last_expression = ast.Expression(last.value)
-        exec(compile(tree, filename, "exec"), self.namespace)
-        if last_expression is None:
+        try:
+            tree = ast.parse(code, filename, "exec")
+            last_expression = None
+            last = tree.body[-1] if tree.body else None
+            if isinstance(last, ast.Expr) and not code.rstrip().endswith(";"):
+                tree.body.pop()
+                last_expression = ast.Expression(last.value)
+            body = compile(tree, filename, "exec")
+            tail = compile(last_expression, filename, "eval") if last_expression is not None else None
+        except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte in the source
+            if isinstance(exc, SyntaxError) and exc.text is None and exc.filename == filename and exc.lineno:
+                # Compiled from the tree, the error has no source line to show: it is the cell's.
+                lines = code.splitlines(True)
+                exc.text = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else None
+            raise CellSyntaxError(exc) from None
+        exec(body, self.namespace)
+        if tail is None:
             return
-        value = eval(compile(last_expression, filename, "eval"), self.namespace)
+        value = eval(tail, self.namespace)
         if value is None:
             return
         self.namespace["_"] = value
@@ -576,17 +636,138 @@ class Agent:
         self.capture.drain()
         self.channel.emit("result", exec_id, count=count, data={"text/plain": repr(value)})
 
-    def _report_error(self, exc: BaseException, exec_id: str) -> None:
+    def _report_error(self, exc: BaseException, exec_id: str, stack: bool = True) -> None:
         self.capture.drain()
         report = traceback.TracebackException.from_exception(exc)
         _drop_agent_frames(report)
+        # A cell that does not compile has no stack to show (the compiler's frames are not the
+        # user's): the line with its caret and the message, as IPython shows it.
+        text = "".join(report.format() if stack else report.format_exception_only())
         self.channel.emit(
             "error",
             exec_id,
             ename=type(exc).__name__,
             evalue=str(exc),
-            traceback="".join(report.format()),
+            traceback=text,
         )
+
+
+class CellSyntaxError(Exception):
+    """The cell's source does not compile: carries the compiler's error."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# -- completion: names, attributes, dict keys and modules, without running the user's code
+# beyond looking up a dotted name (never a call), as IPython's default completer does.
+
+_NAME_TAIL = re.compile(r"[^\W\d]\w*$|$")
+_ATTRIBUTE = re.compile(r"((?:[^\W\d]\w*\.)*[^\W\d]\w*)\.(\w*)$")
+_DICT_KEY = re.compile(r"((?:[^\W\d]\w*\.)*[^\W\d]\w*)\[\s*(?:(['\"])([^'\"\\]*)|([^\W\d]\w*|\d*))$")
+_IMPORT = re.compile(r"^\s*(?:import\s+(?:[\w.]+\s*,\s*)*|from\s+)([\w.]*)$")
+_FROM_IMPORT = re.compile(r"^\s*from\s+([\w.]+)\s+import\s+(?:\(?\s*(?:\w+\s*,\s*)*)(\w*)$")
+_top_level_modules: list[str] | None = None
+
+
+def complete(code: str, cursor: int, namespace: dict) -> tuple[list[str], int]:
+    """Matches for the text before `cursor`, and where the text they replace starts."""
+    before = code[:cursor]
+    line = before.rsplit("\n", 1)[-1]
+    found = _FROM_IMPORT.search(line)
+    if found:
+        return _sorted(_module_attributes(found.group(1), found.group(2))), cursor - len(found.group(2))
+    found = _IMPORT.search(line)
+    if found:
+        dotted = found.group(1)
+        package, _, word = dotted.rpartition(".")
+        return _sorted(_module_names(package, word)), cursor - len(word)
+    found = _DICT_KEY.search(line)
+    if found and (found.group(2) or not found.group(4) or found.group(4).isdigit()):
+        return _dict_keys(namespace, found, cursor)
+    found = _ATTRIBUTE.search(line)
+    if found:
+        expression, word = found.groups()
+        try:
+            target = _lookup(expression, namespace)
+        except Exception:  # noqa: BLE001 - an unknown name, or an attribute that raises
+            return [], cursor
+        return _sorted(_public(_dir(target), word)), cursor - len(word)
+    found = _NAME_TAIL.search(line)
+    word = found.group(0) if found else ""
+    if line[: len(line) - len(word)].endswith("."):
+        return [], cursor  # after a call or literal: evaluating it could do anything
+    names = set(list(namespace)) | set(dir(builtins)) | set(keyword.kwlist) | set(getattr(keyword, "softkwlist", ()))
+    return _sorted(_public(names, word)), cursor - len(word)
+
+
+def _lookup(expression: str, namespace: dict) -> object:
+    """The object a dotted name stands for: the first name, then getattr for each part."""
+    first, *rest = expression.split(".")
+    if first in namespace:
+        target = namespace[first]
+    elif hasattr(builtins, first):
+        target = getattr(builtins, first)
+    else:
+        raise LookupError(first)
+    for part in rest:
+        target = getattr(target, part)
+    return target
+
+
+def _dir(target: object) -> list[str]:
+    try:
+        return [name for name in dir(target) if isinstance(name, str)]
+    except Exception:  # noqa: BLE001 - a __dir__ that fails
+        return list(getattr(target, "__dict__", {}) or ())
+
+
+def _public(names, word: str) -> list[str]:
+    """Names starting with `word`; private ones only when it asks for them (as rlcompleter)."""
+    if not word:
+        return [name for name in names if not name.startswith("_")]
+    if word == "_":
+        return [name for name in names if name.startswith("_") and not name.startswith("__")]
+    return [name for name in names if name.startswith(word)]
+
+
+def _sorted(names) -> list[str]:
+    return sorted(set(names), key=lambda name: (name.startswith("_"), name.lower(), name))
+
+
+def _dict_keys(namespace: dict, found: re.Match, cursor: int) -> tuple[list[str], int]:
+    expression, quote, quoted, bare = found.groups()
+    try:
+        target = _lookup(expression, namespace)
+    except Exception:  # noqa: BLE001 - as for attributes
+        return [], cursor
+    if not isinstance(target, dict):
+        return [], cursor
+    keys = list(dict.keys(target))  # not a subclass's own keys() or __iter__: that is user code
+    if quote:
+        return sorted(key for key in keys if isinstance(key, str) and key.startswith(quoted) and quote not in key and "\\" not in key), cursor - len(quoted)
+    texts = [repr(key) for key in keys if isinstance(key, (str, bytes, int, float))]
+    return sorted(text for text in texts if text.startswith(bare)), cursor - len(bare)
+
+
+def _module_names(package: str, word: str) -> list[str]:
+    global _top_level_modules
+    import pkgutil
+
+    if package:
+        module = sys.modules.get(package)
+        path = getattr(module, "__path__", None)  # only packages already imported: importing runs code
+        return [info.name for info in pkgutil.iter_modules(path) if info.name.startswith(word)] if path is not None else []
+    if _top_level_modules is None:
+        _top_level_modules = sorted({info.name for info in pkgutil.iter_modules()} | set(sys.builtin_module_names))
+    return [name for name in _top_level_modules if name.startswith(word) and (word.startswith("_") or not name.startswith("_"))]
+
+
+def _module_attributes(dotted: str, word: str) -> list[str]:
+    module = sys.modules.get(dotted)
+    names = _public(_dir(module), word) if module is not None else []
+    return names + _module_names(dotted, word)
 
 
 def _main_thread_id() -> int:

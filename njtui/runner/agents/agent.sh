@@ -2,17 +2,19 @@
 #   bash agent.sh --journal PATH [--idle-timeout SECONDS]
 #
 # Bash builtins only — no external command — so it runs in an image that has bash and nothing
-# else. Three processes share the work:
-#   main     runs each cell by sourcing it at the top level, so variables, functions, aliases
-#            and the working directory persist between cells; a cell's stdout and stderr go to
-#            two pipes, its stdin is /dev/null;
-#   emitter  the only writer of messages: it numbers them (seq), appends each to the journal,
-#            then writes it to stdout; it reads the two output pipes a chunk at a time (so
-#            partial lines arrive within milliseconds) and the control pipe where main and the
-#            reader report; it answers `status` and ends the agent when idle;
-#   reader   reads requests from stdin, passes cells to main in order, and turns `interrupt`
-#            into SIGINT for the cell's process group.
-# Pipes come from `exec {fd}<> <(:)`: a pipe opened read-write, shared by all three processes.
+# else. Five processes share the work, and each blocks in a read while there is nothing to do
+# (an idle agent takes no CPU time):
+#   main       runs each cell by sourcing it at the top level, so variables, functions, aliases
+#              and the working directory persist between cells; a cell's stdout and stderr go to
+#              two pipes, its stdin is /dev/null; between cells it answers completions;
+#   forwarders one per output pipe: each reads its pipe a chunk at a time (so partial lines
+#              arrive within milliseconds) and hands the chunks to the emitter;
+#   emitter    the only writer of messages: it numbers them (seq), appends each to the journal,
+#              then writes it to stdout; it reads the control pipe where main, the reader and the
+#              forwarders report; it answers `status` and ends the agent when idle;
+#   reader     reads requests from stdin, passes cells to main in order, and turns `interrupt`
+#              into SIGINT for the cell's process group.
+# Pipes come from `exec {fd}<> <(:)`: a pipe opened read-write, shared by all the processes.
 
 __njt_journal=""
 __njt_idle=1200
@@ -43,6 +45,8 @@ __njt_instance="bash-$$-${EPOCHREALTIME/[.,]/}-$RANDOM"
 __njt_dir=.
 [[ $__njt_journal == */* ]] && __njt_dir=${__njt_journal%/*}
 __njt_cellfile="$__njt_dir/cell-$$.sh"
+# Main writes each completion answer here for the emitter, the only writer of the agent's output.
+__njt_completion="$__njt_dir/completion-$$"
 # Files a cell wrote to $NJTUI_RESULTS are copied here as it ends (see __njt_stage_results).
 __njt_stage="$__njt_dir/files"
 __njt_mark="$__njt_dir/results-mark"
@@ -109,20 +113,94 @@ exec {__njt_out}<> <(:)
 exec {__njt_err}<> <(:)
 exec {__njt_ctl}<> <(:)
 exec {__njt_req}<> <(:)
-exec {__njt_never}<> <(:)
 exec {__njt_ack}<> <(:)
 exec {__njt_intp}<> <(:)
 exec {__njt_stdin}<&0
 exec 0</dev/null
 
+# The fields of a `complete` request (key order: op, id, code, cursor, as the client writes it).
+__njt_code() { # the request line: its code, unescaped, in REPLY
+    local code=${1#*\"code\":\"}
+    code=${code%\"*\"cursor\":*}
+    [[ $1 == *\"cursor\":* ]] || code=${code%\"*}
+    __njt_unesc "$code"
+}
+__njt_cursor() { # the request line: its cursor (characters into the code) in REPLY
+    local cursor=${1##*\"cursor\":}
+    cursor=${cursor%%[!0-9]*}
+    if [[ $1 == *\"cursor\":[0-9]* && ${#cursor} -le 9 ]]; then
+        REPLY=$((10#$cursor))
+    else
+        __njt_code "$1"
+        REPLY=${#REPLY}
+    fi
+}
+
+# ---------------------------------------------------------------- forwarders
+# One per output pipe: it waits for output with a blocking read (an idle agent never wakes),
+# gathers what follows within 2 ms into a chunk, and hands it to the emitter on the control pipe
+# as `O<1|2><length>\t<JSON string body>\n`, one write (at most 4 KiB: atomic among the pipe's
+# writers). It works on bytes (C locale) and holds back a UTF-8 sequence cut at a chunk's end.
+# It reports a cell's end marker as `M<1|2>` in its place in the output.
+__njt_forwarder() { # 1|2 fd
+    trap '' INT PIPE
+    LC_ALL=C
+    local stream=$1 fd=$2 chunk more text held= tail rc
+    send() { # text
+        [[ -n $1 ]] || return 0
+        __njt_esc "$1"
+        if ((${#REPLY} > 4000)); then # (512 bytes of control characters, escaped, are not)
+            local half=$((${#1} / 2))
+            send "${1:0:half}"
+            send "${1:half}"
+            return 0
+        fi
+        printf 'O%s%d\t%s\n' "$stream" "${#REPLY}" "$REPLY" >&"$__njt_ctl"
+    }
+    while :; do
+        chunk=
+        IFS= read -r -d '' -N 1 -u "$fd" chunk
+        rc=$?
+        if ((rc != 0)) && [[ -z $chunk ]]; then
+            ((rc > 128)) && continue
+            break # the end of the pipe: the agent is gone
+        fi
+        # `read -N` with a timeout keeps what it read but did not return for the next read; only
+        # this pipe is read here, so that is the right place for it.
+        more=
+        IFS= read -r -d '' -N 511 -t 0.002 -u "$fd" more
+        text=$held$chunk$more
+        held=
+        while [[ $text == *"$__njt_end"* ]]; do
+            send "${text%%"$__njt_end"*}"
+            printf 'M%s\n' "$stream" >&"$__njt_ctl"
+            text=${text#*"$__njt_end"}
+        done
+        # A marker may be cut between two reads: hold back what could be its beginning.
+        tail=${text##*$'\037'}
+        if [[ $text == *$'\037'* && $__njt_end == $'\037'"$tail"* ]]; then
+            held=$'\037'"$tail"
+        elif [[ $text == *[$'\xc0'-$'\xff'] ]]; then
+            held=${text:${#text}-1}
+        elif [[ $text == *[$'\xe0'-$'\xff'][$'\x80'-$'\xbf'] ]]; then
+            held=${text:${#text}-2}
+        elif [[ $text == *[$'\xf0'-$'\xff'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf'] ]]; then
+            held=${text:${#text}-3}
+        fi
+        text=${text:0:${#text}-${#held}}
+        send "$text"
+    done
+}
+
 # ---------------------------------------------------------------- emitter
 __njt_emitter() {
     trap '' INT PIPE
-    LC_NUMERIC=C
-    local seq=0 running=null count=0 queued=0 journal_fd= now last sleep=0.001 line chunk rc finishing=0
-    local held_stdout= held_stderr= ended_stdout=0 ended_stderr=0
+    LC_ALL=C # lengths are bytes, as the forwarders count them
+    local seq=0 running=null count=0 queued=0 journal_fd= now last finishing=0
+    local ended_1=0 ended_2=0 finished_cell=
     local reader_pid=0 interrupted= interrupt_again=0 interrupt_tries=0
     local -a f
+    local -A awaited # completion requests main is answering, by id
     if [[ -n $__njt_journal ]]; then
         : >"$__njt_journal"
         exec {journal_fd}>>"$__njt_journal"
@@ -136,86 +214,47 @@ __njt_emitter() {
         [[ -n $journal_fd ]] && printf '%s\n' "$message" >&"$journal_fd"
         printf '%s\n' "$message" 2>/dev/null
     }
-    stream() { # exec-json name text
-        [[ -n $3 ]] || return 0
-        __njt_esc "$3"
-        emit "$1" stream ",\"name\":\"$2\",\"text\":\"$REPLY\""
+    answer() { # a message for one client: no seq, not journaled
+        printf '%s\n' "$1" 2>/dev/null
     }
-    take() { # name text: output read from a pipe, up to and past a cell's end marker
-        local name=$1 text held ended tail
-        held=held_$name ended=ended_$name
-        text=${!held}$2
-        printf -v "$held" '%s' ''
-        if ((${!ended})); then
-            stream null "$name" "$text" # after its cell's end: a background process's output
-        elif [[ $text == *"$__njt_end"* ]]; then
-            stream "$running" "$name" "${text%%"$__njt_end"*}"
-            printf -v "$ended" 1
-            stream null "$name" "${text#*"$__njt_end"}"
-        else
-            # A marker may be cut between two reads: hold back what could be its beginning.
-            tail=${text##*$'\037'}
-            if [[ $text == *$'\037'* && $__njt_end == $'\037'"$tail"* ]]; then
-                printf -v "$held" '%s' $'\037'"$tail"
-                text=${text%$'\037'*}
-            fi
-            stream "$running" "$name" "$text"
+    take() { # the rest of a forwarder's O message: output, the cell's until its end marker
+        local header text name=stdout exec=$running ended
+        IFS= read -r -d $'\t' -u "$__njt_ctl" header
+        IFS= read -r -N $((10#${header:1} + 1)) -u "$__njt_ctl" text
+        [[ ${header:0:1} == 1 ]] || name=stderr
+        ended=ended_${header:0:1}
+        ((${!ended})) && exec=null # after its cell's end: a background process's output
+        emit "$exec" stream ",\"name\":\"$name\",\"text\":\"${text%$'\n'}\""
+    }
+    end_cell() { # main has ended the cell (D) and both streams have passed its end marker
+        [[ -n $finished_cell ]] && ((ended_1 && ended_2)) || return 0
+        IFS=$'\t' read -r -a f <<<"$finished_cell"
+        finished_cell= ended_1=0 ended_2=0
+        if [[ ${f[2]} == error && ${f[5]} != 0 ]]; then
+            emit "\"${f[1]}\"" error ",\"ename\":\"ExitStatus\",\"evalue\":\"exit status ${f[5]}\",\"traceback\":\"\""
         fi
+        local reason=
+        if [[ ${f[2]} == interrupted && -n $__njt_ending ]]; then reason=",\"reason\":\"$__njt_ending\""; fi
+        emit "\"${f[1]}\"" done ",\"status\":\"${f[2]}\",\"count\":${f[3]},\"duration\":${f[4]},\"exit_code\":${f[5]},\"files\":[${f[6]}]$reason"
+        running=null
+        __njt_now; last=$REPLY
+        printf 'A\n' >&"$__njt_ack"
     }
-    chunk_from() { # fd name: what the pipe has now; 1 if nothing
-        # `read -N` buffers what it read but a timeout cut short, and hands that out on the next
-        # read of any descriptor: so a short read is followed by reads of the same pipe until
-        # one comes back empty or full, and only then is another pipe read.
-        # The first read waits a little to gather a chunk; the ones after it only empty that
-        # buffer (it is handed out without waiting), so they give up almost at once.
-        local got=1 wait=0.002
-        while :; do
-            chunk=
-            IFS= read -r -d '' -N 512 -t "$wait" -u "$1" chunk
-            rc=$?
-            [[ -n $chunk ]] || return $got
-            got=0 wait=0.0002
-            take "$2" "$chunk"
-            ((rc == 0)) && return 0
-        done
-    }
-    drain() { # all output written so far, alternating the two streams
-        local more=1
-        while ((more)); do
-            more=0
-            if read -t 0 -u "$__njt_out"; then chunk_from "$__njt_out" stdout && more=1; fi
-            if read -t 0 -u "$__njt_err"; then chunk_from "$__njt_err" stderr && more=1; fi
-        done
-    }
-    drain_to_end() { # a cell's output up to the end markers main wrote before its `done`
-        # The markers are in the pipes already, so plain reads up to their closing RS end at
-        # once, without a timeout (and with `-d`, bash buffers nothing: chunk_from left its
-        # buffer empty).
-        local name fd held ended text rest opening=${__njt_end%$'\036'}
-        for name in stdout stderr; do
-            ended=ended_$name
-            if ((${!ended})); then continue; fi
-            held=held_$name
-            fd=$__njt_out
-            [[ $name == stdout ]] || fd=$__njt_err
-            text=${!held}
-            printf -v "$held" '%s' ''
-            while :; do
-                rest=
-                IFS= read -r -d $'\036' -u "$fd" rest
-                text+=$rest
-                if [[ $text == *"$opening" ]]; then
-                    stream "$running" "$name" "${text%"$opening"}"
-                    break
-                fi
-                text+=$'\036' # one of the output's own
-            done
-        done
-        ended_stdout=0 ended_stderr=0
+    complete() { # the reader's C: id cursor
+        # Main, which has the cell's variables, functions and directory, answers while it is idle
+        # (the reader has passed it the request). While a cell runs or waits, nobody can: the
+        # answer is no matches, at once, and main's later one is dropped.
+        if [[ $running == null ]] && ((queued == 0 && !finishing)); then
+            awaited[${f[1]}]=1
+        else
+            answer "{\"type\":\"completion\",\"id\":\"${f[1]}\",\"matches\":[],\"start\":${f[2]},\"end\":${f[2]}}"
+        fi
     }
     control() { # one line main or the reader sent
         IFS=$'\t' read -r -a f <<<"$1"
         case ${f[0]} in
+        M1) ended_1=1; end_cell ;;
+        M2) ended_2=1; end_cell ;;
         Q) # queued: exec meta
             local position=$queued
             [[ $running == null ]] || position=$((position + 1))
@@ -228,16 +267,8 @@ __njt_emitter() {
             emit "$running" start ",\"meta\":${f[3]},\"count\":$count"
             printf 'A\n' >&"$__njt_ack" ;;
         D) # done: exec status count duration exit-code files
-            drain_to_end
-            if [[ ${f[2]} == error && ${f[5]} != 0 ]]; then
-                emit "\"${f[1]}\"" error ",\"ename\":\"ExitStatus\",\"evalue\":\"exit status ${f[5]}\",\"traceback\":\"\""
-            fi
-            local reason=
-            if [[ ${f[2]} == interrupted && -n $__njt_ending ]]; then reason=",\"reason\":\"$__njt_ending\""; fi
-            emit "\"${f[1]}\"" done ",\"status\":\"${f[2]}\",\"count\":${f[3]},\"duration\":${f[4]},\"exit_code\":${f[5]},\"files\":[${f[6]}]$reason"
-            running=null
-            __njt_now; last=$REPLY
-            printf 'A\n' >&"$__njt_ack" ;;
+            finished_cell=$1
+            end_cell ;;
         X) # a queued cell dropped by an interrupt
             queued=$((queued > 0 ? queued - 1 : 0))
             emit "\"${f[1]}\"" done ",\"status\":\"interrupted\",\"count\":null,\"duration\":0.0"
@@ -249,6 +280,16 @@ __njt_emitter() {
                 state=idle idle_for=$REPLY
             fi
             emit null status ",\"state\":\"$state\",\"running\":$running,\"queued\":$queued,\"count\":$count,\"idle_for\":$idle_for" ;;
+        C) complete ;;
+        P) # main's completion answer, in its file: id
+            if [[ -n ${awaited[${f[1]}]-} ]]; then
+                unset -v "awaited[${f[1]}]"
+                local -a answered=()
+                mapfile -t answered <"$__njt_completion"
+                answer "${answered[0]-}"
+            fi
+            printf 'A\n' >&"$__njt_ack" ;;
+        U) answer "{\"type\":\"unsupported\",\"id\":\"${f[1]}\",\"op\":\"${f[2]}\"}" ;;
         L) # log: level text
             __njt_esc "${f[2]}"
             emit null log ",\"level\":\"${f[1]}\",\"text\":\"$REPLY\"" ;;
@@ -259,6 +300,22 @@ __njt_emitter() {
                 interrupted=$running interrupt_tries=0
                 __njt_now; interrupt_again=$((REPLY + 100000))
             fi ;;
+        esac
+    }
+    receive() { # [µs]: takes one message, waiting for it that long at most (else for ever)
+        local kind= rest=
+        if [[ -n $1 ]]; then
+            __njt_secs $(($1 > 0 ? $1 : 1))
+            IFS= read -r -N 1 -t "$REPLY" -u "$__njt_ctl" kind
+        else
+            IFS= read -r -N 1 -u "$__njt_ctl" kind
+        fi
+        case $kind in
+        '' | $'\n') return 1 ;;
+        O) take ;;
+        *)
+            IFS= read -r -u "$__njt_ctl" rest
+            control "$kind$rest" ;;
         esac
     }
     interrupt_again() {
@@ -278,7 +335,7 @@ __njt_emitter() {
         __njt_interrupt_children "$reader_pid"
     }
     finish() { # reason
-        local deadline abandoned=0
+        local deadline wait abandoned=0
         finishing=1
         case $1 in
         shutdown) __njt_ending="the runtime was stopped" ;;
@@ -295,15 +352,12 @@ __njt_emitter() {
             interrupt_again
             __njt_now
             ((REPLY < deadline)) || break
-            if read -t 0 -u "$__njt_ctl"; then
-                IFS= read -r -u "$__njt_ctl" line
-                control "$line"
-            else
-                drain
-                read -t 0.005 -u "$__njt_never"
-            fi
+            wait=$((deadline - REPLY))
+            if [[ -n $interrupted ]] && ((interrupt_again - REPLY < wait)); then wait=$((interrupt_again - REPLY)); fi
+            receive "$wait"
         done
-        drain
+        # What the forwarders have handed over already.
+        while read -t 0 -u "$__njt_ctl"; do receive "" || break; done
         if [[ $running != null ]]; then
             abandoned=1
             emit "$running" done ",\"status\":\"interrupted\",\"count\":$count,\"duration\":null,\"files\":[],\"reason\":\"$__njt_ending\""
@@ -316,6 +370,7 @@ __njt_emitter() {
         printf 'EXIT\n' >&"$__njt_req"
         printf 'EXIT\n' >&"$__njt_ack"
         ((reader_pid)) && kill -TERM "$reader_pid" 2>/dev/null
+        kill -TERM "$__njt_forwarder_1" "$__njt_forwarder_2" 2>/dev/null
         if ((abandoned)); then
             # The cell ignores its interrupt and holds main: it ends with the runtime.
             if ((__njt_pgid == __njt_main)); then kill -KILL -- "-$__njt_pgid" 2>/dev/null; fi
@@ -326,28 +381,21 @@ __njt_emitter() {
 
     __njt_esc "$__njt_instance"
     emit null hello ",\"agent\":\"bash\",\"protocol\":1,\"instance\":\"$REPLY\",\"pid\":$__njt_main,\"language\":\"bash\",\"idle_timeout\":$__njt_idle"
+    # Blocks on the control pipe: only a repeated interrupt or the idle timeout set a deadline.
     while :; do
-        local got=0
-        # Main's reports first: at a cell's end its output is read up to the end markers with
-        # plain reads, without waiting for more that will not come.
-        if read -t 0 -u "$__njt_ctl"; then
-            got=1
-            IFS= read -r -u "$__njt_ctl" line
-            control "$line"
+        __njt_now
+        if [[ -n $interrupted ]]; then
+            if ((REPLY >= interrupt_again)); then
+                interrupt_again
+                continue
+            fi
+            receive $((interrupt_again - REPLY))
+        elif [[ $running == null ]] && ((queued == 0)); then
+            ((REPLY - last < __njt_idle_us)) || finish idle
+            receive $((last + __njt_idle_us - REPLY))
+        else
+            receive
         fi
-        if read -t 0 -u "$__njt_out"; then chunk_from "$__njt_out" stdout && got=1; fi
-        if read -t 0 -u "$__njt_err"; then chunk_from "$__njt_err" stderr && got=1; fi
-        interrupt_again
-        if ((got)); then
-            sleep=0.001
-            continue
-        fi
-        if [[ $running == null ]] && ((queued == 0)); then
-            __njt_now
-            ((REPLY - last >= __njt_idle_us)) && finish idle
-        fi
-        read -t "$sleep" -u "$__njt_never"
-        case $sleep in 0.001) sleep=0.005 ;; 0.005) sleep=0.02 ;; esac
     done
 }
 
@@ -356,7 +404,7 @@ __njt_reader() {
     # SIGINT reaches the whole process group; here it means "tell main the queue is void".
     trap 'printf "INTERRUPT\n" >&"$__njt_req"' INT
     trap '' PIPE
-    local line op exec meta rc
+    local line op exec meta rc id
     printf 'R\t%s\n' "$BASHPID" >&"$__njt_ctl" # so the emitter never interrupts the reader
     while :; do
         IFS= read -r line
@@ -383,12 +431,31 @@ __njt_reader() {
             exec=${line#*\"exec\":\"}
             exec=${exec%%\"*}
             __njt_release "$exec" ;;
+        complete)
+            id=${line#*\"id\":\"}
+            id=${id%%\"*}
+            if [[ $line == *\"id\":\"* && $id =~ ^[A-Za-z0-9_.:-]{1,128}$ ]]; then
+                # The emitter first: it must know the request before main can answer it.
+                __njt_cursor "$line"
+                printf 'C\t%s\t%s\n' "$id" "$REPLY" >&"$__njt_ctl"
+                printf 'COMPLETE\t%s\n' "$line" >&"$__njt_req"
+            else
+                printf 'L\twarning\t%s\n' "bad request: ${line:0:200}" >&"$__njt_ctl"
+            fi ;;
         shutdown)
             # The emitter learns why first: the interrupted cell's `done` must carry the reason.
             printf 'E\tshutdown\n' >&"$__njt_ctl"
             __njt_interrupt
             break ;;
-        *) printf 'L\twarning\t%s\n' "bad request: ${line:0:200}" >&"$__njt_ctl" ;;
+        *)
+            id=${line#*\"id\":\"}
+            id=${id%%\"*}
+            if [[ $line == *\"id\":\"* && $id =~ ^[A-Za-z0-9_.:-]{1,128}$ && $op =~ ^[A-Za-z0-9_-]{1,64}$ ]]; then
+                # A request from a newer client that waits for its answer: it gets one.
+                printf 'U\t%s\t%s\n' "$id" "$op" >&"$__njt_ctl"
+            else
+                printf 'L\twarning\t%s\n' "bad request: ${line:0:200}" >&"$__njt_ctl"
+            fi ;;
         esac
     done
     if [[ $op != shutdown ]]; then
@@ -434,6 +501,10 @@ __njt_interrupt() {
 }
 
 # ---------------------------------------------------------------- main
+__njt_forwarder 1 "$__njt_out" &
+__njt_forwarder_1=$!
+__njt_forwarder 2 "$__njt_err" &
+__njt_forwarder_2=$!
 __njt_emitter &
 __njt_emitter_pid=$!
 __njt_reader <&"$__njt_stdin" &
@@ -522,6 +593,79 @@ __njt_stage_results() {
     done
 }
 
+# Completion as bash's own (without programmable completion) offers it: variables after `$`,
+# commands (aliases, functions, builtins, keywords, programs) in a command's place, file names
+# elsewhere; with the cell's state, as main holds it. The answer goes to the emitter in a file.
+__njt_complete() { # the request line
+    local id cursor code prefix word start before head last json= match quoted tilde
+    local -a found=() matches=()
+    local -A seen=()
+    id=${1#*\"id\":\"}
+    id=${id%%\"*}
+    # Offsets count characters, as the client's do: a UTF-8 locale for the time of this function
+    # where the cells' is not (the check is silent where that locale is missing).
+    local LC_ALL=${LC_ALL-} probe=$'\xc3\xa9'
+    if ((${#probe} != 1)); then { LC_ALL=C.UTF-8; } 2>/dev/null; fi
+    __njt_code "$1"
+    code=$REPLY
+    __njt_cursor "$1"
+    cursor=$REPLY
+    ((cursor <= ${#code})) || cursor=${#code}
+    prefix=${code:0:cursor}
+    word=${prefix##*[[:space:]\"\'\<\>\;\|\&\(\)\`=]}
+    start=$((cursor - ${#word}))
+    before=${prefix:0:start}
+    head=${before%"${before##*[![:blank:]]}"}
+    if [[ $word == *'$'* ]]; then
+        local name=${word##*\$} lead=${word%\$*}\$ close=
+        if [[ $name == \{* ]]; then
+            name=${name#\{} lead+='{' close='}'
+        fi
+        if [[ $name != *[!A-Za-z0-9_]* ]]; then
+            mapfile -t found < <(compgen -v -- "$name")
+            for match in "${found[@]}"; do
+                [[ $match == __njt_* ]] || matches+=("$lead$match$close")
+            done
+        fi
+    else
+        last=${head##*[[:space:]\;\|\&\(\`]}
+        case $head in
+        '' | *[$'\n'\;\|\&\(\`] | *'$(') last=';' ;;
+        esac
+        case $last in
+        ';' | if | then | else | elif | while | until | do | time | '!' | '{' | exec | command | nohup | sudo | env | xargs) [[ $word == */* ]] || last=command ;;
+        esac
+        if [[ $last == command ]]; then
+            mapfile -t found < <(compgen -c -- "$word")
+        else
+            mapfile -t found < <(compgen -f -- "$word")
+        fi
+        for match in "${found[@]}"; do
+            [[ -z ${seen[$match]-} && $match != __njt_* ]] || continue
+            seen[$match]=1
+            if [[ $last != command ]]; then
+                # As bash inserts them: special characters escaped, directories with a slash.
+                tilde= quoted=
+                if [[ $match == '~'* ]]; then
+                    tilde=${match%%/*}
+                    match=${match#"$tilde"}
+                fi
+                [[ -z $match ]] || printf -v quoted '%q' "$match"
+                if [[ -z $tilde && -d $match ]] || [[ $tilde == '~' && -d $HOME$match ]]; then quoted+=/; fi
+                match=$tilde$quoted
+            fi
+            matches+=("$match")
+        done
+    fi
+    for match in "${matches[@]}"; do
+        __njt_esc "$match"
+        json+="${json:+,}\"$REPLY\""
+    done
+    printf '{"type":"completion","id":"%s","matches":[%s],"start":%d,"end":%d}\n' "$id" "$json" "$start" "$cursor" >"$__njt_completion"
+    printf 'P\t%s\n' "$id" >&"$__njt_ctl"
+    __njt_await_ack
+}
+
 # File times are coarse (a clock tick of some milliseconds): a cell starts only once the clock
 # has moved past the mark, so everything it writes is newer than the mark. With no file there
 # yet, every file the cell leaves is new: no need to wait.
@@ -556,6 +700,9 @@ while :; do
     EXEC$'\t'*) ;;
     SECRETS$'\t'*)
         __njt_set_secrets "${__njt_request#SECRETS$'\t'}"
+        continue ;;
+    COMPLETE$'\t'*)
+        __njt_complete "${__njt_request#COMPLETE$'\t'}"
         continue ;;
     *) continue ;;
     esac
