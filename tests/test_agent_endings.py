@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,34 @@ def test_every_interrupt_wakes_a_sleeping_cell(agent):
         agent.send({"op": "interrupt"})
         done = agent.until(f"s{attempt}", "done")
         assert done["status"] == "interrupted", done
+
+
+def _wakeups(group: int) -> int:
+    """Context switches so far of every thread of every process in the agent's process group."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            for task in os.listdir(f"/proc/{entry}/task"):
+                status = Path(f"/proc/{entry}/task/{task}/status").read_text()
+                total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended as it was read
+    return total
+
+
+def test_an_agent_at_rest_does_not_wake_up(agent):
+    """Issue 12: an idle runtime blocks in reads (no polling), so it costs no CPU time at all.
+    Counted in context switches, which a loaded machine does not add to a blocked process."""
+    agent.execute("warm", "echo warm\n" if agent.language == "bash" else "print('warm')\n")
+    agent.until("warm", "done")
+    agent.send({"op": "status"})
+    agent.until(None, "status")  # every process has handled its last request
+    before = _wakeups(agent.proc.pid)
+    time.sleep(2)  # the window observed, not a wait for something
+    # A few at most: the last request's tail (a process going back to its read, the flusher's
+    # one 20 ms batch). Polling, as the agents did, is a hundred and more in this window.
+    assert _wakeups(agent.proc.pid) - before <= 5

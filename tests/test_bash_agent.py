@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from njtui.runner import protocol
 from njtui.runner.agents import AGENTS_DIR
 from tests.helpers import AgentProcess
 
@@ -231,3 +232,66 @@ def test_journal_holds_exactly_what_was_sent_and_seq_has_no_gaps(agent):
     assert journal == agent.messages
     assert [m["seq"] for m in journal] == list(range(1, len(journal) + 1))
     assert all(list(m)[:4] == ["seq", "exec", "type", "t"] for m in journal)
+
+
+# -- completion (issue 12)
+
+
+def complete(agent: BashAgent, code: str, cursor: int | None = None, request_id: str = "q") -> dict:
+    """The answer to a `complete` request; messages that come before it stay in agent.messages."""
+    agent.send(protocol.complete_request(request_id, code, len(code) if cursor is None else cursor))
+    while True:
+        message = agent.next()
+        if "seq" not in message:
+            assert message["type"] == protocol.COMPLETION and message["id"] == request_id, message
+            return message
+
+
+def test_completion_of_variables_commands_and_files_in_the_cells_state(agent, tmp_path):
+    (tmp_path / "work" / "sub dir").mkdir(parents=True)
+    (tmp_path / "work" / "report.txt").write_text("")
+    agent.run("a", f"cd {tmp_path}/work\nMY_SETTING=1\nmy_helper() {{ :; }}\nalias my_alias=true\n")
+    answer = complete(agent, "echo $MY_SE")
+    assert answer == {"type": "completion", "id": "q", "matches": ["$MY_SETTING"], "start": 5, "end": 11}
+    assert complete(agent, "echo ${MY_SE")["matches"] == ["${MY_SETTING}"]
+    assert complete(agent, "my_he")["matches"] == ["my_helper"]  # functions, in a command's place
+    assert complete(agent, "my_al")["matches"] == ["my_alias"]
+    assert "echo" in complete(agent, "true && ech")["matches"]  # builtins
+    assert complete(agent, "cat rep")["matches"] == ["report.txt"]  # files, from the cell's directory
+    answer = complete(agent, "ls su")
+    assert answer["matches"] == ["sub\\ dir/"] and answer["start"] == 3  # as bash inserts it
+    assert complete(agent, "ls sub\\ d")["matches"] == ["sub\\ dir/"]
+    assert complete(agent, "ls $HOME/wo")["matches"] == ["$HOME/work/"]
+    assert complete(agent, "__njt")["matches"] == []  # the agent's own functions are not offered
+    # The cursor inside the code, and offsets in characters whatever precedes it.
+    code = "x='é 🎉'; cat rep | wc -l"
+    answer = complete(agent, code, cursor=code.index(" |"))
+    assert answer["matches"] == ["report.txt"] and (answer["start"], answer["end"]) == (code.index("rep"), code.index(" |"))
+
+
+def test_completion_while_a_cell_runs_answers_at_once_with_nothing(agent):
+    agent.run("a", "MY_SETTING=1\n")
+    agent.execute("slow", "echo started\nread -t 60 <> <(:)\necho after\n")
+    while not any(m.get("type") == "stream" and m.get("exec") == "slow" for m in agent.messages):
+        agent.next()
+    # Only main has the cell's variables, and main is running the cell: nothing, without waiting.
+    assert complete(agent, "echo $MY_SE") == {"type": "completion", "id": "q", "matches": [], "start": 11, "end": 11}
+    agent.send({"op": "interrupt"})
+    assert done(agent.until_done("slow"))["status"] == "interrupted"
+    assert complete(agent, "echo $MY_SE", request_id="again")["matches"] == ["$MY_SETTING"]
+    agent.send({"op": "shutdown"})
+    while agent.next()["type"] != "exit":
+        pass
+    agent.proc.wait(timeout=5)
+    # Answers are nobody else's business: the journal holds the numbered messages only.
+    journal = [json.loads(line) for line in agent.journal.read_text().splitlines()]
+    assert journal == [m for m in agent.messages if "seq" in m]
+    assert [m["seq"] for m in journal] == list(range(1, len(journal) + 1))
+
+
+def test_an_unknown_request_is_answered(agent):
+    agent.send({"op": "frobnicate", "id": "r1"})
+    assert agent.next() == {"type": protocol.UNSUPPORTED, "id": "r1", "op": "frobnicate"}
+    agent.send({"op": "complete", "id": "not a token!", "code": "", "cursor": 0})
+    message = agent.next()
+    assert message["type"] == "log" and "bad request" in message["text"]

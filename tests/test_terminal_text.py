@@ -181,6 +181,13 @@ def test_nothing_but_text_and_whole_colours_comes_out(chunks):
         assert CONTROL.search(SGR.sub("", cleaned).replace("\n", "").replace("\r", "")) is None, repr(cleaned)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab \t\n\r\b\x07\x1b[];:?0123456789mKGCDAP\\_\x9b\x9c\x9d\x18é")), max_size=80), st.lists(st.integers(0, 80), max_size=5))
+def test_where_chunks_are_cut_changes_nothing(text, cuts):
+    points = sorted({0, len(text), *(cut for cut in cuts if cut <= len(text))})
+    assert played(*(text[start:end] for start, end in zip(points, points[1:], strict=False))) == played(text)
+
+
 def test_terminal_safe_is_built_on_the_same_grammar():
     assert terminal_safe("plain") == "plain"
     assert terminal_safe("a\x1b]0;x\x07b\tc\x9b2Jd", keep="") == "abcd"

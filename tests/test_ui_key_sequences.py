@@ -69,7 +69,7 @@ KEYS = st.sampled_from(
         ("escape",),
     ]
 )
-STEPS = st.lists(st.one_of(KEYS, st.sampled_from(SIZES)), min_size=1, max_size=14)
+STEPS = st.lists(st.one_of(KEYS, st.sampled_from(SIZES)), min_size=1, max_size=10)
 CELLS = st.lists(st.tuples(st.sampled_from(["code", "markdown"]), st.integers(0, 12)), min_size=1, max_size=300)
 
 
@@ -150,12 +150,12 @@ def test_random_key_sequences_keep_work_and_selection(tmp_path, monkeypatch):
     path = tmp_path / "keys.toml"
     save_notebook(notebook_of([("code", 1)]), path)
     app = NotebookApp(path, load_notebook(path), Runner(path, load_notebook(path)))
-    host = AppHost(app, (100, 40))
+    host = AppHost(app, (80, 24))
     examples = 0
 
     async def drive(pilot, shape, steps):
         save_notebook(notebook_of(shape), path)
-        await pilot.resize_terminal(100, 40)
+        await pilot.resize_terminal(80, 24)
         if examples % FRESH_SCREEN_EVERY == 1:
             notebook = load_notebook(path)
             await app.show_notebook(path, notebook, Runner(path, notebook))

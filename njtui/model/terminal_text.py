@@ -8,7 +8,7 @@ holding printable characters, tabs, and colour sequences only (SGR, rewritten fr
 cells in one canonical form, so nothing the program wrote passes through as it wrote it).
 
 Everything here is pure: no I/O and no Rich; the UI turns the SGR into styles
-(njtui/ui/ansi.py), `njtui show` prints it or strips it.
+(njtui/ui/terminal_text.py); `njtui show` prints it or strips it.
 
 What the line model does, as a terminal does it: `\\r` moves to column 0 and what follows
 overwrites (a shorter redraw leaves the tail of the old text); `\\b` moves one column left;
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Iterator
+from functools import lru_cache
 from itertools import groupby
 from typing import Any
 
@@ -50,6 +51,8 @@ _TEXT, _CONTROL, _CSI = 0, 1, 2
 _GROUND, _STRING, _SKIP_CSI = 0, 1, 2
 
 _SGR_PARAMS = re.compile(r"[0-9;:]*")
+_ANY_SGR = re.compile(r"\x1b\[[0-9;:]*m")
+_TEXT_SGR_NEWLINE = re.compile(r"(\x1b\[[0-9;:]*m|\n)")
 _CANONICAL_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 # SGR attributes: the code that sets each, and the codes that clear it.
@@ -225,6 +228,17 @@ class _Style:
         return ";".join(parts)
 
 
+@lru_cache(maxsize=4096)
+def _sgr_after(state: str, params: str) -> str:
+    """The canonical state after SGR `params` on `state`: a canonical state is itself the SGR
+    that sets it up, so nothing but these strings needs keeping (and a few repeat a lot)."""
+    style = _Style()
+    if state:
+        style.apply(state)
+    style.apply(params)
+    return style.canonical()
+
+
 def _byte(value: str) -> str | None:
     try:
         number = int(value) if value else 0
@@ -280,20 +294,24 @@ class TerminalText:
     def __init__(self, max_columns: int = MAX_COLUMNS) -> None:
         self.max_columns = max_columns
         self._scanner = _Scanner()
+        # The line is kept as runs of (style, text) while it is only ever written at its end (most
+        # output), and as one cell per column once something overwrites or erases within it.
+        # A style None is a blank nothing was written to (erased, or skipped over).
+        self._runs: list[tuple[str | None, str]] | None = []
+        self._length = 0  # of the runs
         self._chars: list[str] = []
-        self._styles: list[str | None] = []  # None: a cell erased (a blank nothing was written to)
+        self._styles: list[str | None] = []
         self._column = 0
-        self._sgr = _Style()
         self._style = ""  # the SGR state, canonical: what each cell written now gets
         self._coloured = False  # some cell of the line has a style: it is rendered run by run
-        self._erased = False  # some cell was erased: trailing blanks are cut when rendered
+        self._erased = False  # some cell is a blank: trailing ones are cut when rendered
         self._version = 0
         self._rendered: tuple[int, str] | None = None
 
     @property
     def has_open(self) -> bool:
         """Something was written to the line that no newline has finished yet."""
-        return bool(self._chars)
+        return bool(self._length if self._runs is not None else self._chars)
 
     @property
     def style(self) -> str:
@@ -322,6 +340,16 @@ class TerminalText:
                 done.extend(complete)
             self._write(last, done)
             return done
+        if not self._scanner.busy and _SPECIAL_BUT_NEWLINE.search(_ANY_SGR.sub("", text)) is None:
+            # Text and colours only (coloured logs): no escape grammar needed beyond SGR.
+            for piece in _TEXT_SGR_NEWLINE.split(text):
+                if piece == "\n":
+                    done.append(self._finish())
+                elif piece.startswith("\x1b"):
+                    self._style = _sgr_after(self._style, piece[2:-1])
+                elif piece:
+                    self._write(piece, done)
+            return done
         for kind, value in self._scanner.scan(text):
             if kind == _TEXT:
                 self._write(value, done)
@@ -344,8 +372,7 @@ class TerminalText:
         final, body = sequence[-1], sequence[:-1]
         if final == "m":
             if _SGR_PARAMS.fullmatch(body):
-                self._sgr.apply(body)
-                self._style = self._sgr.canonical()
+                self._style = _sgr_after(self._style, body)
             return
         if not body.isdigit() and body != "":
             return  # private or several parameters: nothing this model does
@@ -360,6 +387,14 @@ class TerminalText:
             self._column = max(0, self._column - max(count, 1))
 
     def _erase(self, how: int) -> None:
+        if self._runs is not None:
+            if how == 0 and self._column >= self._length:
+                return
+            if how == 2:
+                self._runs.clear()
+                self._length = 0
+                return
+            self._to_cells()
         chars, styles, column = self._chars, self._styles, self._column
         if how == 0:
             del chars[column:], styles[column:]
@@ -372,6 +407,13 @@ class TerminalText:
             chars.clear()
             styles.clear()
 
+    def _to_cells(self) -> None:
+        assert self._runs is not None
+        self._chars = list("".join(text for _, text in self._runs))
+        self._styles = [style for style, text in self._runs for _ in range(len(text))]
+        self._runs = None
+        self._length = 0
+
     def _write(self, text: str, done: list[str]) -> None:
         while text:
             column = self._column
@@ -380,46 +422,71 @@ class TerminalText:
                 column = 0
             room = self.max_columns - column
             piece, text = text[:room], text[room:]
+            if self._style:
+                self._coloured = True
+            self._column = column + len(piece)
+            runs = self._runs
+            if runs is not None:
+                if column >= self._length:
+                    if column > self._length:
+                        runs.append((None, " " * (column - self._length)))
+                        self._erased = True
+                    runs.append((self._style, piece))
+                    self._length = self._column
+                    continue
+                self._to_cells()
             chars, styles = self._chars, self._styles
             if column > len(chars):
                 gap = column - len(chars)
                 chars.extend(" " * gap)
                 styles.extend([None] * gap)
                 self._erased = True
-            end = column + len(piece)
             if column == len(chars):
                 chars.extend(piece)
                 styles.extend([self._style] * len(piece))
             else:
-                chars[column:end] = piece
-                styles[column:end] = [self._style] * len(piece)
-            if self._style:
-                self._coloured = True
-            self._column = end
+                chars[column : self._column] = piece
+                styles[column : self._column] = [self._style] * len(piece)
 
     def _render(self) -> str:
-        chars, styles = self._chars, self._styles
-        length = len(chars)
-        if self._erased:
-            while length and styles[length - 1] is None:
-                length -= 1
-        if not self._coloured:
-            return "".join(chars[:length])
+        if self._runs is not None:
+            runs = self._runs
+            if self._erased:
+                end = len(runs)
+                while end and runs[end - 1][0] is None:
+                    end -= 1
+                runs = runs[:end]
+            if not self._coloured:
+                return "".join(text for _, text in runs)
+        else:
+            chars, styles = self._chars, self._styles
+            length = len(chars)
+            if self._erased:
+                while length and styles[length - 1] is None:
+                    length -= 1
+            if not self._coloured:
+                return "".join(chars[:length])
+            runs = []
+            position = 0
+            for style, run in groupby(styles[:length]):
+                size = sum(1 for _ in run)
+                runs.append((style, "".join(chars[position : position + size])))
+                position += size
         out: list[str] = []
         state = ""
-        position = 0
-        for style, run in groupby(styles[:length]):
-            size = sum(1 for _ in run)
+        for style, text in runs:
             style = style or ""
-            out.append(_transition(state, style))
-            out.append("".join(chars[position : position + size]))
-            position += size
-            state = style
+            if style != state:
+                out.append(_transition(state, style))
+                state = style
+            out.append(text)
         out.append(_transition(state, ""))
         return "".join(out)
 
     def _finish(self) -> str:
         line = self._render()
+        self._runs = []
+        self._length = 0
         self._chars = []
         self._styles = []
         self._column = 0
@@ -429,14 +496,14 @@ class TerminalText:
     def current(self) -> str:
         """The line being written, as it shows now ("" when there is none)."""
         if self._rendered is None or self._rendered[0] != self._version:
-            self._rendered = (self._version, self._render() if self._chars else "")
+            self._rendered = (self._version, self._render() if self.has_open else "")
         return self._rendered[1]
 
     def close(self) -> str | None:
         """Ends the line being written (the stream stopped, or another took over): the line,
         or None when it shows nothing (a progress bar that erased itself)."""
         self._version += 1
-        if not self._chars:
+        if not self.has_open:
             self._column = 0
             return None
         line = self._finish()

@@ -13,6 +13,9 @@ AGENT_STDERR = "agent_stderr"
 RUNTIME_EXIT = "runtime_exit"
 # The reason in the `done` of a cell that a `shutdown` request ended (both agents say it).
 STOPPED_MID_CELL = "the runtime was stopped"
+# Answers to one client's request, matched to it by `id`: no seq, not journaled, never replayed.
+COMPLETION = "completion"  # {"type":"completion","id":ID,"matches":[...],"start":N,"end":N}
+UNSUPPORTED = "unsupported"  # {"type":"unsupported","id":ID,"op":OP}: an op this agent does not know
 
 
 def new_exec_id() -> str:
@@ -26,6 +29,14 @@ def encode(request: dict[str, Any]) -> bytes:
 def execute_request(exec_id: str, code: str, meta: dict[str, Any]) -> dict[str, Any]:
     # Key order is part of the contract with the bash agent, which scans rather than parses.
     return {"op": "execute", "exec": exec_id, "code": code, "meta": meta}
+
+
+def complete_request(request_id: str, code: str, cursor: int) -> dict[str, Any]:
+    """Completions at `cursor` (characters into `code`); the answer is a COMPLETION message
+    whose `start`..`end` is the range of `code` each match replaces. `request_id`: letters,
+    digits and `_.:-`, at most 128 (the bash agent refuses others); `new_exec_id()` fits."""
+    # Key order is part of the contract with the bash agent, which scans rather than parses.
+    return {"op": "complete", "id": request_id, "code": code, "cursor": cursor}
 
 
 def decode(line: bytes) -> dict[str, Any]:

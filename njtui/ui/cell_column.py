@@ -88,8 +88,12 @@ class CellColumn(VerticalScroll, can_focus=True):
         return estimate_height(cell, self.outputs.get(cell.id))
 
     def note_height(self, widget: CellWidget, height: int) -> None:
-        """A mounted cell reports its real height; cells outside the window keep using it."""
+        """A mounted cell reports its real height; cells outside the window keep using it. A
+        height that changed at or above the selected cell moves it: it is revealed again."""
         self._measured[widget.cell.id] = (self._measure_key(widget.cell), height)
+        index = self.index_of(widget.cell.id)
+        if self.follow_selection and index is not None and index <= self.selected:
+            self._schedule_exact_reveal(2)
 
     @property
     def viewport_height(self) -> int:
@@ -245,8 +249,13 @@ class CellColumn(VerticalScroll, can_focus=True):
         self._scroll_into_view(top, self._heights[index])
         self.follow_selection = True
         self.refresh_window()
-        self._reveal_passes = REVEAL_PASSES
-        self.call_after_refresh(self._reveal_exactly)
+        self._schedule_exact_reveal(REVEAL_PASSES)
+
+    def _schedule_exact_reveal(self, passes: int) -> None:
+        pending = self._reveal_passes > 0
+        self._reveal_passes = max(self._reveal_passes, passes)
+        if not pending:
+            self.call_after_refresh(self._reveal_exactly)
 
     def _scroll_into_view(self, top: int, height: int) -> bool:
         viewport = self.viewport_height
@@ -261,19 +270,24 @@ class CellColumn(VerticalScroll, can_focus=True):
         return True
 
     def _reveal_exactly(self) -> None:
-        if not self.is_attached or not self.cells:
+        self._reveal_passes -= 1
+        if not self.is_attached or not self.cells or not self.follow_selection:
+            self._reveal_passes = 0
             return
         widget = self.widget_at(self.selected)
-        self._reveal_passes -= 1
-        if widget is None or not widget.is_mounted or widget.size.height == 0:
-            if self._reveal_passes > 0:
-                self.refresh_window()
-                self.call_after_refresh(self._reveal_exactly)
-            return
-        region = widget.virtual_region_with_margin
-        if self._scroll_into_view(region.y, region.height) and self._reveal_passes > 0:
+        if widget is not None and widget.is_mounted and widget.size.height:
+            region = widget.virtual_region_with_margin
+            self._scroll_into_view(region.y, region.height)
+            if self.is_selected_in_view():
+                self._reveal_passes = 0
+                return
+        # Not mounted yet, or the scroll was held back by a content height not laid out yet:
+        # once more after the next refresh.
+        if self._reveal_passes > 0:
             self.refresh_window()
             self.call_after_refresh(self._reveal_exactly)
+        else:
+            self._reveal_passes = 0
 
     def is_selected_in_view(self) -> bool:
         """The selected cell's widget is mounted and (its top, at least) on screen."""

@@ -39,8 +39,8 @@ from njtui.ui.runtime_actions import RuntimeActions
 from njtui.ui.screens import HelpScreen
 
 # The side panel's share of the terminal's width, and its bounds in columns.
-SIDEBAR_SHARE = 0.3
-SIDEBAR_MIN, SIDEBAR_MAX = 26, 80
+SIDEBAR_SHARE = 1 / 3
+SIDEBAR_MIN, SIDEBAR_MAX = 30, 80
 # Narrower than this, the side panel starts hidden (the status line says what runtimes do).
 NARROW = 70
 
@@ -171,7 +171,10 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         text = Text(no_wrap=True, overflow="ellipsis")
         for runtime_id in self.listed_runtimes():
             status = self.statuses.get(runtime_id) or RuntimeStatus()
-            state = "busy" if status.state == RuntimeState.RUNNING and status.busy else (status.phase or status.state.value)
+            if status.state == RuntimeState.RUNNING:
+                state = "busy" if status.busy else "idle"
+            else:
+                state = status.phase or status.state.value
             text.append("● ", style=STATE_STYLES[status.state])
             text.append(f"{runtime_id} {state}  ")
         text.append("F2 runtimes", style="dim")

@@ -5,25 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Log, OptionList, Static
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from njtui.model import ExecutionRecord
 from njtui.model.output import terminal_safe
 from njtui.store import toml_writer
 from njtui.store.merge import MISSING, Conflict
-from njtui.store.results import ResultsStore
-
-PAGER_BATCH = 5000
-
 
 KEY_NAMES = {
     "question_mark": "?",
+    "slash": "/",
     "escape": "Esc",
     "enter": "Enter",
     "pageup": "PgUp",
@@ -72,69 +67,6 @@ class HelpScreen(ModalScreen[None]):
         box = self.query_one("#help-box")
         box.border_title = "Keys"
         box.focus()
-
-
-class PagerScreen(Screen[None]):
-    """A cell's full output, read from the results store in batches (never held by the cell)."""
-
-    BINDINGS = [
-        Binding("escape,q", "app.pop_screen", "close", show=True),
-        Binding("g,home", "top", "top", show=True),
-        Binding("G,end", "bottom", "bottom", show=True),
-    ]
-
-    def __init__(self, store: ResultsStore, record: ExecutionRecord, title: str) -> None:
-        super().__init__()
-        self.store = store
-        self.record = record
-        self.title_text = title
-        self.lines_read = 0
-
-    def compose(self) -> ComposeResult:
-        yield Static(self.title_text, id="pager-title")
-        yield Log(id="pager-log", max_lines=None, auto_scroll=False)
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one(Log).focus()
-        self.load()
-
-    @work(thread=True, exclusive=True)
-    def load(self) -> None:
-        batch: list[str] = []
-        pending = ""
-        for event in self.store.events(self.record):
-            kind = event.get("type")
-            if kind == "stream":
-                text = pending + event.get("text", "")
-            elif kind == "result":
-                text = pending + f"Out[{event.get('count')}]: " + (event.get("data") or {}).get("text/plain", "") + "\n"
-            elif kind == "error":
-                text = pending + (event.get("traceback") or f"{event.get('ename')}: {event.get('evalue')}") + "\n"
-            else:
-                continue
-            *complete, pending = text.split("\n")
-            batch.extend(complete)
-            if len(batch) >= PAGER_BATCH:
-                self.app.call_from_thread(self._append, batch)
-                batch = []
-        if pending:
-            batch.append(pending)
-        self.app.call_from_thread(self._append, batch, True)
-
-    def _append(self, lines: list[str], last: bool = False) -> None:
-        log = self.query_one(Log)
-        if lines:
-            log.write_lines([terminal_safe(line) for line in lines])
-            self.lines_read += len(lines)
-        if last:
-            self.query_one("#pager-title", Static).update(f"{self.title_text} · {self.lines_read:,} lines")
-
-    def action_top(self) -> None:
-        self.query_one(Log).scroll_home(animate=False)
-
-    def action_bottom(self) -> None:
-        self.query_one(Log).scroll_end(animate=False)
 
 
 class PickerScreen(ModalScreen[str | None]):

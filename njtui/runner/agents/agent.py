@@ -696,8 +696,9 @@ def complete(code: str, cursor: int, namespace: dict) -> tuple[list[str], int]:
         return _sorted(_public(_dir(target), word)), cursor - len(word)
     found = _NAME_TAIL.search(line)
     word = found.group(0) if found else ""
-    if line[: len(line) - len(word)].endswith("."):
-        return [], cursor  # after a call or literal: evaluating it could do anything
+    rest = line[: len(line) - len(word)]
+    if rest.endswith(".") or (rest[-1:].isalnum() or rest.endswith("_")):
+        return [], cursor  # after a call or a literal (evaluating it could do anything), in a number
     names = set(list(namespace)) | set(dir(builtins)) | set(keyword.kwlist) | set(getattr(keyword, "softkwlist", ()))
     return _sorted(_public(names, word)), cursor - len(word)
 
@@ -745,9 +746,10 @@ def _dict_keys(namespace: dict, found: re.Match, cursor: int) -> tuple[list[str]
     if not isinstance(target, dict):
         return [], cursor
     keys = list(dict.keys(target))  # not a subclass's own keys() or __iter__: that is user code
+    # Builtin types only: a subclass's __repr__ or startswith would be user code.
     if quote:
-        return sorted(key for key in keys if isinstance(key, str) and key.startswith(quoted) and quote not in key and "\\" not in key), cursor - len(quoted)
-    texts = [repr(key) for key in keys if isinstance(key, (str, bytes, int, float))]
+        return sorted(key for key in keys if type(key) is str and key.startswith(quoted) and quote not in key and "\\" not in key), cursor - len(quoted)
+    texts = [repr(key) for key in keys if type(key) in (str, bytes, int, float)]
     return sorted(text for text in texts if text.startswith(bare)), cursor - len(bare)
 
 

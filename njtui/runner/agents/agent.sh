@@ -64,6 +64,7 @@ unset NJTUI_SHUTDOWN_GRACE_MS
 __njt_cp=$(type -P cp 2>/dev/null)
 __njt_rm=$(type -P rm 2>/dev/null)
 __njt_mkdir=$(type -P mkdir 2>/dev/null)
+__njt_sort=$(type -P sort 2>/dev/null)
 printf -v __njt_controls '%b' '\001\002\003\004\005\006\007\010\013\014\016\017\020\021\022\023\024\025\026\027\030\031\032\033\034\035\036\037'
 
 # JSON string body of $1 in REPLY.
@@ -596,8 +597,10 @@ __njt_stage_results() {
 # Completion as bash's own (without programmable completion) offers it: variables after `$`,
 # commands (aliases, functions, builtins, keywords, programs) in a command's place, file names
 # elsewhere; with the cell's state, as main holds it. The answer goes to the emitter in a file.
+# (No `=~` here: it would change the BASH_REMATCH a cell may have left.)
 __njt_complete() { # the request line
-    local id cursor code prefix word start before head last json= match quoted tilde
+    local id cursor code prefix line word plain start head last json= match quoted tilde i c j n
+    local var= value=
     local -a found=() matches=()
     local -A seen=()
     id=${1#*\"id\":\"}
@@ -612,10 +615,25 @@ __njt_complete() { # the request line
     cursor=$REPLY
     ((cursor <= ${#code})) || cursor=${#code}
     prefix=${code:0:cursor}
-    word=${prefix##*[[:space:]\"\'\<\>\;\|\&\(\)\`=]}
+    line=${prefix##*$'\n'}
+    # The word ends the line: back to a blank or an operator that no backslash escapes.
+    i=${#line}
+    while ((i > 0)); do
+        c=${line:i-1:1}
+        if [[ $c == [[:space:]\"\'\<\>\;\|\&\(\)\`=] ]]; then
+            j=$((i - 1)) n=0
+            while ((j > 0)) && [[ ${line:j-1:1} == \\ ]]; do j=$((j - 1)) n=$((n + 1)); done
+            ((n % 2)) || break
+        fi
+        i=$((i - 1))
+    done
+    word=${line:i}
+    head=${line:0:i}
+    head=${head%"${head##*[![:blank:]]}"}
     start=$((cursor - ${#word}))
-    before=${prefix:0:start}
-    head=${before%"${before##*[![:blank:]]}"}
+    plain=${word//\\\\/$'\001'}
+    plain=${plain//\\/}
+    plain=${plain//$'\001'/\\}
     if [[ $word == *'$'* ]]; then
         local name=${word##*\$} lead=${word%\$*}\$ close=
         if [[ $name == \{* ]]; then
@@ -626,19 +644,32 @@ __njt_complete() { # the request line
             for match in "${found[@]}"; do
                 [[ $match == __njt_* ]] || matches+=("$lead$match$close")
             done
+        elif [[ $word == '$'* && $word == */* ]]; then
+            # A path from a variable ($HOME/do): its files, the variable kept as it was typed.
+            var=${word%%/*}
+            name=${var#\$}
+            name=${name#\{}
+            name=${name%\}}
+            if [[ -n $name && $name != *[!A-Za-z0-9_]* && ($var == "\$$name" || $var == "\${$name}") && -n ${!name-} ]]; then
+                value=${!name}
+                plain=$value${plain#"$var"}
+            else
+                var=
+            fi
         fi
-    else
+    fi
+    if [[ $word != *'$'* || -n $var ]]; then
         last=${head##*[[:space:]\;\|\&\(\`]}
         case $head in
-        '' | *[$'\n'\;\|\&\(\`] | *'$(') last=';' ;;
+        '' | *[\;\|\&\(\`]) last=';' ;;
         esac
         case $last in
-        ';' | if | then | else | elif | while | until | do | time | '!' | '{' | exec | command | nohup | sudo | env | xargs) [[ $word == */* ]] || last=command ;;
+        ';' | if | then | else | elif | while | until | do | time | '!' | '{' | exec | command | nohup | sudo | env | xargs) [[ $plain == */* ]] || last=command ;;
         esac
         if [[ $last == command ]]; then
-            mapfile -t found < <(compgen -c -- "$word")
+            if [[ -n $__njt_sort ]]; then mapfile -t found < <(compgen -c -- "$plain" | "$__njt_sort"); else mapfile -t found < <(compgen -c -- "$plain"); fi
         else
-            mapfile -t found < <(compgen -f -- "$word")
+            if [[ -n $__njt_sort ]]; then mapfile -t found < <(compgen -f -- "$plain" | "$__njt_sort"); else mapfile -t found < <(compgen -f -- "$plain"); fi
         fi
         for match in "${found[@]}"; do
             [[ -z ${seen[$match]-} && $match != __njt_* ]] || continue
@@ -646,12 +677,15 @@ __njt_complete() { # the request line
             if [[ $last != command ]]; then
                 # As bash inserts them: special characters escaped, directories with a slash.
                 tilde= quoted=
-                if [[ $match == '~'* ]]; then
+                if [[ -n $var ]]; then
+                    tilde=$var
+                    match=${match#"$value"}
+                elif [[ $match == '~'* ]]; then
                     tilde=${match%%/*}
                     match=${match#"$tilde"}
                 fi
                 [[ -z $match ]] || printf -v quoted '%q' "$match"
-                if [[ -z $tilde && -d $match ]] || [[ $tilde == '~' && -d $HOME$match ]]; then quoted+=/; fi
+                if [[ -z $tilde && -d $match ]] || [[ $tilde == '~' && -d $HOME$match ]] || [[ -n $var && -d $value$match ]]; then quoted+=/; fi
                 match=$tilde$quoted
             fi
             matches+=("$match")
