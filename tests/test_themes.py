@@ -80,7 +80,7 @@ async def test_theme_flag_palette_switch_and_memory(tmp_path):
     app = open_app(path)
     async with app.run_test() as pilot:
         assert app.theme == "njtui-dark"
-        names = [command.name for command in app.palette_commands()]
+        names = [command.name for command in app.notebook_screen.palette_commands()]
         assert "theme: njtui-light" in names
         await app.run_action("switch_theme('njtui-light')")
         await pilot.pause()

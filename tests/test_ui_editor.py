@@ -170,7 +170,7 @@ async def test_narrow_terminal_hides_the_side_panel_and_shows_a_status_line(tmp_
             assert line.display and "py stopped" in str(line.render())
             await pilot.press("ctrl+r")
             await wait_for(pilot, lambda: app.statuses.get("py") is not None and app.statuses["py"].state == RuntimeState.RUNNING, what="running")
-            await wait_for(pilot, lambda: "py running" in str(line.render()) or "py busy" in str(line.render()), what="the status line to follow")
+            await wait_for(pilot, lambda: "py idle" in str(line.render()) or "py busy" in str(line.render()), what="the status line to follow")
             await pilot.resize_terminal(120, 30)
             await pilot.press("f2")
             assert screen.query_one("#sidebar").display and not line.display
@@ -180,3 +180,19 @@ async def test_narrow_terminal_hides_the_side_panel_and_shows_a_status_line(tmp_
             assert screen.query_one("#sidebar").outer_size.width > width  # follows this resize, not the last
     finally:
         stop_own_runtimes(tmp_path)
+
+
+async def test_the_runner_log_keeps_following_after_a_resize(tmp_path):
+    from njtui.runner.log import LogEntry
+
+    app = open_app(make_notebook(tmp_path, [("p", "python", "1\n")]))
+    async with app.run_test(size=(100, 30)) as pilot:
+        panel = app.runner_log_panel
+        panel.add([LogEntry(0.0, "py", "info", f"a long line of the runner log, number {i}, that wraps in a narrow panel") for i in range(200)])
+        await pilot.pause()
+        log = panel.query_one("RichLog")
+        await wait_for(pilot, lambda: log.is_vertical_scroll_end, what="the log at its end")
+        await pilot.resize_terminal(140, 30)
+        await wait_for(pilot, lambda: log.is_vertical_scroll_end, what="the log at its end after the resize")
+        await pilot.resize_terminal(90, 24)
+        await wait_for(pilot, lambda: log.is_vertical_scroll_end, what="the log at its end after a second resize")

@@ -332,7 +332,7 @@ async def test_panels_toggle_and_resize(tmp_path):
         width = app.notebook_screen.query_one("#sidebar").outer_size.width
         await pilot.press("left_square_bracket")
         await pilot.pause()
-        assert app.notebook_screen.query_one("#sidebar").outer_size.width > width
+        assert app.notebook_screen.query_one("#sidebar").outer_size.width == width + 4
         height = app.runtimes_panel.outer_size.height
         await pilot.press("right_curly_bracket")
         await pilot.pause()
@@ -437,7 +437,7 @@ async def test_escape_sequences_in_output_cannot_drive_the_terminal(tmp_path):
         shown = [line for _, line in output_of(app, "evil").visible_lines()]
         # Colours stay (as styles); everything else is gone.
         assert shown == ["before\x1b[41mINJECTED\x1b[0m", "title gone", "clipboard gone"]
-        widget = app.query_one("#notebook").widgets["evil"]
+        widget = app.view.widgets["evil"]
         assert "\x1b" not in widget._output_text().plain
         await wait_for(pilot, lambda: app.store.latest("evil") is not None and app.store.latest("evil").finished, what="record")
         await pilot.press("o")

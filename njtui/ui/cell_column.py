@@ -28,6 +28,9 @@ from njtui.ui.cell_output import CellOutput
 # How many times the exact reveal re-measures before it settles for what it has (each pass
 # follows a mount that may change heights above the selected cell).
 REVEAL_PASSES = 4
+# How far past the window (in cells) the selected cell is still mounted with it; farther, the
+# scroll brings the window there first.
+MOUNT_REACH = 20
 
 
 class Spacer(Widget):
@@ -127,6 +130,12 @@ class CellColumn(VerticalScroll, can_focus=True):
         top = self.scroll_y
         start = bisect.bisect_right(bottoms, max(0, top - viewport))
         end = min(count, bisect.bisect_left(bottoms, top + 2 * viewport) + 1)
+        if self.follow_selection and count:
+            # The selected cell is mounted even where the estimated heights put it out of reach:
+            # only a mounted cell's real place can be scrolled to.
+            selected = max(0, min(self.selected, count - 1))
+            if start - MOUNT_REACH <= selected < end + MOUNT_REACH:
+                start, end = min(start, selected), max(end, selected + 1)
         start = min(start, end)
         old_start, old_end = self.window
         keep = range(max(start, old_start), min(end, old_end))

@@ -50,8 +50,8 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         Binding("ctrl+s", "save", "save", priority=True),
         Binding("f2", "toggle_panel('runtimes')", "runtimes", show=False),
         Binding("f3", "toggle_panel('log')", "log", show=False),
-        Binding("left_square_bracket", "resize_sidebar(0.04)", "wider side panel", show=False),
-        Binding("right_square_bracket", "resize_sidebar(-0.04)", "narrower side panel", show=False),
+        Binding("left_square_bracket", "resize_sidebar(4)", "wider side panel", show=False),
+        Binding("right_square_bracket", "resize_sidebar(-4)", "narrower side panel", show=False),
         Binding("left_curly_bracket", "resize_runtimes(-2)", "shorter runtimes panel", show=False),
         Binding("right_curly_bracket", "resize_runtimes(2)", "taller runtimes panel", show=False),
         Binding("escape", "close_find", "close find", show=False),
@@ -72,7 +72,7 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         self.exec_cells: dict[str, str] = {}
         self.statuses: dict[str, RuntimeStatus] = {}
         self.dirty = False
-        self.sidebar_share: float | None = None  # None: SIDEBAR_SHARE, or hidden when narrow
+        self.sidebar_share: float | None = None  # None: SIDEBAR_SHARE within bounds, hidden when narrow; else set with [ and ]
         self.runtimes_height: int | None = None  # None: as tall as its runtimes need, up to half
         self.find_text = ""
         self._find_origin: CellEditor | None = None
@@ -127,10 +127,14 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
     # -- sizes
     def apply_sizes(self, width: int) -> None:
         sidebar = self.query_one("#sidebar")
-        if self.sidebar_share is None and width < NARROW:
-            sidebar.display = False
-        share = self.sidebar_share or SIDEBAR_SHARE
-        sidebar.styles.width = max(SIDEBAR_MIN, min(SIDEBAR_MAX, width // 2, round(width * share)))
+        if self.sidebar_share is None:
+            if width < NARROW:
+                sidebar.display = False
+            columns = max(SIDEBAR_MIN, min(SIDEBAR_MAX, width // 2, round(width * SIDEBAR_SHARE)))
+        else:
+            # Sized by hand with [ and ]: that share of the terminal, whatever its width now.
+            columns = max(16, min(width - 20, round(width * self.sidebar_share)))
+        sidebar.styles.width = columns
         if self.runtimes_height is not None:
             self.runtimes_panel.styles.height = self.runtimes_height
             self.runtimes_panel.styles.max_height = self.runtimes_height
@@ -140,10 +144,13 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         # The new size, from the event: the side panel follows this resize, not the last one.
         self.apply_sizes(event.size.width)
 
-    def action_resize_sidebar(self, delta: float) -> None:
-        self.sidebar_share = max(0.1, min(0.7, (self.sidebar_share or SIDEBAR_SHARE) + delta))
-        self.query_one("#sidebar").display = True
-        self.apply_sizes(self.size.width)
+    def action_resize_sidebar(self, columns: int) -> None:
+        sidebar = self.query_one("#sidebar")
+        width = max(1, self.size.width)
+        current = sidebar.outer_size.width if sidebar.display else 0
+        self.sidebar_share = (current + columns) / width
+        sidebar.display = True
+        self.apply_sizes(width)
 
     def action_resize_runtimes(self, delta: int) -> None:
         current = self.runtimes_height or self.runtimes_panel.outer_size.height
