@@ -25,9 +25,11 @@ from njtui.model import Cell
 from njtui.ui.cell import CellWidget, estimate_height
 from njtui.ui.cell_output import CellOutput
 
-# How many times the exact reveal re-measures before it settles for what it has (each pass
-# follows a mount that may change heights above the selected cell).
-REVEAL_PASSES = 4
+# How many refreshes the exact reveal keeps trying for before it settles for what it has: each
+# pass follows a mount or a layout that may change heights above the selected cell or what the
+# scroll can reach, and a loaded machine can need several before all is laid out. A pass that
+# finds the cell in view ends it.
+REVEAL_PASSES = 30
 # How far past the window (in cells) the selected cell is still mounted with it; farther, the
 # scroll brings the window there first.
 MOUNT_REACH = 20
