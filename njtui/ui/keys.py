@@ -4,7 +4,7 @@ what they say is what the keys do."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual.binding import Binding
 from textual.widgets import TextArea
@@ -14,9 +14,6 @@ from njtui.ui.find_bar import FindBar
 from njtui.ui.notebook_view import CHORDS, NotebookView
 from njtui.ui.panels import RunnerLogPanel, RuntimesPanel
 from njtui.ui.screens import key_label
-
-if TYPE_CHECKING:
-    from njtui.ui.notebook_screen import NotebookScreen
 
 # The editor keys TextArea brings that people look for.
 EDITOR_KEYS = ("select_all", "select_line", "undo", "redo", "cut", "copy", "paste", "delete_line", "cursor_word_left", "cursor_word_right")
@@ -33,14 +30,12 @@ def _editor_bindings() -> list[Binding]:
     return own + extra + inherited
 
 
-def help_sections(app: Any) -> list[tuple[str, list[tuple[str, str]]]]:
-    from njtui.ui.notebook_screen import NotebookScreen
-
+def help_sections(app: Any, screen: Any) -> list[tuple[str, list[tuple[str, str]]]]:
     return [
         ("Command mode (Esc)", _rows([b for b in NotebookView.BINDINGS if b not in RUN_BINDINGS])),
         ("Run (command and edit mode)", _rows(RUN_BINDINGS)),
         ("Edit mode (Enter)", _rows(_editor_bindings())),
-        ("Everywhere", _rows(list(app.BINDINGS) + list(NotebookScreen.BINDINGS)) + [("Ctrl+P", "command palette"), ("Tab", "next pane")]),
+        ("Everywhere", _rows(list(app.BINDINGS) + list(type(screen).BINDINGS)) + [("Ctrl+P", "command palette"), ("Tab", "next pane")]),
         ("Runtimes panel (Tab to reach it)", _rows(RuntimesPanel.BINDINGS)),
         ("Runner log", _rows(RunnerLogPanel.BINDINGS)),
         ("Find bar (/)", _rows(FindBar.BINDINGS) + [("Enter", "find"), ("n / N", "next / previous match, in command mode")]),
@@ -55,7 +50,8 @@ class PaletteCommand:
     namespace: Any = None  # where the action runs: the view, the screen or the app
 
 
-def palette_commands(screen: NotebookScreen) -> list[PaletteCommand]:
+def palette_commands(screen: Any) -> list[PaletteCommand]:
+    """`screen`: the notebook screen, whose view, notebook and bindings these commands act on."""
     view = screen.view
     commands = []
     for binding in NotebookView.BINDINGS:
@@ -90,5 +86,5 @@ def palette_commands(screen: NotebookScreen) -> list[PaletteCommand]:
     return commands
 
 
-def _screen_bindings(screen: NotebookScreen) -> list[Binding]:
+def _screen_bindings(screen: Any) -> list[Binding]:
     return [binding for binding in type(screen).BINDINGS if isinstance(binding, Binding) and binding.action not in ("save", "close_find")]

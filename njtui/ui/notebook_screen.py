@@ -412,7 +412,7 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
 
     # -- screens over this one
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(help_sections(self.app)))
+        self.app.push_screen(HelpScreen(help_sections(self.app, self)))
 
     def palette_commands(self):
         return palette_commands(self)
