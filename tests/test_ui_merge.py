@@ -327,3 +327,24 @@ def test_merge_and_conflict_with_the_real_app_under_tmux(tmp_path):
         tmux.wait_for(r"NJTUI-EXITED 0")
     finally:
         tmux.kill()
+
+
+async def test_undo_does_not_reach_back_past_a_change_on_disk(tmp_path):
+    """Undo after the file changed outside would bring back cells as they were before it, beside
+    the file's own (with the same ids): the history starts again at the change."""
+    from njtui.model import Cell
+    from njtui.store import load_notebook, save_notebook
+    from tests.helpers import make_notebook, open_app, wait_for
+
+    path = make_notebook(tmp_path, [("a", "python", "1\n"), ("b", "python", "2\n")])
+    app = open_app(path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("d", "d")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not app.dirty, what="saved")
+        outside = load_notebook(path)
+        outside.cells.insert(0, Cell("a", "code", "1\n", "python"))
+        save_notebook(outside, path)
+        await wait_for(pilot, lambda: [cell.id for cell in app.notebook.cells] == ["a", "b"], what="the change on disk taken in")
+        await pilot.press("z")
+        assert [cell.id for cell in app.notebook.cells] == ["a", "b"]

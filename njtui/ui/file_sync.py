@@ -187,6 +187,10 @@ class FileSync:
         if stale_editors:
             self.call_later(self._close_editors, stale_editors)
         if structural:
+            # Undo steps recorded before the file changed would bring back cells as they were
+            # then, beside the file's (with the same ids): the history starts again here.
+            view.undo_stack.clear()
+            view.redo_stack.clear()
             ids = [cell.id for cell in cells]
             view.rebuild_at(ids.index(selected) if selected in ids else view.selected)
         else:
