@@ -70,6 +70,7 @@ class CellColumn(VerticalScroll, can_focus=True):
         self._window_pending = False
         self._mounting: list = []
         self._reveal_passes = 0
+        self._reveal_budget = 0  # re-checks the window may still ask for since the last reveal
         self._shown_selected: str | None = None
         # The selected cell stays in view as outputs above it grow, until the user scrolls away.
         self.follow_selection = True
@@ -161,6 +162,12 @@ class CellColumn(VerticalScroll, can_focus=True):
         self.window = (start, end)
         self._top.styles.height = sum(self._heights[:start])
         self._bottom.styles.height = sum(self._heights[end:])
+        if self.follow_selection and self.cells and self._reveal_passes <= 0 and self._reveal_budget > 0:
+            # A new window changes the spacers, and with them where the selected cell is: it is
+            # checked again once laid out (a bounded number of times per reveal, so estimates
+            # that disagree with real heights cannot keep the view moving).
+            self._reveal_budget -= 1
+            self._schedule_exact_reveal(2)
 
     async def settle(self) -> None:
         """Waits until the cells of the current window are mounted."""
@@ -259,6 +266,7 @@ class CellColumn(VerticalScroll, can_focus=True):
         top = sum(self._heights[:index])
         self._scroll_into_view(top, self._heights[index])
         self.follow_selection = True
+        self._reveal_budget = REVEAL_PASSES
         self.refresh_window()
         self._schedule_exact_reveal(REVEAL_PASSES)
 

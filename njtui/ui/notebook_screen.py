@@ -73,6 +73,7 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         self.statuses: dict[str, RuntimeStatus] = {}
         self.dirty = False
         self.sidebar_share: float | None = None  # None: SIDEBAR_SHARE within bounds, hidden when narrow; else set with [ and ]
+        self._sidebar_auto_hidden = False
         self.runtimes_height: int | None = None  # None: as tall as its runtimes need, up to half
         self.find_text = ""
         self._find_origin: CellEditor | None = None
@@ -128,8 +129,11 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
     def apply_sizes(self, width: int) -> None:
         sidebar = self.query_one("#sidebar")
         if self.sidebar_share is None:
-            if width < NARROW:
-                sidebar.display = False
+            # Hidden because the terminal was narrow, shown again once it is not (F2/F3 hide it for good).
+            if width < NARROW and sidebar.display:
+                sidebar.display, self._sidebar_auto_hidden = False, True
+            elif width >= NARROW and self._sidebar_auto_hidden:
+                sidebar.display, self._sidebar_auto_hidden = True, False
             columns = max(SIDEBAR_MIN, min(SIDEBAR_MAX, width // 2, round(width * SIDEBAR_SHARE)))
         else:
             # Sized by hand with [ and ]: that share of the terminal, whatever its width now.
@@ -158,6 +162,7 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         self.apply_sizes(self.size.width)
 
     def action_toggle_panel(self, which: str) -> None:
+        self._sidebar_auto_hidden = False
         sidebar = self.query_one("#sidebar")
         panel = self.runtimes_panel if which == "runtimes" else self.runner_log_panel
         if not sidebar.display:
