@@ -607,3 +607,25 @@ def steady_cursors(app) -> None:
     for widget in app.screen.query("*"):
         if hasattr(widget, "cursor_blink"):
             widget.cursor_blink = False
+
+
+def output_on_a_terminal(argv: list[str], timeout: float = 60) -> tuple[int, bytes]:
+    """Runs a command with a pseudo-terminal as its stdout and stderr, as a person's shell
+    would: (exit status, every byte it wrote to the terminal)."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(argv, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    while select.select([leader], [], [], timeout)[0]:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other side closed: the command has ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    return process.wait(timeout=30), seen

@@ -15,7 +15,7 @@ from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.store import save_notebook
 from njtui.store.results import KEEP_VERSIONS, ResultsStore
 from tests.conftest import REPO, SAMPLES, njtui
-from tests.helpers import make_notebook, own_runtimes, stop_own_runtimes, wait_until
+from tests.helpers import make_notebook, output_on_a_terminal, own_runtimes, stop_own_runtimes, wait_until
 
 
 def json_events(result: subprocess.CompletedProcess) -> list[dict]:
@@ -259,27 +259,12 @@ def test_output_on_a_terminal_cannot_drive_it(tmp_path):
     """`njtui run`/`show` on a terminal drop the escape sequences that would move the cursor,
     retitle the window or write the clipboard (output may be someone else's); colours stay, and
     a pipe gets the bytes unchanged."""
-    import pty
-    import select
-
     code = "import sys\nsys.stdout.write('\\x1b[31mred\\x1b[0m\\x1b[8A\\x1b]0;owned\\x07\\x1b]52;c;eA==\\x07done\\n')\n"
     path = make_notebook(tmp_path, [("evil", "python", code)])
     piped = njtui("run", str(path))
     assert piped.returncode == 0 and "\x1b[8A" in piped.stdout  # a pipe: the bytes as written
     for command in ("run", "show"):
-        leader, follower = pty.openpty()
-        process = subprocess.Popen([str(REPO / ".venv" / "bin" / "njtui"), command, str(path)], stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
-        os.close(follower)
-        seen = b""
-        while select.select([leader], [], [], 60)[0]:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the terminal's other side closed: the command has ended
-                break
-            if not chunk:
-                break
-            seen += chunk
-        os.close(leader)
-        assert process.wait(timeout=30) == 0
+        status, seen = output_on_a_terminal([str(REPO / ".venv" / "bin" / "njtui"), command, str(path)])
+        assert status == 0
         assert b"\x1b[31mred\x1b[0mdone" in seen, seen
         assert b"\x1b[8A" not in seen and b"\x1b]" not in seen and b"owned" not in seen, seen

@@ -5,22 +5,12 @@ Regenerate after an intended change: `pytest tests/test_pager_snapshots.py --sna
 
 from __future__ import annotations
 
-from textual.app import App
-
 from njtui.store.results import ResultsStore
 from njtui.ui.pager import PagerScreen
 from tests.helpers import screen_settled
+from tests.test_pager import PagerApp
 
 NOW = 1_764_000_000.0
-
-
-class PagerApp(App[None]):
-    def __init__(self, screen: PagerScreen) -> None:
-        super().__init__()
-        self.pager = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self.pager)
 
 
 def training_output(tmp_path) -> PagerScreen:

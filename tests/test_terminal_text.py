@@ -5,11 +5,7 @@ Rich text drawn from it, and `njtui show` on a terminal and into a pipe."""
 from __future__ import annotations
 
 import io
-import os
-import pty
 import re
-import select
-import subprocess
 import sys
 import time
 
@@ -23,7 +19,7 @@ from njtui.store.results import ResultsStore
 from njtui.ui.cell_output import MAX_LINE_CHARS, TAIL_LINES, CellOutput
 from njtui.ui.terminal_text import styled_line
 from tests.conftest import njtui
-from tests.helpers import make_notebook
+from tests.helpers import make_notebook, output_on_a_terminal
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 # Anything that could drive a terminal: C0 but tab, DEL, C1.
@@ -332,20 +328,8 @@ def test_njtui_show_on_a_terminal_and_into_a_pipe(tmp_path):
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout == "reddone\n100%\ntab\there\n"
 
-    leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "njtui", "show", str(path)], stdout=follower, stderr=follower, stdin=subprocess.DEVNULL, env=os.environ.copy())
-    os.close(follower)
-    seen = b""
-    while select.select([leader], [], [], 60)[0]:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal's other side closed: the command has ended
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(leader)
-    assert process.wait(timeout=30) == 0
+    status, seen = output_on_a_terminal([sys.executable, "-m", "njtui", "show", str(path)])
+    assert status == 0
     # The terminal's line discipline turns each \n into \r\n: those are the only \r left.
     assert b"\x1b[31mred\x1b[0mdone\r\n100%\r\ntab\there\r\n" in seen, seen
     assert b"\x1b[8A" not in seen and b"\x1b]" not in seen and b"owned" not in seen and b" 10%" not in seen, seen

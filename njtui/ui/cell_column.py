@@ -231,17 +231,12 @@ class CellColumn(VerticalScroll, can_focus=True):
         return max(0, min(index, len(self.cells) - 1)) if self.cells else 0
 
     def watch_selected(self, index: int) -> None:
-        if self._shown_selected is not None and (old := self.widgets.get(self._shown_selected)) is not None:
-            old.remove_class("selected")
-        cell = self.selected_cell
-        self._shown_selected = cell.id if cell is not None else None
-        if cell is None:
+        if self.selected_cell is None:
+            self._mark_selected()
             self.refresh_window()
             return
         self.reveal(index)
-        current = self.widget_at(index)
-        if current is not None:
-            current.add_class("selected")
+        self._mark_selected()
 
     def select(self, index: int, *, scroll: bool = True) -> None:
         if scroll:
@@ -249,6 +244,10 @@ class CellColumn(VerticalScroll, can_focus=True):
             return
         # A click: the cell is on screen already, and the view must not jump.
         self.set_reactive(CellColumn.selected, self.validate_selected(index))
+        self._mark_selected()
+
+    def _mark_selected(self) -> None:
+        """The "selected" class moves to the selected cell's widget (if it is mounted)."""
         if self._shown_selected is not None and (old := self.widgets.get(self._shown_selected)) is not None:
             old.remove_class("selected")
         cell = self.selected_cell

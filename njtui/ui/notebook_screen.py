@@ -77,6 +77,7 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         self.runtimes_height: int | None = None  # None: as tall as its runtimes need, up to half
         self.find_text = ""
         self._find_origin: CellEditor | None = None
+        self._completing: tuple[CellEditor, int, int] | None = None  # the editor and range a completion menu replaces
         self._submissions: dict[str, deque[Cell]] = {}
         self._submit_lock = threading.Lock()
         self._bridge: RunnerBridge | None = None
@@ -382,9 +383,11 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
 
     @on(CompletionMenu.Chosen)
     def _completion_chosen(self, event: CompletionMenu.Chosen) -> None:
-        editor, start, end = self._completing
         for menu in self.query(CompletionMenu):
             menu.remove()
+        if self._completing is None:
+            return
+        (editor, start, end), self._completing = self._completing, None
         if not editor.is_attached:
             return
         if event.text is not None:
@@ -405,11 +408,11 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
             self.run_cells([cell])
         if mode == "next":
             if view.selected == len(self.notebook.cells) - 1:
-                view.insert_below()
+                view.action_insert_cell("below")
             else:
                 view.selected += 1
         elif mode == "insert":
-            view.insert_below()
+            view.action_insert_cell("below")
             await view.settle()
             await self.edit_selected()
         else:

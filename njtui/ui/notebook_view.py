@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from textual.binding import Binding
@@ -101,10 +102,10 @@ class NotebookView(CellColumn):
     class EditRequested(Message):
         """Edit mode for the selected cell (the screen makes sure its widget is mounted)."""
 
-    def __init__(self, *args, new_cell=None, **kwargs) -> None:
+    def __init__(self, *args, new_cell: Callable[[str], Cell], **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # Makes a cell with an id not yet taken: the screen knows the notebook.
-        self.new_cell = new_cell or (lambda language: Cell(id=f"c{time.monotonic_ns()}", kind="code", language=language))
+        # Makes a code cell of a language with an id not yet taken: the screen knows the notebook.
+        self.new_cell = new_cell
         self.undo_stack: list[Structure] = []
         self.redo_stack: list[Structure] = []
         self.clipboard: list[Cell] = []
@@ -183,10 +184,6 @@ class NotebookView(CellColumn):
         index = self.selected + (1 if below else 0)
         self._insert(index, self.new_cell(self.language_near(self.selected)))
 
-    def insert_below(self) -> None:
-        """A new cell below the selected one, of its language, selected (run·new, run·next at the end)."""
-        self._insert(self.selected + 1, self.new_cell(self.language_near(self.selected)))
-
     def action_delete_cell(self) -> None:
         if not self.cells:
             return
@@ -232,7 +229,7 @@ class NotebookView(CellColumn):
         index = self.selected + (1 if self.cells else 0)
         for offset, original in enumerate(self.clipboard):
             cell = copy.deepcopy(original)
-            cell.id = self.new_cell(cell.language).id
+            cell.id = self.new_cell(cell.language or "python").id  # only its fresh id is taken
             self.cells.insert(index + offset, cell)
         self._changed(index)
 

@@ -49,7 +49,7 @@ def stated_reason(status: RuntimeStatus) -> str | None:
     return reason[len(word) + 1 :].strip() if reason.lower().startswith(word + ":") else reason
 
 
-def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, now: float, pending: list[str] | None = None) -> Text:
+def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, pending: list[str] | None = None) -> Text:
     """Two lines: state dot, name and state; then environment · language · cells served."""
     style = STATE_STYLES[status.state]
     row = Text(no_wrap=True, overflow="ellipsis")
@@ -82,7 +82,7 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
 
 
 class RuntimesPanel(Vertical):
-    """Each runtime of the notebook: dot, name, state, environment, language, cells, idle time."""
+    """Each runtime of the notebook: dot, name, state, environment, language, cells, whether it is busy or idle."""
 
     BINDINGS = [
         Binding("s", "screen.runtime_action('start')", "start", show=True),
@@ -112,7 +112,6 @@ class RuntimesPanel(Vertical):
             return  # the app is closing and has removed the list; a late timer or message lands here
         options = found.first()
         highlighted = self.highlighted_runtime
-        now = time.time()
         rows = []
         served_counts = notebook.cells_served()
         for runtime_id, spec in notebook.runtimes.items():
@@ -120,7 +119,7 @@ class RuntimesPanel(Vertical):
                 continue
             status = statuses.get(runtime_id) or RuntimeStatus()
             served = served_counts.get(runtime_id, 0)
-            rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment, spec.language, served, status, now, (pending or {}).get(runtime_id)), id=runtime_id))
+            rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment, spec.language, served, status, (pending or {}).get(runtime_id)), id=runtime_id))
         options.clear_options()
         options.add_options(rows)
         if rows:
