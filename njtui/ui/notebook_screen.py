@@ -439,6 +439,6 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
             return
         live = output is not None and output.exec_id == record.exec_id and not output.finished
         seen = output.last_output_seq if live and output is not None else 0
-        pager = PagerScreen(self.store, record, f"Output of cell {cell.id} · [{record.count}] {record.status}", live=live, seen_seq=seen)
+        pager = PagerScreen(self.store, record, f"Output of cell {cell.id} · [{record.count}]", live=live, seen_seq=seen)
         self._pager = pager
         self.app.push_screen(pager, lambda _: setattr(self, "_pager", None))
