@@ -278,6 +278,10 @@ def test_conflict_dialog(tmp_path, monkeypatch, snap_compare):
         await edit_cell(pilot, 1, " * 2")
         edit_outside(path, "sum(rows)", "sum(rows) * 10")
         await wait_for(pilot, lambda: any("being edited here" in line for line in log_lines(app)), what="the watcher to hold the change")
+        # Out of edit mode before the dialog: an editor's blinking cursor under it would be a
+        # clock in the picture.
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.focused is app.view, what="command mode")
         await pilot.press("ctrl+s")
         await screen_settled(pilot, ConflictScreen)
         await pilot.press("b")
