@@ -15,6 +15,7 @@ import sys
 from typing import TextIO
 
 from njtui import __version__
+from njtui.commands import env as env_command
 from njtui.commands.common import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, UsageError
 from njtui.commands.open import cmd_open
 from njtui.commands.results import cmd_results
@@ -26,7 +27,7 @@ from njtui.commands.show import cmd_show
 from njtui.store import NotebookError
 from njtui.store.errors import StoreError
 
-COMMANDS = ("open", "run", "show", "runtimes", "results", "secrets", "runtime")
+COMMANDS = ("open", "run", "show", "runtimes", "results", "secrets", "runtime", "env")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.add_argument("action", choices=("set", "ls", "rm"))
     secrets.add_argument("name", nargs="?")
     secrets.set_defaults(handler=cmd_secrets)
+    env_command.add_parser(sub)
     return parser
 
 

@@ -330,7 +330,10 @@ def test_editing_a_running_runtime_applies_on_restart(docker_engine, tmp_path):
         assert runner.pending_changes("py") == []
         container = docker_engine.containers.get(runner.sessions["py"].info.details["container"])
         assert container.attrs["HostConfig"]["Memory"] == 512_000_000
-        assert "MODE=new" in container.attrs["Config"]["Env"]
+        # The agent's environment (the container's own config keeps to the image's: see docker_container).
+        agent_env = container.exec_run(["sh", "-c", "for p in /proc/[0-9]*; do grep -q agent.py $p/cmdline 2>/dev/null && tr '\\0' '\\n' < $p/environ; done"]).output.decode()
+        assert "MODE=new" in agent_env.splitlines()
+        assert not any(line.startswith("MODE=") for line in container.attrs["Config"]["Env"])
     finally:
         runner.stop_all()
         runner.detach()

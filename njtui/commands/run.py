@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.sync_ended()
         for cell in cells:
             spec = runner.runtime_for(cell)
-            label = f"{spec.environment} · {cell.language}"
+            label = f"{spec.environment_label} · {cell.language}"
             try:
                 exec_id = runner.execute(cell)
             except RunnerError as exc:

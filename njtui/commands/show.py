@@ -44,7 +44,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             if not args.json:
                 printer.note(f"── {cell.id} · not run yet ──")
             continue
-        _print_record(printer, store, record, cell, f"{spec.environment} · {cell.language}", args.json)
+        _print_record(printer, store, record, cell, f"{spec.environment_label} · {cell.language}", args.json)
     return EXIT_FAILED if errors else EXIT_OK
 
 

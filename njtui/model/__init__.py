@@ -1,6 +1,7 @@
 """Plain data: notebooks, cells, runtime settings, execution records. No I/O here."""
 
 from njtui.model.duration import DurationError, format_duration, parse_duration
+from njtui.model.environment import EnvironmentImport, SavedVersion, environment_repository
 from njtui.model.notebook import (
     CELL_ID,
     CELL_KINDS,
@@ -32,9 +33,12 @@ __all__ = [
     "RUNTIME_ID",
     "Cell",
     "DurationError",
+    "EnvironmentImport",
     "ExecutionRecord",
     "Notebook",
     "RuntimeSpec",
+    "SavedVersion",
+    "environment_repository",
     "format_duration",
     "is_cell_id",
     "is_runtime_id",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from njtui.model.duration import parse_duration
+from njtui.model.environment import EnvironmentImport, SavedVersion
 from njtui.model.settings import Mount
 
 FORMAT_VERSION = 1
@@ -57,7 +58,8 @@ class RuntimeSpec:
     id: str
     language: str
     name: str = ""
-    environment: str = HOST_ENVIRONMENT
+    # "host", an image reference, or another runtime's saved version (pinned when resolved).
+    environment: str | EnvironmentImport = HOST_ENVIRONMENT
     # The backend that runs it, by its registered name; None: "host" for the host environment,
     # "docker" for an image.
     backend: str | None = None
@@ -71,6 +73,9 @@ class RuntimeSpec:
     env: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # variable name → secret name (never the value)
     mounts: list[Mount] = field(default_factory=list)
+    saved_version: int | None = None  # the saved version it boots from; None: `environment` itself
+    versions: list[SavedVersion] = field(default_factory=list)  # its saves, oldest first
+    export: bool | None = None  # push each save to the notebook's registry
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +91,26 @@ class RuntimeSpec:
     @property
     def is_host(self) -> bool:
         return self.environment == HOST_ENVIRONMENT
+
+    @property
+    def imported(self) -> EnvironmentImport | None:
+        return self.environment if isinstance(self.environment, EnvironmentImport) else None
+
+    def version(self, number: int) -> SavedVersion | None:
+        return next((saved for saved in self.versions if saved.version == number), None)
+
+    @property
+    def boot_version(self) -> SavedVersion | None:
+        """The saved version it boots from, if any."""
+        return self.version(self.saved_version) if self.saved_version is not None else None
+
+    @property
+    def environment_label(self) -> str:
+        """What it boots from, in a few words: "njtui/bash:5", "tools v3", "v2 of njtui/bash:5"."""
+        declared = self.environment.label() if isinstance(self.environment, EnvironmentImport) else self.environment
+        if self.saved_version is not None:
+            return f"{self.id} v{self.saved_version}"
+        return declared
 
 
 @dataclass
@@ -113,6 +138,7 @@ class Notebook:
     env: dict[str, str] = field(default_factory=dict)  # [env]: defaults for every runtime
     cells: list[Cell] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+    registry: str | None = None  # where `env export` pushes saved versions: HOST[:PORT]/PATH
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cell(self, cell_id: str) -> Cell:

@@ -34,12 +34,22 @@ _EXPORTS = {
     "STOPPED_MID_CELL": ("protocol", "STOPPED_MID_CELL"),
     # Settings a host runtime does not apply.
     "CONTAINER_ONLY": ("launch", "CONTAINER_ONLY"),
+    # Environments (Runner.environments): what changed, versions, provenance.
+    "EnvironmentChanges": ("env_changes", "EnvironmentChanges"),
+    "PathChange": ("env_changes", "PathChange"),
+    "PackageChange": ("env_changes", "PackageChange"),
+    "VersionRow": ("environments", "VersionRow"),
+    "LineageStep": ("environments", "LineageStep"),
+    # A RunnerError for an environment named that does not exist (bad input, not a failure).
+    "EnvironmentReferenceError": ("environments", "EnvironmentReferenceError"),
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from njtui.runner.backend import BackendError as RunnerError
+    from njtui.runner.env_changes import EnvironmentChanges, PackageChange, PathChange
+    from njtui.runner.environments import EnvironmentReferenceError, LineageStep, VersionRow
     from njtui.runner.events import RuntimeChanged, RuntimeMessage
     from njtui.runner.launch import CONTAINER_ONLY
     from njtui.runner.listing import RuntimeEntry, RuntimeListing, RuntimeStops

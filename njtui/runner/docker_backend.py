@@ -41,6 +41,7 @@ from njtui.runner.docker_container import (
     STAGE_DIR,
     agent_archive,
     container_config,
+    runtime_environment,
 )
 from njtui.runner.docker_engine import docker_client, parse_time
 from njtui.runner.launch import Launch
@@ -117,7 +118,10 @@ class DockerBackend(Backend):
         elif running is False:
             filters["status"] = ["exited", "dead"]
         # ignore_removed: one removed between the listing and its inspection is not an error.
-        return self._api("listing runtime containers", self.client.containers.list, all=True, filters=filters, ignore_removed=True)
+        containers = self._api("listing runtime containers", self.client.containers.list, all=True, filters=filters, ignore_removed=True)
+        # A blank key: a container started by hand from a saved environment, which carries the
+        # runtime's labels blanked (see docker_environments), is not a runtime.
+        return [container for container in containers if container.labels.get(LABEL_KEY)]
 
     def _info(self, container) -> RuntimeInfo:
         labels = container.labels
@@ -193,19 +197,19 @@ class DockerBackend(Backend):
         """Creates (does not start) the runtime's container, mounts included."""
         import docker
 
-        create, host = container_config(notebook_path, spec, launch, self.image_env)
+        create, host = container_config(notebook_path, spec, launch, launch.image or str(spec.environment))
         self._remove_named(create["name"])
         try:
             created = self.client.api.create_container(**create, host_config=self.client.api.create_host_config(**host))
         except docker.errors.ImageNotFound:
-            raise BackendError(f"image not found: {spec.environment}") from None
+            raise BackendError(f"image not found: {launch.image or spec.environment}") from None
         container = self.client.containers.get(created["Id"])
         try:
             for mount in spec.mounts:
                 if mount.kind in ("git", "s3"):
                     self._api(f"{mount.kind} mount at {mount.at}", container.put_archive, "/", fetch_mount(mount, launch.mount_credentials))
         except BaseException:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
             raise
         return container
 
@@ -215,7 +219,8 @@ class DockerBackend(Backend):
         running = self.find(notebook_path, spec.id)
         if running is not None:
             return running
-        self.ensure_image(spec.environment, progress)
+        image = launch.image or str(spec.environment)
+        self.ensure_image(image, progress)
         try:
             container = self.create(notebook_path, spec, launch)
         except docker.errors.APIError as exc:
@@ -228,7 +233,7 @@ class DockerBackend(Backend):
             raise BackendError(f"container for {spec.id} could not be created: {exc.explanation or exc}") from None
         try:
             stream = AttachStream(self.client, container.id)
-            archive = agent_archive(spec.language)
+            archive = agent_archive(spec.language, runtime_environment(notebook_path, spec, launch, self.image_env, image))
             if progress:
                 progress("Uploading", {"done": 0, "total": len(archive), "what": "agent"})
             self._api("uploading the agent", container.put_archive, "/", archive)
@@ -239,7 +244,7 @@ class DockerBackend(Backend):
             seen = self._wait_for_hello(container, stream)
         except BaseException:
             try:
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             except Exception:  # noqa: BLE001
                 pass
             raise
@@ -256,7 +261,7 @@ class DockerBackend(Backend):
         except docker.errors.NotFound:
             return
         if stale.status != "running":
-            stale.remove(force=True)
+            stale.remove(force=True, v=True)
 
     def _wait_for_hello(self, container, stream: AttachStream) -> builtins.list[dict[str, Any]]:
         """The agent's first messages, up to its hello, read from the attach stream."""
@@ -302,7 +307,7 @@ class DockerBackend(Backend):
             except Exception:  # noqa: BLE001 - it is removed below either way
                 pass
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
@@ -428,7 +433,7 @@ class DockerBackend(Backend):
         try:
             container = self.client.containers.get(info.details["container"])
             if container.status != "running":
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
         except Exception:  # noqa: BLE001 - left for the next client

@@ -1,11 +1,20 @@
 """What a runtime's container is made of: where the agent lives in it, the labels any njtui
-process finds it by, and the create and host configuration from the runtime's settings."""
+process finds it by, and the create and host configuration from the runtime's settings.
+
+Only the runtime's own file system is in the container's writable layer, so that saving it as
+an environment (`docker commit`) takes nothing else: the agent, its journal, /results and the
+git and S3 mounts are on anonymous volumes, secrets on a tmpfs, host directories bound. The
+container's configuration is kept to the image's own too (a commit merges it into the new
+image): its environment variables reach the agent through a file on the agent's volume, read
+by a shell that then becomes the agent.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import shlex
 import tarfile
 import time
 from collections.abc import Callable
@@ -22,6 +31,7 @@ from njtui.runner.paths import notebook_identity, runtime_key
 AGENT_DIR = "/opt/njtui"
 JOURNAL = f"{AGENT_DIR}/journal.jsonl"
 STAGE_DIR = f"{AGENT_DIR}/files"  # where the agent copies an ending cell's /results files
+ENV_FILE = f"{AGENT_DIR}/env"  # the runtime's environment variables, sourced before the agent starts
 RESULTS_DIR = "/results"
 LABEL_NOTEBOOK = "org.njtui.notebook"
 LABEL_RUNTIME = "org.njtui.runtime"
@@ -34,23 +44,26 @@ SECRETS_DIR = "/run/secrets"
 CUDA_AT = "/usr/local/cuda"
 
 
-def agent_archive(language: str) -> bytes:
-    """A tar of the agent and the /results directory, for put_archive at the image's root."""
+def agent_archive(language: str, environment: dict[str, str]) -> bytes:
+    """A tar of the agent, its environment file and the /results directory, for put_archive
+    at the image's root (they land on the container's volumes)."""
     buffer = io.BytesIO()
+    now = int(time.time())
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for directory, mode in ((AGENT_DIR.lstrip("/"), 0o755), (STAGE_DIR.lstrip("/"), 0o700), (RESULTS_DIR.lstrip("/"), 0o777)):
             entry = tarfile.TarInfo(directory)
             entry.type = tarfile.DIRTYPE
             entry.mode = mode
-            entry.mtime = int(time.time())
+            entry.mtime = now
             tar.addfile(entry)
         name = AGENT_SCRIPTS[language]
-        data = (AGENTS_DIR / name).read_bytes()
-        entry = tarfile.TarInfo(f"{AGENT_DIR.lstrip('/')}/{name}")
-        entry.size = len(data)
-        entry.mode = 0o755
-        entry.mtime = int(time.time())
-        tar.addfile(entry, io.BytesIO(data))
+        env_file = "".join(f"{variable}={shlex.quote(value)}\n" for variable, value in environment.items()).encode()
+        for path, data, mode in ((f"{AGENT_DIR}/{name}", (AGENTS_DIR / name).read_bytes(), 0o755), (ENV_FILE, env_file, 0o600)):
+            entry = tarfile.TarInfo(path.lstrip("/"))
+            entry.size = len(data)
+            entry.mode = mode
+            entry.mtime = now
+            tar.addfile(entry, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -59,7 +72,16 @@ def agent_command(spec: RuntimeSpec) -> list[str]:
     if script is None:
         raise BackendError(f"no agent for language {spec.language!r}")
     interpreter = "python3" if spec.language == "python" else "bash"
-    return [interpreter, f"{AGENT_DIR}/{script}", "--journal", JOURNAL, "--idle-timeout", str(spec.idle_timeout_seconds)]
+    # `set -a` exports what the file assigns; exec makes the agent the process the init watches.
+    return ["/bin/sh", "-c", f'set -a; . {ENV_FILE}; set +a; exec "$@"', "njtui-agent", interpreter, f"{AGENT_DIR}/{script}", "--journal", JOURNAL, "--idle-timeout", str(spec.idle_timeout_seconds)]
+
+
+def runtime_environment(notebook_path: str, spec: RuntimeSpec, launch: Launch, image_env: Callable[[str], dict[str, str]], image: str) -> dict[str, str]:
+    """The variables the agent starts with (the image's own come from the image)."""
+    environment = _environment(notebook_path, spec, launch)
+    if launch.mount_cuda:
+        environment.update(_cuda_environment(image_env(image)))
+    return environment
 
 
 def cuda_home() -> str:
@@ -70,25 +92,23 @@ def cuda_home() -> str:
     return str(Path(home).resolve())
 
 
-def container_config(notebook_path: str, spec: RuntimeSpec, launch: Launch, image_env: Callable[[str], dict[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
+def container_config(notebook_path: str, spec: RuntimeSpec, launch: Launch, image: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """What the container is created with: (create_container arguments, host config
-    arguments), from the runtime's resolved settings. Secret values are not here.
-    `image_env(reference)` is the image's own environment, asked only when CUDA is mounted."""
+    arguments), from the runtime's resolved settings and the image it boots from. Neither
+    secret values nor environment variables are here (see the module's docstring)."""
     key = runtime_key(notebook_path, spec.id)
-    environment = _environment(notebook_path, spec, launch)
     host = _host_config(launch)
     binds = _directory_binds(spec)
     if launch.mount_cuda:
         binds[cuda_home()] = {"bind": CUDA_AT, "mode": "ro"}
-        environment.update(_cuda_environment(image_env(spec.environment)))
     if binds:
         host["binds"] = binds
+    host["mounts"] = _volumes(spec)
     create = {
-        "image": spec.environment,
+        "image": image,
         "command": agent_command(spec),
         "name": f"njtui-{key}",
         "labels": _labels(notebook_path, spec, launch, key),
-        "environment": environment,
         "stdin_open": True,  # the agent's request channel…
         "detach": True,  # …which stays open when a client goes (else docker-py sets StdinOnce)
         "tty": False,
@@ -123,6 +143,19 @@ def _host_config(launch: Launch) -> dict[str, Any]:
     if launch.gpus:
         host["device_requests"] = [_gpu_request(launch.gpus)]
     return host
+
+
+def _volumes(spec: RuntimeSpec) -> list:
+    """Anonymous volumes, removed with the container: what must never be saved with it."""
+    from docker.types import Mount as DockerMount
+
+    targets = [AGENT_DIR, RESULTS_DIR] + [mount.at for mount in spec.mounts if mount.kind in ("git", "s3")]
+    return [DockerMount(target, None, type="volume") for target in targets]
+
+
+def volume_targets(spec: RuntimeSpec) -> list[str]:
+    """Where the container has mounts of njtui's own: a diff of its file system leaves them out."""
+    return [AGENT_DIR, RESULTS_DIR, SECRETS_DIR] + [mount.at for mount in spec.mounts] + ([CUDA_AT] if spec.mount_cuda else [])
 
 
 def _gpu_request(gpus: int | list[str]):

@@ -75,16 +75,22 @@ def ensure_image(client, reference: str, progress: ProgressCallback | None = Non
         for event in client.api.pull(repository, tag=tag, stream=True, decode=True):
             tracker.feed(event)
     except docker.errors.NotFound:
-        raise BackendError(f"image not found: {reference} (not on this engine, and no registry has it)") from None
+        raise BackendError(f"image not found: {reference} (not on this engine, and no registry has it){_pinned_advice(reference)}") from None
     except docker.errors.APIError as exc:
         explanation = str(exc.explanation or exc)
         if "not found" in explanation or "does not exist" in explanation or "manifest unknown" in explanation:
-            raise BackendError(f"image not found: {reference} ({explanation})") from None
+            raise BackendError(f"image not found: {reference} ({explanation}){_pinned_advice(reference)}") from None
         raise BackendError(f"image {reference} could not be pulled: {explanation}") from None
     except BackendError:
         raise
     except Exception as exc:  # noqa: BLE001 - a registry that can't be reached
         raise BackendError(f"image {reference} could not be pulled: {exc}") from None
+
+
+def _pinned_advice(reference: str) -> str:
+    if "@sha256:" not in reference:
+        return ""
+    return "; the registry does not have this exact image (deleted, or never pushed there): ask whoever exported it to export it again, or choose another environment"
 
 
 def image_env(image) -> dict[str, str]:

@@ -194,7 +194,7 @@ class HostBackend(Backend):
                 runtime_id=spec.id,
                 backend=self.name,
                 language=spec.language,
-                environment=spec.environment,
+                environment=spec.environment_label,
                 idle_timeout=spec.idle_timeout_seconds,
                 started_at=time.time(),
             )

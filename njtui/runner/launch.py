@@ -33,12 +33,13 @@ class Launch:
     gpus: int | list[str] | None = None
     mount_cuda: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None  # the image it boots from, the environment resolved (saved versions, imports)
 
 
 def settings_of(notebook: Notebook, spec: RuntimeSpec) -> dict[str, Any]:
     """The settings that take effect at start, comparable between two moments."""
     return {
-        "environment": spec.environment,
+        "environment": spec.environment_label,
         "language": spec.language,
         "machine": spec.machine,
         "cpus": spec.cpus,

@@ -19,6 +19,7 @@ from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
 from njtui.runner import protocol
 from njtui.runner.backend import IMAGES, WRITE_BACK, Backend, BackendError, RuntimeInfo
 from njtui.runner.boot_board import BootBoard
+from njtui.runner.environments import Environments
 from njtui.runner.events import Listener, RunnerEvent, RuntimeChanged, RuntimeMessage
 from njtui.runner.launch import changed_settings, settings_of
 from njtui.runner.launch import resolve as resolve_launch
@@ -73,6 +74,8 @@ class Runner:
         # session's replay of the same instance passes on only what comes after.
         self.seen_seq: dict[tuple[str, str | None], int] = {}
         self.boot_board = BootBoard()
+        # Saving, comparing, resetting, exporting and importing environments (`njtui env`).
+        self.environments = Environments(self)
 
     # -- events
     def subscribe(self, listener: Listener) -> None:
@@ -169,9 +172,11 @@ class Runner:
 
     def _boot(self, spec: RuntimeSpec, backend: Backend) -> RuntimeSession:
         self._move(spec.id, RuntimeState.BOOTING, phase="Starting", reason=None, backend=backend.name)
-        self.log.info(spec.id, f"booting {spec.language} runtime in {spec.environment}")
+        self.log.info(spec.id, f"booting {spec.language} runtime in {spec.environment_label}")
         board_key = runtime_key(self.path, spec.id)
         launch = resolve_launch(self.notebook, spec)
+        if backend.supports(IMAGES) and not spec.is_host:
+            launch.image = self.environments.boot_image(spec)
         try:
             info = backend.start(self.path, spec, launch, self._boot_progress(spec, backend, board_key))
         finally:
@@ -186,7 +191,7 @@ class Runner:
     def _boot_progress(self, spec: RuntimeSpec, backend: Backend, board_key: str):
         """What a backend calls with each boot phase: the runtime's status, the runner log once
         per phase, and the boot board (`njtui runtimes` in other processes), at most 5 times a second."""
-        board_entry = {"notebook": self.path, "runtime": spec.id, "backend": backend.name, "environment": spec.environment, "language": spec.language}
+        board_entry = {"notebook": self.path, "runtime": spec.id, "backend": backend.name, "environment": spec.environment_label, "language": spec.language}
         last: _LastProgress = {"phase": "Starting", "posted": 0.0}
 
         def progress(phase: str, detail: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.model.settings import Mount
 from njtui.store import toml_writer
+from njtui.store.environment_fields import environment_value, version_document
 
 
 def notebook_document(notebook: Notebook) -> dict[str, Any]:
@@ -15,6 +16,8 @@ def notebook_document(notebook: Notebook) -> dict[str, Any]:
     document: dict[str, Any] = {"njtui": notebook.format_version}
     if notebook.title:
         document["title"] = notebook.title
+    if notebook.registry:
+        document["registry"] = notebook.registry
     tables: dict[str, Any] = {}
     if notebook.env:
         document["env"] = dict(notebook.env)
@@ -31,7 +34,11 @@ def notebook_document(notebook: Notebook) -> dict[str, Any]:
 def runtime_document(spec: RuntimeSpec) -> dict[str, Any]:
     """A runtime's table in the order of the notebook format: identity, machine, timeout,
     then its sub-tables (env, secrets, mounts)."""
-    table: dict[str, Any] = {"name": spec.name, "language": spec.language, "environment": spec.environment}
+    table: dict[str, Any] = {"name": spec.name, "language": spec.language, "environment": environment_value(spec.environment)}
+    if spec.saved_version is not None:
+        table["saved_version"] = spec.saved_version
+    if spec.export is not None:
+        table["export"] = spec.export
     if spec.backend is not None:
         table["backend"] = spec.backend
     if spec.default:
@@ -55,6 +62,8 @@ def runtime_document(spec: RuntimeSpec) -> dict[str, Any]:
         table["secrets"] = dict(spec.secrets)
     if spec.mounts:
         table["mounts"] = [mount_document(mount) for mount in spec.mounts]
+    if spec.versions:
+        table["versions"] = [version_document(saved) for saved in spec.versions]
     return table
 
 

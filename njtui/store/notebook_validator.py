@@ -15,6 +15,7 @@ from njtui.model import (
     MAX_IDLE_TIMEOUT,
     Cell,
     DurationError,
+    EnvironmentImport,
     Notebook,
     RuntimeSpec,
     is_cell_id,
@@ -22,8 +23,9 @@ from njtui.model import (
     new_cell_id,
     parse_duration,
 )
-from njtui.model.settings import MAX_CPUS, MAX_GPUS, MAX_MEMORY, MIN_CPUS, MIN_MEMORY, MOUNT_KINDS, Mount, is_image_reference
+from njtui.model.settings import MAX_CPUS, MAX_GPUS, MAX_MEMORY, MIN_CPUS, MIN_MEMORY, MOUNT_KINDS, Mount
 from njtui.model.size import SizeError, parse_size
+from njtui.store.environment_fields import ENVIRONMENT_KEYS, read_environment, read_registry, read_saved
 from njtui.store.errors import NotebookError
 from njtui.store.locate import MAX_DEPTH, Locator
 from njtui.store.machines import load_machines, machines_path
@@ -47,6 +49,7 @@ _RUNTIME_KEYS = (
     "env",
     "secrets",
     "mounts",
+    *ENVIRONMENT_KEYS,
 )
 _MOUNT_KEYS = ("kind", "source", "ref", "at", "read_only")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -143,7 +146,8 @@ class Validator:
             runtimes=runtimes,
             env=notebook_env,
             format_version=version,
-            extra={k: v for k, v in data.items() if k not in ("njtui", "title", "env", "runtimes", "cells")},
+            registry=read_registry(self, data),
+            extra={k: v for k, v in data.items() if k not in ("njtui", "title", "env", "runtimes", "cells", "registry")},
         )
         seen: dict[str, int] = {}
         for index, raw in enumerate(raw_cells):
@@ -166,12 +170,7 @@ class Validator:
         language, name, environment, backend = self.runtime_identity(where, table, label)
         idle_timeout, cpus, memory = self.runtime_limits(where, table, label)
         env = self.variables(where, self.get(table, where, "env", dict, label=label) or {}, label)
-        if environment is not None and environment != HOST_ENVIRONMENT and not is_image_reference(environment):
-            raise self.fail(
-                where + ("environment",),
-                f"{label} has environment {show(environment)}, which is not an image reference",
-                'write "host" or an image like "njtui/python:3.11" or "registry.example.org:5000/team/image:tag"',
-            )
+        saved_version, versions, export = read_saved(self, where, table, label)
         machine = self.runtime_machine(where, table, label)
         gpus = self.runtime_gpus(where, table, label)
         mount_cuda = self.get(table, where, "mount_cuda", bool, label=label)
@@ -193,6 +192,9 @@ class Validator:
             env=env,
             secrets=dict(secrets),
             mounts=mounts,
+            saved_version=saved_version,
+            versions=versions,
+            export=export,
             extra={k: v for k, v in table.items() if k not in _RUNTIME_KEYS},
         )
 
@@ -207,16 +209,14 @@ class Validator:
         if not isinstance(table, dict):
             raise self.fail(where, f"{label} must be a table, not {describe(table)}", f"write it as [runtimes.{runtime_id}] with its keys below")
 
-    def runtime_identity(self, where: tuple, table: dict, label: str) -> tuple[str, str | None, str | None, str | None]:
+    def runtime_identity(self, where: tuple, table: dict, label: str) -> tuple[str, str | None, str | EnvironmentImport | None, str | None]:
         """A runtime's language, name, environment and backend."""
         language = self.get(table, where, "language", str, required=True, label=label)
         if language not in LANGUAGES:
             raise self.fail(where + ("language",), f"{label} has unknown language {show(language)}", f"use one of: {', '.join(LANGUAGES)}")
         name = self.get(table, where, "name", str, label=label)
         self.one_line(where + ("name",), name, f"the name of {label}")
-        environment = self.get(table, where, "environment", str, label=label)
-        if environment is not None and not environment.strip():
-            raise self.fail(where + ("environment",), f"{label} has an empty environment", f'write environment = "{HOST_ENVIRONMENT}" or an image reference')
+        environment = read_environment(self, where, table, label)
         backend = self.get(table, where, "backend", str, label=label)
         if backend is not None and not is_runtime_id(backend):
             raise self.fail(where + ("backend",), f"{label} names backend {show(backend)}, which is not a backend name", 'leave `backend` out (host or Docker by the environment) or name an installed backend, e.g. backend = "docker"')

@@ -122,7 +122,7 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         if not cell.is_code:
             return ""
         try:
-            return self.notebook.runtime_for(cell).environment
+            return self.notebook.runtime_for(cell).environment_label
         except KeyError:
             return "?"
 

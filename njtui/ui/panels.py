@@ -119,7 +119,7 @@ class RuntimesPanel(Vertical):
                 continue
             status = statuses.get(runtime_id) or RuntimeStatus()
             served = served_counts.get(runtime_id, 0)
-            rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment, spec.language, served, status, (pending or {}).get(runtime_id)), id=runtime_id))
+            rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment_label, spec.language, served, status, (pending or {}).get(runtime_id)), id=runtime_id))
         options.clear_options()
         options.add_options(rows)
         if rows:

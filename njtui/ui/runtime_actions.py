@@ -166,7 +166,7 @@ class RuntimeActions:
             self.notify("select a code cell to choose its runtime")
             return
         current = self.notebook.runtime_for(cell)
-        options = [(spec.id, f"{spec.name} ({spec.id}) · {spec.environment} · {spec.language}{' · default' if spec.default else ''}") for spec in self.notebook.runtimes.values()]
+        options = [(spec.id, f"{spec.name} ({spec.id}) · {spec.environment_label} · {spec.language}{' · default' if spec.default else ''}") for spec in self.notebook.runtimes.values()]
         options.append((NEW_RUNTIME, f"new runtime… ({cell.language}, host)"))
         self.app.push_screen(PickerScreen(f"Runtime of cell {cell.id}", options, current.id), partial(self._runtime_picked, cell))
 

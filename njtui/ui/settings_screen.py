@@ -78,7 +78,7 @@ class RuntimeSettingsScreen(Screen[bool]):
                     yield Label("Language")
                     yield Select([(language, language) for language in LANGUAGES], value=spec.language, allow_blank=False, id="language")
                     yield Label("Environment: host, or an image reference")
-                    yield Input(spec.environment, id="environment")
+                    yield Input(spec.environment if isinstance(spec.environment, str) else "", id="environment")
                     yield Static("", id="environment-status", classes="field-status")
                     yield Label("Images on the engine (Enter picks one)")
                     yield DataTable(id="images", cursor_type="row")
