@@ -103,7 +103,7 @@ def _remove_test_containers(basetemp: Path, report: bool) -> list[str]:
     for container in _test_containers(basetemp):
         names.append(f"{container.name} ({container.labels.get('org.njtui.runtime')}, {container.status})")
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         except Exception:  # noqa: BLE001
             pass
     return names

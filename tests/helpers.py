@@ -503,7 +503,7 @@ def stop_private_dockerd(engine: PrivateDockerd, timeout: float = 60.0) -> None:
             try:
                 client = engine.client()
                 for container in client.containers.list(all=True):
-                    container.remove(force=True)
+                    container.remove(force=True, v=True)
                 client.close()
             except Exception as exc:  # noqa: BLE001 - what is left is removed below, by force
                 problems.append(f"removing its containers through the API: {exc}")

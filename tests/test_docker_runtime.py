@@ -244,7 +244,7 @@ def test_container_ended_from_outside_turns_red_and_the_cell_is_lost(docker_engi
     runner, seen, RuntimeChanged, _ = run_in_app_until(path, "c", lambda seen: "before" in streamed(seen, RuntimeMessage))
     try:
         (container,) = containers_of(docker_engine, path)
-        {"kill": container.kill, "stop": lambda: container.stop(timeout=1), "remove": lambda: container.remove(force=True)}[fault]()
+        {"kill": container.kill, "stop": lambda: container.stop(timeout=1), "remove": lambda: container.remove(force=True, v=True)}[fault]()
         seen.wait(lambda s: done_of(s, RuntimeMessage) is not None, 60, "the cell to end")
         done = done_of(seen, RuntimeMessage)
         assert done["status"] == "lost" and reason in done["reason"]

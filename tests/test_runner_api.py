@@ -46,6 +46,8 @@ def test_importing_the_protocol_loads_nothing_heavy():
 
 def test_every_public_name_resolves_to_the_object_of_its_submodule():
     from njtui.runner.backend import BackendError
+    from njtui.runner.env_changes import EnvironmentChanges, PackageChange, PathChange
+    from njtui.runner.environments import EnvironmentReferenceError, LineageStep, VersionRow
     from njtui.runner.events import RuntimeChanged, RuntimeMessage
     from njtui.runner.launch import CONTAINER_ONLY
     from njtui.runner.listing import RuntimeEntry, RuntimeListing, RuntimeStops
@@ -70,6 +72,12 @@ def test_every_public_name_resolves_to_the_object_of_its_submodule():
         "RunnerError": BackendError,  # one error type, under its public name
         "STOPPED_MID_CELL": STOPPED_MID_CELL,
         "CONTAINER_ONLY": CONTAINER_ONLY,
+        "EnvironmentChanges": EnvironmentChanges,
+        "PathChange": PathChange,
+        "PackageChange": PackageChange,
+        "VersionRow": VersionRow,
+        "LineageStep": LineageStep,
+        "EnvironmentReferenceError": EnvironmentReferenceError,
     }
     assert sorted(njtui.runner.__all__) == sorted(expected)
     for name, value in expected.items():

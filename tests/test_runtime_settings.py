@@ -184,7 +184,7 @@ def test_machine_preset_gives_the_limits(docker_engine, tmp_path):
     try:
         assert container.attrs["HostConfig"]["NanoCpus"] == 2_000_000_000 and container.attrs["HostConfig"]["Memory"] == 4_000_000_000
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 @pytest.mark.docker
@@ -198,7 +198,7 @@ def test_gpus_become_device_requests(docker_engine, tmp_path, gpus, expected):
         assert request["Capabilities"] == [["gpu"]]
         assert request["Count"] == expected["Count"] and (request["DeviceIDs"] or []) == expected["DeviceIDs"]
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 @pytest.mark.docker

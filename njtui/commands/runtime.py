@@ -10,10 +10,11 @@ from njtui.commands.common import EXIT_OK, UsageError
 from njtui.store import NotebookError
 
 RUNTIME_SCALARS = {"name": str, "language": str, "environment": str, "machine": str, "cpus": float, "memory": str, "idle_timeout": str}
+RUNTIME_SWITCHES = ("default", "mount_cuda", "export")
 
 
 def _setting_value(key: str, text: str):
-    if key in ("default", "mount_cuda"):
+    if key in RUNTIME_SWITCHES:
         if text.lower() not in ("true", "false"):
             raise UsageError(f"{key} is true or false, not {text!r}")
         return text.lower() == "true"
@@ -92,10 +93,10 @@ def _set_runtime(args: argparse.Namespace, notebook_file, path: Path) -> int:
             if key.startswith(("env.", "secrets.")):
                 container, name = key.split(".", 1)
                 table.setdefault(container, {})[name] = value
-            elif key in RUNTIME_SCALARS or key in ("default", "mount_cuda", "gpus"):
+            elif key in RUNTIME_SCALARS or key in RUNTIME_SWITCHES or key == "gpus":
                 table[key] = _setting_value(key, value)
             else:
-                raise UsageError(f"unknown setting {key!r}; settings: {', '.join([*RUNTIME_SCALARS, 'default', 'gpus', 'mount_cuda', 'env.NAME', 'secrets.NAME'])} (mounts: edit the file or the settings screen)")
+                raise UsageError(f"unknown setting {key!r}; settings: {', '.join([*RUNTIME_SCALARS, *RUNTIME_SWITCHES, 'gpus', 'env.NAME', 'secrets.NAME'])} (mounts: edit the file or the settings screen)")
         document.setdefault("runtimes", {})[args.runtime] = table
 
     try:

@@ -127,18 +127,21 @@ class DockerBackend(Backend):
         labels = container.labels
         state = container.attrs.get("State", {})
         started = state.get("StartedAt", "")
+        settings = _json_label(labels.get(LABEL_SETTINGS))
+        # In words ("tools v2") where the runtime booted from a saved version, whose image has only an id.
+        environment = settings.get("environment") if isinstance(settings, dict) and isinstance(settings.get("environment"), str) else None
         return RuntimeInfo(
             key=labels.get(LABEL_KEY, ""),
             notebook=labels.get(LABEL_NOTEBOOK, ""),
             runtime_id=labels.get(LABEL_RUNTIME, ""),
             backend=self.name,
             language=labels.get(LABEL_LANGUAGE, ""),
-            environment=container.attrs.get("Config", {}).get("Image", ""),
+            environment=environment or container.attrs.get("Config", {}).get("Image", ""),
             idle_timeout=float(labels.get(LABEL_IDLE, "1200")),
             started_at=parse_time(started),
             alive=container.status == "running",
             pid=state.get("Pid") or None,
-            details={"container": container.id, "name": container.name, "settings": _json_label(labels.get(LABEL_SETTINGS))},
+            details={"container": container.id, "name": container.name, "settings": settings},
         )
 
     def find(self, notebook_path: str, runtime_id: str) -> RuntimeInfo | None:

@@ -64,8 +64,9 @@ def _read_import(validator: Validator, where: tuple, raw: dict, label: str) -> E
         raise validator.fail(where + ("version",), f"{what} names version {version}; versions count from 1", example)
     notebook = validator.get(raw, where, "notebook", str, label=what)
     validator.one_line(where + ("notebook",), notebook, f"the notebook of {what}")
-    if notebook is not None and not notebook.strip():
-        raise validator.fail(where + ("notebook",), f"{what} names an empty notebook path", "leave `notebook` out for a runtime of this notebook, or write a path relative to this notebook")
+    if notebook is not None and (not notebook.strip() or not notebook.endswith(".toml")):
+        # A shared notebook names this path: only another notebook file is ever read through it.
+        raise validator.fail(where + ("notebook",), f"{what} names notebook {notebook[:60]!r}, which is not a notebook file (.toml)", "leave `notebook` out for a runtime of this notebook, or write the .toml file's path relative to this notebook")
     image = validator.get(raw, where, "image", str, label=what)
     if image is not None and not IMAGE_ID.fullmatch(image):
         raise validator.fail(where + ("image",), f"{what} is pinned to {image[:60]!r}, which is not an image id", "remove `image`: njtui pins the import again when the runtime next boots")
