@@ -78,6 +78,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(f"njtui: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        runner.environments.settle()
         runner.detach()
         log.close()
 
@@ -133,6 +134,8 @@ class _NotWritten(Exception):
 
 
 def _save(args, runner, notebook_file) -> int:
+    from njtui.runner import RunnerError
+
     spec = runner.notebook.runtimes[args.runtime]
     previous = spec.saved_version
     saved = runner.environments.save(args.runtime, args.message, progress=_progress)
@@ -146,7 +149,11 @@ def _save(args, runner, notebook_file) -> int:
     flattened = " (flattened to one layer: the image had neared the engine's layer limit)" if saved.flattened else ""
     print(f"saved {args.runtime} v{saved.version} ({saved.tag}, {_size(saved.size)}){flattened}; it boots from this version from now on")
     if spec.export:
-        return _export_and_record(args, runner, notebook_file, None, saved.version)
+        try:
+            return _export_and_record(args, runner, notebook_file, None, saved.version)
+        except RunnerError as exc:
+            print(f"njtui: saved {args.runtime} v{saved.version}, but exporting it failed: {exc}\n  the version is saved and recorded; export it later with: njtui env export {args.notebook} {args.runtime}", file=sys.stderr)
+            return EXIT_FAILED
     return EXIT_OK
 
 

@@ -44,6 +44,7 @@ from njtui.runner.docker_container import (
     runtime_environment,
 )
 from njtui.runner.docker_engine import docker_client, parse_time
+from njtui.runner.docker_environments import forget_mark
 from njtui.runner.launch import Launch
 from njtui.runner.mounts import fetch as fetch_mount
 from njtui.runner.mounts import s3_write_back
@@ -309,6 +310,7 @@ class DockerBackend(Backend):
                 connection.close()
             except Exception:  # noqa: BLE001 - it is removed below either way
                 pass
+        forget_mark(container.id)
         try:
             container.remove(force=True, v=True)
         except docker.errors.NotFound:

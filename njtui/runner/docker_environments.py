@@ -13,22 +13,26 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import re
 import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from njtui.runner.backend import BackendError, ProgressCallback
-from njtui.runner.docker_container import AGENT_DIR
-from njtui.runner.env_changes import DOCKER_KINDS, DPKG_STATUS, ENGINE_FILES, dpkg_packages, since_save, without_mounts
+from njtui.runner.env_changes import DELETED, DOCKER_KINDS, DPKG_STATUS, ENGINE_FILES, dpkg_packages, since_save, without_mounts
+from njtui.runner.paths import private_runtime_root
+from njtui.runner.private import private_dir
+from njtui.store.atomic import atomic_write_bytes
 
 LABEL_ENV_NOTEBOOK = "org.njtui.env.notebook"
 LABEL_ENV_RUNTIME = "org.njtui.env.runtime"
 LABEL_ENV_VERSION = "org.njtui.env.version"
 LABEL_ENV_BASE = "org.njtui.env.base"
 LABEL_ENV_MESSAGE = "org.njtui.env.message"
-SAVE_MARK = f"{AGENT_DIR}/saved.json"  # on the agent's volume: the diff as the last save took it
+MARK_LIFETIME = 30 * 86400.0  # a save's mark outlives any runtime's idle timeout
 # overlay2 stacks at most 128 layers; a save past this many flattens the image to one layer.
 FLATTEN_AT = 120
 PROGRESS_INTERVAL = 0.1
@@ -56,15 +60,28 @@ def words(exc: BaseException) -> str:
     """An engine error in words, with what to do where it is known."""
     text = str(getattr(exc, "explanation", None) or exc)
     lowered = text.lower()
+    if engine_gone(exc):
+        return f"the Docker engine stopped answering ({text}); nothing was saved or changed: start the engine again (is dockerd running?) and try again"
     if "no space left on device" in lowered:
         return f"the Docker engine's disk is full ({text}); free space (njtui env prune, docker system prune) and try again"
     if "unauthorized" in lowered or "authentication required" in lowered or "no basic auth credentials" in lowered:
         return f"the registry needs credentials ({text}); log in with `docker login REGISTRY` and try again"
     if "denied" in lowered:
         return f"the registry refused it ({text}); check that you may push to this repository"
+    if "http 405" in lowered or "method not allowed" in lowered or "operation is unsupported" in lowered:
+        # What a registry in read-only (maintenance) mode answers to an upload.
+        return f"the registry refused the upload ({text}); check that you may push to this repository and that the registry is not read-only"
     if "connection refused" in lowered or "no such host" in lowered or "i/o timeout" in lowered:
         return f"the registry cannot be reached ({text}); check its address and that it is running"
     return text
+
+
+def engine_gone(exc: BaseException) -> bool:
+    """The connection to the engine itself failed (dockerd stopped or killed, its socket gone),
+    as opposed to an error the engine answered with."""
+    import requests
+
+    return isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError))
 
 
 def container_changes(container, mountpoints: list[str]) -> dict[str, str]:
@@ -73,41 +90,56 @@ def container_changes(container, mountpoints: list[str]) -> dict[str, str]:
     return without_mounts({item["Path"]: DOCKER_KINDS.get(item["Kind"], "C") for item in raw}, mountpoints)
 
 
+def _marks_dir() -> Path:
+    return private_runtime_root() / "env-marks"
+
+
+def _mark_path(container_id: str) -> Path:
+    if not re.fullmatch(r"[0-9a-f]{12,64}", container_id):
+        raise ValueError(f"not a container id: {container_id!r}")
+    return _marks_dir() / f"{container_id}.json"
+
+
 def read_mark(container) -> dict[str, Any] | None:
+    """What the last save of this container recorded, if this machine saved it. Kept on the
+    client's side (the runtime root), not in the container: reading a file out of a running
+    container costs more than the commit itself."""
     try:
-        chunks, _ = container.get_archive(SAVE_MARK)
-    except Exception:  # noqa: BLE001 - never saved (or not readable): no mark
+        mark = json.loads(_mark_path(container.id).read_text("utf-8"))
+    except (OSError, ValueError):
         return None
-    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
-        member = tar.next()
-        handle = tar.extractfile(member) if member is not None else None
-        if handle is None:
-            return None
-        try:
-            mark = json.loads(handle.read())
-        except ValueError:
-            return None
     return mark if isinstance(mark, dict) else None
 
 
 def write_mark(container, mark: dict[str, Any]) -> None:
-    data = json.dumps(mark).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        entry = tarfile.TarInfo(SAVE_MARK.rsplit("/", 1)[-1])
-        entry.size = len(data)
-        entry.mode = 0o600
-        entry.mtime = int(time.time())
-        tar.addfile(entry, io.BytesIO(data))
-    container.put_archive(AGENT_DIR, buffer.getvalue())
+    directory = _marks_dir()
+    private_dir(directory)
+    atomic_write_bytes(_mark_path(container.id), json.dumps(mark).encode(), mode=0o600, durable=False)
+    # Marks of containers gone long ago (removed outside njtui) go with the next save.
+    cutoff = time.time() - MARK_LIFETIME
+    for stale in directory.glob("*.json"):
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:
+            pass
 
 
-def touched_since(container, since_ns: int) -> set[str] | None:
-    """Paths of the container's root file system whose inode changed after `since_ns` (the
-    engine's clock), asked of GNU find in the container; None where it cannot answer."""
+def forget_mark(container_id: str) -> None:
+    """The container is gone: so is what its saves recorded."""
+    try:
+        _mark_path(container_id).unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def touched_since(container, since_ns: int, roots: list[str] | None = None) -> set[str] | None:
+    """Paths of the container's root file system (under `roots`, default all of it) whose inode
+    changed after `since_ns` (the engine's clock), asked of GNU find in the container; None where
+    it cannot answer."""
     seconds = f"@{since_ns // 1_000_000_000}.{since_ns % 1_000_000_000:09d}"
     try:
-        result = container.exec_run(["find", "/", "-xdev", "-newerct", seconds, "-print"], stdout=True, stderr=False)
+        result = container.exec_run(["find", *(roots or ["/"]), "-xdev", "-newerct", seconds, "-print"], stdout=True, stderr=False)
     except Exception:  # noqa: BLE001
         return None
     if result.exit_code not in (0, 1):
@@ -122,7 +154,11 @@ def current_changes(container, mountpoints: list[str]) -> tuple[dict[str, str], 
     mark = read_mark(container)
     if mark is None or not isinstance(mark.get("changes"), dict):
         return now, None
-    touched = touched_since(container, int(mark.get("created_ns") or 0))
+    # Only a path both diffs show alike needs asking; find walks just the top directories
+    # holding one (not /usr of the whole image), or not at all.
+    alike = [path for path, kind in now.items() if kind != DELETED and mark["changes"].get(path) == kind]
+    roots = sorted({"/" + path.strip("/").split("/", 1)[0] for path in alike})
+    touched = touched_since(container, int(mark.get("created_ns") or 0), roots) if roots else set()
     if touched is None:
         touched = set(now)  # no way to tell: a path changed before the save counts as changed again
     return since_save(now, mark["changes"], touched), mark
@@ -211,13 +247,20 @@ def _flatten(client, container, repository: str, tag: str, conf: dict[str, Any],
         spool.seek(0)
         if progress:
             progress("Saving", {"what": "flattening: importing one layer", "done": done, "total": done})
-        output = client.api.import_image_from_stream(spool, repository=repository, tag=tag, changes=changes)
+        # Not import_image_from_stream: for a file it declares a chunked body that requests then
+        # sends with a Content-Length, and the engine reads the tar as chunks ("header line too long").
+        output = client.api.import_image_from_data(spool, repository=repository, tag=tag, changes=changes)
     image_id = None
     for line in str(output).splitlines():
         try:
-            image_id = json.loads(line).get("status") or image_id
+            event = json.loads(line)
         except ValueError:
             continue
+        if isinstance(event, dict) and event.get("error"):
+            # The engine answers 200 and reports a failed import (a full disk) in the stream.
+            raise BackendError(f"flattening the image failed: {words(Exception(event['error']))}")
+        if isinstance(event, dict):
+            image_id = event.get("status") or image_id
     return client.images.get(image_id or f"{repository}:{tag}")
 
 
@@ -237,10 +280,27 @@ def push(client, image: str, target: str, tag: str, progress: ProgressCallback |
     """Pushes `image` as target:tag; its manifest digest (sha256:…)."""
     import docker
 
+    reference = f"{target}:{tag}"
+    tagged_before = image_exists(client, reference)
     try:
         client.api.tag(image, target, tag)
     except docker.errors.APIError as exc:
         raise BackendError(f"could not tag the image for {target}: {words(exc)}") from None
+    try:
+        return _push_tagged(client, target, tag, progress)
+    except BackendError:
+        if not tagged_before:
+            # The tag was only the push's: a refused push leaves no registry-named tag behind.
+            try:
+                client.api.remove_image(reference, force=False, noprune=True)
+            except Exception:  # noqa: BLE001 - the engine may be gone; nothing else to undo
+                pass
+        raise
+
+
+def _push_tagged(client, target: str, tag: str, progress: ProgressCallback | None) -> str:
+    import docker
+
     layers: dict[str, tuple[int, int]] = {}
     digest = None
     last = 0.0
@@ -263,7 +323,7 @@ def push(client, image: str, target: str, tag: str, progress: ProgressCallback |
     except docker.errors.APIError as exc:
         raise BackendError(f"push to {target} failed: {words(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - the engine went away mid-push
-        raise BackendError(f"push to {target} failed: {exc}") from None
+        raise BackendError(f"push to {target} failed: {words(exc)}") from None
     if progress:
         total = sum(t for _, t in layers.values())
         progress("Uploading", {"done": total, "total": total, "image": f"{target}:{tag}"})

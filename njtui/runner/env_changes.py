@@ -59,7 +59,9 @@ class EnvironmentChanges:
         return sorted(groups.items())
 
     def to_json(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "since": self.since, "paths": [asdict(change) for change in self.paths], "packages": [asdict(change) for change in self.packages]}
+        # Not asdict for the paths: it deep-copies each one, a tenth of a second for 10,000.
+        paths = [{"path": change.path, "change": change.change} for change in self.paths]
+        return {"runtime": self.runtime, "since": self.since, "paths": paths, "packages": [asdict(change) for change in self.packages]}
 
 
 def without_mounts(changes: dict[str, str], mountpoints: list[str]) -> dict[str, str]:
@@ -71,7 +73,8 @@ def without_mounts(changes: dict[str, str], mountpoints: list[str]) -> dict[str,
         above.update("/".join(parts[:index]) or "/" for index in range(1, len(parts)))
     mountpoints = [*mountpoints, *ENGINE_MOUNTS]
     skipped = set(mountpoints) | set(ENGINE_FILES)
-    return {path: kind for path, kind in changes.items() if path not in skipped and not (path in above and kind != DELETED) and not any(path.startswith(m.rstrip("/") + "/") for m in mountpoints)}
+    below = tuple(m.rstrip("/") + "/" for m in mountpoints)  # one startswith per path, for big diffs
+    return {path: kind for path, kind in changes.items() if path not in skipped and not (path in above and kind != DELETED) and not path.startswith(below)}
 
 
 def since_save(now: dict[str, str], at_save: dict[str, str], touched_since: set[str]) -> dict[str, str]:

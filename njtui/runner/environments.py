@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,9 @@ def base_words(spec: RuntimeSpec) -> str:
 class Environments:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        self._marking: dict[str, threading.Thread] = {}  # container id → its save's record being taken
+        self._marking_lock = threading.Lock()
+        self._engine: str | None = None
 
     # -- the engine
     @property
@@ -140,9 +144,32 @@ class Environments:
         if digest:
             return digest  # pulled by the backend, with its progress
         raise BackendError(
-            f"runtime {spec.id} boots from {what}, which was saved on {host or 'another Docker engine'} and not exported, so this engine cannot get it: "
+            f"runtime {spec.id} boots from {what}, which was saved on {host or 'another Docker engine'}, not exported, so this engine cannot get it: "
             f"export it there (njtui env export NOTEBOOK RUNTIME), or reset this runtime to another version (njtui env reset NOTEBOOK {spec.id} --version N; 0 is the environment it started from)"
         )
+
+    def unavailable(self, runtime_id: str) -> str | None:
+        """Why a runtime cannot boot its saved or imported environment on this engine (saved on
+        another host and never exported), in words; None when it can, or cannot tell. Asked when
+        a notebook opens, so the runtime says so before anyone runs a cell."""
+        spec = self.spec(runtime_id)
+        saved = spec.boot_version
+        imported = spec.imported
+        image: str | None
+        if saved is not None:
+            image, digest, what, host = saved.image, saved.digest, f"saved version {saved.version}", saved.host
+        elif imported is not None and imported.pinned:
+            image, digest, what, host = imported.image, imported.digest, f"imported {imported.label()}", self._source_host(spec)
+        else:
+            return None
+        if digest:
+            return None
+        try:
+            if image and engine.image_exists(self._client(spec), image):
+                return None
+        except BackendError:
+            return None
+        return f"{what} was saved on {host or 'another Docker engine'}, not exported: this engine cannot boot it (export it there, or reset to another version)"
 
     def _source_host(self, spec: RuntimeSpec) -> str:
         try:
@@ -227,6 +254,7 @@ class Environments:
         spec = self.spec(runtime_id)
         with self.runner._lock(runtime_id):
             client, container = self._container(spec)
+            self._settle(container.id)
             mark = engine.read_mark(container)
             booted_from = container.attrs.get("Image", "")
             base = f"v{mark['version']}" if mark else self._booted_words(spec, booted_from)
@@ -247,11 +275,7 @@ class Environments:
             except Exception as exc:  # noqa: BLE001 - the engine's errors and its going away
                 self._untag(client, f"{repository}:{number}")
                 raise BackendError(f"saving runtime {runtime_id} failed: {engine.words(exc)}") from None
-            try:
-                changes = engine.container_changes(container, volume_targets(spec))
-                engine.write_mark(container, {"version": number, "image": committed.image, "created_ns": engine.created_ns(committed.created), "changes": changes})
-            except Exception as exc:  # noqa: BLE001 - the save stands; only "changed since" is coarser
-                self.runner.log.warning(runtime_id, f"could not mark the save in the container ({engine.words(exc)}): changes made before it may show as changed")
+            self._mark_later(runtime_id, container, volume_targets(spec), {"version": number, "image": committed.image, "created_ns": engine.created_ns(committed.created)})
             saved = SavedVersion(
                 version=number,
                 image=committed.image,
@@ -260,7 +284,7 @@ class Environments:
                 base_image=base_image,
                 saved_at=engine.utc_now(),
                 message=message,
-                host=engine.engine_name(client),
+                host=self._engine_name(client),
                 size=committed.size,
                 flattened=committed.flattened,
             )
@@ -274,6 +298,42 @@ class Environments:
             record_use(committed.image, notebook_identity(self.runner.path), runtime_id)
             self.runner.log.info(runtime_id, f"saved version {number} ({committed.tag}, {committed.size} bytes)")
             return saved
+
+    def _mark_later(self, runtime_id: str, container, mountpoints: list[str], mark: dict[str, Any]) -> None:
+        """Records what the save took, for "changed since this save", after the save returns:
+        the engine's diff walks the whole image and costs more than the commit itself. A save
+        or a look at the changes of the same container waits for it (`_settle`). A path deleted
+        in the moment between the commit and the diff is not seen as deleted since the save;
+        one added or changed then is (its inode is newer than the save)."""
+
+        def take() -> None:
+            try:
+                engine.write_mark(container, {**mark, "changes": engine.container_changes(container, mountpoints)})
+            except Exception as exc:  # noqa: BLE001 - the save stands; only "changed since" is coarser
+                self.runner.log.warning(runtime_id, f"could not record what the save took ({engine.words(exc)}): changes made before it may show as changed")
+
+        thread = threading.Thread(target=take, name=f"njtui-save-mark-{runtime_id}", daemon=True)
+        with self._marking_lock:
+            self._marking[container.id] = thread
+        thread.start()
+
+    def _settle(self, container_id: str | None = None) -> None:
+        """Waits for the records of saves still being taken (of one container, or all)."""
+        with self._marking_lock:
+            threads = [self._marking.pop(container_id)] if container_id in self._marking else ([] if container_id else list(self._marking.values()))
+            if container_id is None:
+                self._marking.clear()
+        for thread in threads:
+            thread.join()
+
+    def settle(self) -> None:
+        """Before the process ends: what its saves record is written."""
+        self._settle()
+
+    def _engine_name(self, client) -> str:
+        if self._engine is None:
+            self._engine = engine.engine_name(client)
+        return self._engine
 
     def forget_save(self, runtime_id: str, saved: SavedVersion, previous: int | None) -> None:
         """Undoes a save whose notebook could not be written: the model as it was, the image untagged."""
@@ -310,11 +370,14 @@ class Environments:
     def changes(self, runtime_id: str, *, packages: bool = True) -> EnvironmentChanges:
         spec = self.spec(runtime_id)
         client, container = self._container(spec)
+        self._settle(container.id)
         try:
             paths, mark = engine.current_changes(container, volume_targets(spec))
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"the changes of runtime {runtime_id} cannot be read: {engine.words(exc)}") from None
-        since = f"{runtime_id} v{mark['version']}" if mark else self._booted_words(spec, container.attrs.get("Image", ""))
+        since = f"v{mark['version']}" if mark else self._booted_words(spec, container.attrs.get("Image", ""))
+        if _OWN_VERSION.fullmatch(since):
+            since = f"{runtime_id} {since}"  # as the diff says it: "tools v2", as after a save
         result = EnvironmentChanges(runtime=runtime_id, since=since, paths=[PathChange(path, kind) for path, kind in sorted(paths.items())])
         if packages:
             if DPKG_STATUS in paths:
@@ -429,7 +492,7 @@ class Environments:
             users = self.users(runtime_id, number, image)
             if users:
                 raise BackendError(f"version {number} of {runtime_id} is in use ({'; '.join(users)}): not removed")
-            self._remove_image(client, image)
+            self._remove_image(client, image, f"{self.repository(runtime_id)}:{number}")
             if saved is not None and not saved.digest:
                 spec.versions.remove(saved)
             removed.append(f"{runtime_id} v{number}")
@@ -446,21 +509,40 @@ class Environments:
                 continue
             local = self._local_versions(client, spec.id)
             for number, image in sorted(local.items()):
-                if not self.users(spec.id, number, image.id):
+                # A container still made from it (a runtime saved while running goes on running
+                # its old version until restarted) uses it too: pruned once that one is gone.
+                if not self.users(spec.id, number, image.id) and not self._containers_on(client, image.id):
                     removed.extend(self.remove(spec.id, [number]))
         return removed
 
-    def _remove_image(self, client, image: str) -> None:
+    @staticmethod
+    def _containers_on(client, image: str) -> list[str]:
+        """Names of the containers made from exactly this image. The engine's `ancestor`
+        filter also matches containers of every image built on it: a runtime running v2 would
+        hold v1."""
+        try:
+            containers = client.containers.list(all=True, filters={"ancestor": image})
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(f"the containers using {image[:19]} cannot be listed: {engine.words(exc)}") from None
+        return [container.name for container in containers if container.attrs.get("Image") == image]
+
+    def _remove_image(self, client, image: str, tag: str | None = None) -> None:
         import docker
 
         try:
-            if client.containers.list(all=True, filters={"ancestor": image}):
-                raise BackendError(f"a container still runs from {image[:19]}: stop it first")
+            containers = self._containers_on(client, image)
+            if containers:
+                raise BackendError(f"a container still runs from {image[:19]} ({', '.join(containers)}): stop it first (njtui runtimes stop ID), then remove the version")
             client.api.remove_image(image, force=True)
         except docker.errors.ImageNotFound:
             pass
         except docker.errors.APIError as exc:
-            raise BackendError(f"image {image[:19]} could not be removed: {engine.words(exc)}") from None
+            # A later version saved from this one is built on its layers: the engine keeps them
+            # (they go with the last version that needs them), and removing the tag is all a
+            # removal can do; the version no longer appears anywhere.
+            if tag is None or "dependent child images" not in engine.words(exc):
+                raise BackendError(f"image {image[:19]} could not be removed: {engine.words(exc)}") from None
+            self._untag(client, tag)
         forget_image(image)
 
     @staticmethod
@@ -502,6 +584,8 @@ class Environments:
         except BackendError:
             pass
         notebook, path, spec = self.notebook, self.runner.path, self.spec(runtime_id)
+        if spec.saved_version is None and spec.imported is not None and not spec.imported.pinned:
+            self.check_chain(spec)
         version = spec.saved_version
         words = base_words(spec) if version is None else f"v{version}"
         while True:

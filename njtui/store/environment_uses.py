@@ -48,7 +48,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def record_use(image: str, notebook_path: str, runtime_id: str) -> None:
-    """Notes that a runtime of a notebook uses a saved environment."""
+    """Notes that a runtime of a notebook uses a saved environment. Not synced to disk: a
+    record lost to a crash is a hint lost, and a save would otherwise wait on the fsync."""
     path = uses_path()
     with _locked(path):
         data = _read(path)
@@ -56,7 +57,7 @@ def record_use(image: str, notebook_path: str, runtime_id: str) -> None:
         if runtime_id in runtimes:
             return
         runtimes.append(runtime_id)
-        atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
+        atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode(), durable=False)
 
 
 def recorded_users(image: str) -> dict[str, list[str]]:
@@ -69,4 +70,4 @@ def forget_image(image: str) -> None:
     with _locked(path):
         data = _read(path)
         if data.pop(image, None) is not None:
-            atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
+            atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode(), durable=False)
