@@ -30,7 +30,10 @@ class NotebookCommands(Provider):
     def _commands(self):
         app = self.app
         assert isinstance(app, NotebookApp)  # this provider is only in NotebookApp.COMMANDS
-        return app.notebook_screen.palette_commands()
+        # The notebook screen under the palette: a source notebook opened from the settings
+        # screen sits over the app's own one.
+        screen = next((screen for screen in reversed(app.screen_stack) if isinstance(screen, NotebookScreen)), app.notebook_screen)
+        return screen.palette_commands()
 
     def _run(self, command) -> None:
         self.app.call_later(self.app.run_action, command.action, command.namespace)

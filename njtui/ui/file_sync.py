@@ -57,18 +57,21 @@ class FileSync:
     def action_save(self) -> bool:
         return self.save()
 
-    def save(self, prefer: str | None = None, then=None) -> bool:
+    def save(self, prefer: str | None = None, then=None, otherwise=None) -> bool:
         """Saves, merged with what changed in the file since it was read. A part changed both
         here and there opens the conflict dialog, and the file waits for its answer; `then`
-        runs once the notebook is saved."""
+        runs once the notebook is saved, `otherwise` once it is certain it was not (an error,
+        or the conflict dialog cancelled)."""
         self.prune_unused_runtimes()
         try:
             result = self.notebook_file.save(self.notebook, prefer=prefer)
         except (StoreError, OSError) as exc:
             self.notify(str(exc), title="Not saved", severity="error", timeout=10)
+            if otherwise is not None:
+                otherwise()
             return False
         if result.status == "conflict":
-            self.app.push_screen(ConflictScreen(str(self.path), result.conflicts), partial(self._conflict_answered, then))
+            self.app.push_screen(ConflictScreen(str(self.path), result.conflicts), partial(self._conflict_answered, then, otherwise))
             return False
         assert result.notebook is not None  # a "saved" result holds the notebook now in the file
         self.take_in_notebook(result.notebook)
@@ -86,11 +89,13 @@ class FileSync:
             then()
         return True
 
-    def _conflict_answered(self, then, choice: str | None) -> None:
+    def _conflict_answered(self, then, otherwise, choice: str | None) -> None:
         if choice in ("ours", "theirs"):
-            self.save(prefer=choice, then=then)
+            self.save(prefer=choice, then=then, otherwise=otherwise)
         else:
             self.notify("not saved: the file is as it was, your changes are still here", timeout=4)
+            if otherwise is not None:
+                otherwise()
 
     # -- unsaved work from a session that ended without saving
     def offer_recovery(self) -> None:

@@ -81,6 +81,11 @@ def palette_commands(screen: Any) -> list[PaletteCommand]:
         for what in ("start", "stop", "restart", "interrupt"):
             commands.append(PaletteCommand(f"runtime: {what} {spec.name} ({runtime_id})", f"runtime_do({runtime_id!r}, {what!r})", "", screen))
         commands.append(PaletteCommand(f"runtime: settings of {spec.name} ({runtime_id})", f"runtime_settings({runtime_id!r})", "", screen))
+        if not spec.is_host:
+            for binding in RuntimesPanel.BINDINGS:
+                if isinstance(binding, Binding) and binding.action.startswith("screen.env_action("):
+                    what = binding.action[len("screen.env_action('") : -2]
+                    commands.append(PaletteCommand(f"environment: {binding.description} of {spec.name} ({runtime_id})", f"env_do({runtime_id!r}, {what!r})", f"{key_label(binding.key)} in the runtimes panel", screen))
     for name in sorted(screen.app.available_themes):
         commands.append(PaletteCommand(f"theme: {name}", f"switch_theme({name!r})", "", screen.app))
     return commands

@@ -28,6 +28,7 @@ from njtui.ui.cell import CellEditor, CellWidget
 from njtui.ui.cell_output import CellOutput
 from njtui.ui.cell_runs import CellRuns
 from njtui.ui.completion import CompletionMenu, common_prefix
+from njtui.ui.environment_actions import EnvironmentActions
 from njtui.ui.file_sync import WATCH_SECONDS, FileSync
 from njtui.ui.find_bar import FindActions, FindBar
 from njtui.ui.keys import help_sections, palette_commands
@@ -45,7 +46,7 @@ SIDEBAR_MIN, SIDEBAR_MAX = 30, 80
 NARROW = 70
 
 
-class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[None]):
+class NotebookScreen(FileSync, RuntimeActions, EnvironmentActions, CellRuns, FindActions, Screen[None]):
     BINDINGS = [
         Binding("ctrl+s", "save", "save", priority=True),
         Binding("f2", "toggle_panel('runtimes')", "runtimes", show=False),
@@ -71,6 +72,10 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         self.outputs: dict[str, CellOutput] = {}
         self.exec_cells: dict[str, str] = {}
         self.statuses: dict[str, RuntimeStatus] = {}
+        self.env_marks: dict[str, str] = {}
+        self.env_work: dict[str, str] = {}
+        self._env_checking: set[str] = set()
+        self._env_recheck: set[str] = set()
         self.dirty = False
         self.sidebar_share: float | None = None  # None: SIDEBAR_SHARE within bounds, hidden when narrow; else set with [ and ]
         self._sidebar_auto_hidden = False
@@ -189,7 +194,12 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
             else:
                 state = status.phase or status.state.value
             text.append("● ", style=STATE_STYLES[status.state])
-            text.append(f"{runtime_id} {state}  ")
+            text.append(f"{runtime_id} {self.env_work.get(runtime_id) or state}")
+            if runtime_id in self.env_marks and status.state == RuntimeState.RUNNING:
+                text.append(" Δ", style="bold yellow")
+            text.append("  ")
+        if self.env_marks:
+            text.append("Δ changed: lost on restart unless saved (S)  ", style="yellow")
         text.append("F2 runtimes", style="dim")
         line.update(text)
 
@@ -219,6 +229,15 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         except Exception as exc:  # noqa: BLE001 - a runtime that can't be reached must not stop the app
             self.runner.log.error(None, f"attaching to running runtimes failed: {exc}")
         self.loaded.set()
+        # A notebook from elsewhere may boot versions saved on another engine: said now, in the
+        # runner log, rather than as a pull error when a cell first runs.
+        for runtime_id in list(self.notebook.runtimes):
+            try:
+                reason = self.runner.environments.unavailable(runtime_id)
+            except Exception:  # noqa: BLE001 - only a warning ahead of time; the boot says it again
+                reason = None
+            if reason:
+                self.runner.log.warning(runtime_id, reason)
 
     def _show_loaded(self, loaded: list) -> None:
         for cell_id, record, events, truncated, files in loaded:
@@ -241,7 +260,9 @@ class NotebookScreen(FileSync, RuntimeActions, CellRuns, FindActions, Screen[Non
         log_entries: list[LogEntry] = []
         for item in self._bridge.drain():
             if isinstance(item, RuntimeChanged):
+                before = self.statuses.get(item.runtime_id)
                 self.statuses[item.runtime_id] = item.status
+                self.env_status_changed(item.runtime_id, before, item.status)
                 runtimes_changed = True
             elif isinstance(item, RuntimeMessage):
                 cell_id = self._apply_message(item.message)

@@ -82,6 +82,7 @@ class NotebookView(CellColumn):
         Binding("w", "toggle_wrap", "wrap output", show=False),
         Binding("o", "screen.open_pager", "full output", show=False),
         Binding("e", "screen.runtime_settings", "runtime settings", show=False),
+        Binding("S", "screen.env_of_cell('save')", "save runtime's environment", show=False),
         Binding("question_mark", "screen.help", "help", show=True),
     ]
 

@@ -49,8 +49,10 @@ def stated_reason(status: RuntimeStatus) -> str | None:
     return reason[len(word) + 1 :].strip() if reason.lower().startswith(word + ":") else reason
 
 
-def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, pending: list[str] | None = None) -> Text:
-    """Two lines: state dot, name and state; then environment · language · cells served."""
+def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, pending: list[str] | None = None, changed: str | None = None, working: str | None = None) -> Text:
+    """Two lines: state dot, name and state; then environment · language · cells served. Then,
+    when they apply: the download, the reason it stopped, settings waiting for a restart, what
+    an environment action is doing, and "Δ changed" with what changed since it booted."""
     style = STATE_STYLES[status.state]
     row = Text(no_wrap=True, overflow="ellipsis")
     row.append("● ", style=style)
@@ -68,6 +70,9 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
         row.append(status.phase or "booting", style=style)
     else:
         row.append(status.state.value, style=style)
+    running = status.state == RuntimeState.RUNNING
+    if changed and running:
+        row.append("  Δ changed", style="bold yellow")
     row.append(f"\n  {environment} · {language} · {cells} cell{'s' if cells != 1 else ''}", style="dim")
     if status.state == RuntimeState.BOOTING and status.progress.get("total"):
         done, total = status.progress.get("done") or 0, status.progress["total"]
@@ -78,6 +83,11 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
         row.append(f"\n  {terminal_safe(reason)}", style=style if status.state == RuntimeState.ERROR else "dim")
     if pending and status.state == RuntimeState.RUNNING:
         row.append(f"\n  ⟳ restart to apply: {', '.join(pending)}", style="bold yellow")
+    if working:
+        row.append(f"\n  {terminal_safe(working)}", style="bold cyan")
+    if changed and running:
+        # Nextjournal's default, said where the mark is: a runtime's changes are not kept.
+        row.append(f"\n  Δ {terminal_safe(changed)}: lost on restart unless saved (S)", style="yellow")
     return row
 
 
@@ -91,6 +101,10 @@ class RuntimesPanel(Vertical):
         Binding("i", "screen.runtime_action('interrupt')", "interrupt", show=True),
         Binding("L", "screen.runtime_action('log')", "log", show=True),
         Binding("e", "screen.runtime_settings", "settings", show=True),
+        Binding("S", "screen.env_action('save')", "save environment", show=False),
+        Binding("D", "screen.env_action('diff')", "environment changes", show=False),
+        Binding("V", "screen.env_action('versions')", "environment versions", show=False),
+        Binding("X", "screen.env_action('reset')", "reset environment", show=False),
     ]
 
     def compose(self) -> ComposeResult:
@@ -106,7 +120,15 @@ class RuntimesPanel(Vertical):
             return None
         return options.get_option_at_index(options.highlighted).id
 
-    def show(self, notebook: Notebook, statuses: dict[str, RuntimeStatus], pending: dict[str, list[str]] | None = None, listed: list[str] | None = None) -> None:
+    def show(
+        self,
+        notebook: Notebook,
+        statuses: dict[str, RuntimeStatus],
+        pending: dict[str, list[str]] | None = None,
+        listed: list[str] | None = None,
+        changed: dict[str, str] | None = None,
+        working: dict[str, str] | None = None,
+    ) -> None:
         found = self.query(OptionList)
         if not found:
             return  # the app is closing and has removed the list; a late timer or message lands here
@@ -119,7 +141,8 @@ class RuntimesPanel(Vertical):
                 continue
             status = statuses.get(runtime_id) or RuntimeStatus()
             served = served_counts.get(runtime_id, 0)
-            rows.append(Option(runtime_row(runtime_id, spec.name, spec.environment_label, spec.language, served, status, (pending or {}).get(runtime_id)), id=runtime_id))
+            row = runtime_row(runtime_id, spec.name, spec.environment_label, spec.language, served, status, (pending or {}).get(runtime_id), (changed or {}).get(runtime_id), (working or {}).get(runtime_id))
+            rows.append(Option(row, id=runtime_id))
         options.clear_options()
         options.add_options(rows)
         if rows:

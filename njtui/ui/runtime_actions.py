@@ -36,6 +36,8 @@ class RuntimeActions:
     runner: Runner
     notebook_file: NotebookFile
     statuses: dict[str, RuntimeStatus]
+    env_marks: dict[str, str]
+    env_work: dict[str, str]
 
     if TYPE_CHECKING:
 
@@ -75,7 +77,7 @@ class RuntimeActions:
 
     def show_runtimes(self) -> None:
         pending = {rid: self.runner.pending_changes(rid) for rid in self.notebook.runtimes}
-        self.runtimes_panel.show(self.notebook, self.statuses, pending, self.listed_runtimes())
+        self.runtimes_panel.show(self.notebook, self.statuses, pending, self.listed_runtimes(), self.env_marks, self.env_work)
         self.refresh_status_line()
 
     # -- what a runtime does

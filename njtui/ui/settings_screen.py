@@ -21,13 +21,14 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static, Switch, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from njtui.model import LANGUAGES, Notebook, RuntimeSpec
+from njtui.model import LANGUAGES, EnvironmentImport, Notebook, RuntimeSpec
 from njtui.model.settings import MOUNT_KINDS, Mount
 from njtui.model.size import format_size
 from njtui.store import NotebookError
 from njtui.store.machines import load_machines
 from njtui.store.notebook_file import edit_notebook, runtime_document
 from njtui.store.secrets import SecretStore
+from njtui.ui.environment_provenance import PROVENANCE_BINDINGS, ProvenanceFacts, field_value, has_provenance, layered_variables, load_facts, open_source_notebook, parse_import, provenance_text
 
 ENGINE_CHECK_DELAY = 0.3  # seconds without typing before the environment is checked
 CONTAINER_ONLY_NOTE = "Not applied to host runtimes: mounts, machine type, CPUs, memory, GPUs and CUDA take effect in Docker runtimes only."
@@ -50,6 +51,7 @@ class RuntimeSettingsScreen(Screen[bool]):
         Binding("escape", "close", "close"),
         Binding("delete,ctrl+d", "remove_row", "remove row"),
         Binding("ctrl+i", "toggle_inherited", "show inherited", show=False),
+        *PROVENANCE_BINDINGS,
     ]
 
     def __init__(self, path, notebook: Notebook, runtime_id: str, runner, pending: list[str], on_saved: Callable[[], bool | None]) -> None:
@@ -64,6 +66,7 @@ class RuntimeSettingsScreen(Screen[bool]):
         self.image_env: dict[str, str] = {}
         self.dirty = False
         self._engine_check: Timer | None = None
+        self.facts: ProvenanceFacts | None = None  # where the environment comes from, beyond the spec
 
     # -- layout
     def compose(self) -> ComposeResult:
@@ -77,9 +80,10 @@ class RuntimeSettingsScreen(Screen[bool]):
                     yield Input(spec.name, id="name")
                     yield Label("Language")
                     yield Select([(language, language) for language in LANGUAGES], value=spec.language, allow_blank=False, id="language")
-                    yield Label("Environment: host, or an image reference")
-                    yield Input(spec.environment if isinstance(spec.environment, str) else "", id="environment")
+                    yield Label("Environment: host, an image reference, or a saved version to import (tools v3, ../base.toml#tools v3)")
+                    yield Input(field_value(spec.environment), id="environment")
                     yield Static("", id="environment-status", classes="field-status")
+                    yield Static(provenance_text(spec, None), id="provenance")
                     yield Label("Images on the engine (Enter picks one)")
                     yield DataTable(id="images", cursor_type="row")
                     yield Label("Idle timeout (e.g. 20m, 1h30m)")
@@ -145,11 +149,13 @@ class RuntimeSettingsScreen(Screen[bool]):
         images.add_columns("image", "size", "age")
         self.refresh_tables()
         self.load_engine_facts(self.spec.environment)
+        self.load_provenance()
 
     @work(thread=True, exclusive=True, group="settings-engine")
-    def load_engine_facts(self, environment: str) -> None:
-        """Images, the image's ENV and whether the reference resolves: asked of the runner
-        off the UI thread (an engine may be slow or away)."""
+    def load_engine_facts(self, environment: str | EnvironmentImport) -> None:
+        """Images, the image's ENV and whether the reference resolves (an import: pinned to
+        the image its version names): asked of the runner off the UI thread (an engine may be
+        slow or away)."""
         problem: str | None
         try:
             images = self.runner.local_images()
@@ -157,16 +163,47 @@ class RuntimeSettingsScreen(Screen[bool]):
             images, problem = [], str(exc)
         else:
             problem = None
-        image_env = self.runner.image_env(environment)
+        resolved = None
         try:
-            where = self.runner.check_environment(environment)
-            status, ok = f"✓ {environment}: {where}", True
+            if isinstance(environment, EnvironmentImport):
+                resolved = environment if environment.pinned else self._pin(environment)
+                reference = resolved.image or resolved.digest or ""
+                status, ok = f"✓ {resolved.label()}: pinned (below: to what)", True
+            else:
+                reference = environment
+                status, ok = f"✓ {environment}: {self.runner.check_environment(environment)}", True
         except Exception as exc:  # noqa: BLE001
-            status, ok = f"✗ {exc}", False
+            reference, status, ok = "", f"✗ {exc}", False
+        image_env = self.runner.image_env(reference) if reference else {}
         if not get_current_worker().is_cancelled:  # a newer reference is being checked
-            self.app.call_from_thread(self._engine_facts, images, problem, image_env, status, ok)
+            self.app.call_from_thread(self._engine_facts, images, problem, image_env, status, ok, resolved)
 
-    def _engine_facts(self, images, problem, image_env, status, ok) -> None:
+    def _pin(self, imported: EnvironmentImport) -> EnvironmentImport:
+        """The import resolved to its version's image, leaving the notebook as it is: the
+        settings apply on Ctrl+S, and set_import pins the runtime in the notebook it holds."""
+        live = self.notebook.runtimes[self.spec.id]
+        before = live.environment
+        try:
+            return self.runner.environments.set_import(self.spec.id, imported.runtime, imported.version, imported.notebook)
+        finally:
+            live.environment = before
+
+    @work(thread=True, exclusive=True, group="settings-provenance")
+    def load_provenance(self) -> None:
+        spec = self.notebook.runtimes.get(self.spec.id)
+        if spec is not None and has_provenance(spec):
+            facts = load_facts(self.runner, self.spec.id)
+            self.app.call_from_thread(self._provenance_loaded, facts)
+
+    def _provenance_loaded(self, facts: ProvenanceFacts) -> None:
+        self.facts = facts
+        self.query_one("#provenance", Static).update(provenance_text(self.spec, facts))
+        self.refresh_tables()
+
+    def _engine_facts(self, images, problem, image_env, status, ok, resolved=None) -> None:
+        if resolved is not None and isinstance(self.spec.environment, EnvironmentImport) and field_value(resolved) == field_value(self.spec.environment):
+            self.spec.environment = resolved
+        self.query_one("#provenance", Static).update(provenance_text(self.spec, self.facts))
         self.image_env = image_env
         table = self.query_one("#images", DataTable)
         table.clear()
@@ -186,13 +223,16 @@ class RuntimeSettingsScreen(Screen[bool]):
     def refresh_tables(self) -> None:
         variables = self.query_one("#variables", DataTable)
         variables.clear()
-        if self.show_inherited:
+        if self.show_inherited and self.facts is not None and self.facts.levels:
+            # A saved version or an import: what each image of its chain sets, base first.
+            rows = layered_variables([*self.facts.levels, ("notebook", self.notebook.env), ("runtime", self.spec.env)])
+        elif self.show_inherited:
             rows = inherited_variables(self.image_env, self.notebook.env, self.spec.env)
         else:
             rows = [(name, value, "runtime", True) for name, value in sorted(self.spec.env.items())]
         for name, value, source, wins in rows:
             style = "" if wins else "dim strike"
-            variables.add_row(Text(name, style=style), Text(value, style=style), source, "✓" if wins else "overridden", key=f"{source}:{name}")
+            variables.add_row(Text(name, style=style), Text(value, style=style), source, "✓" if wins else "overridden", key=f"{source}\x1f{name}")
         secrets = self.query_one("#secrets", DataTable)
         secrets.clear()
         try:
@@ -281,12 +321,14 @@ class RuntimeSettingsScreen(Screen[bool]):
         if field == "name":
             spec.name = value or spec.name
         elif field == "environment":
-            if value != spec.environment:
-                spec.environment = value
+            if value != field_value(spec.environment):
+                imported = parse_import(value)
+                spec.environment = imported if imported is not None else value
                 # Asked once typing pauses: each check may go over the network to a registry.
                 if self._engine_check is not None:
                     self._engine_check.stop()
-                self._engine_check = self.set_timer(ENGINE_CHECK_DELAY, lambda: self.load_engine_facts(value))
+                environment = spec.environment
+                self._engine_check = self.set_timer(ENGINE_CHECK_DELAY, lambda: self.load_engine_facts(environment))
         elif field == "idle_timeout":
             spec.idle_timeout = value or None
         elif field == "cpus":
@@ -326,6 +368,23 @@ class RuntimeSettingsScreen(Screen[bool]):
         switch = self.query_one("#inherited", Switch)
         switch.value = not switch.value
 
+    def action_open_source(self) -> None:
+        """The "little arrow": the notebook that saved the environment this runtime imports."""
+        if self.facts is None or not self.facts.source_path:
+            self._error("this runtime does not import an environment from a notebook here")
+            return
+        open_source_notebook(self.app, self.facts.source_path)
+
+    def action_update_import(self) -> None:
+        imported = self.spec.imported
+        newest = self.facts.newest if self.facts is not None else None
+        if imported is None or newest is None or newest <= imported.version:
+            self._error("no newer saved version to update to" if imported is not None else "this runtime does not import an environment")
+            return
+        self.query_one(TabbedContent).active = "tab-general"
+        # Through the field, as if typed: resolved (pinned) in a worker, saved with Ctrl+S.
+        self.query_one("#environment", Input).value = field_value(EnvironmentImport(imported.runtime, newest, imported.notebook))
+
     def action_remove_row(self) -> None:
         focused = self.focused
         if not isinstance(focused, DataTable) or focused.row_count == 0:
@@ -334,7 +393,7 @@ class RuntimeSettingsScreen(Screen[bool]):
         if key is None:  # a row added without a key: only the images table's "no engine" line
             return
         if focused.id == "variables":
-            source, _, name = key.partition(":")
+            source, _, name = key.partition("\x1f")
             if source != "runtime":
                 self._error(f"{name} comes from the {source}; it can be overridden here, not removed")
                 return
@@ -380,6 +439,7 @@ class RuntimeSettingsScreen(Screen[bool]):
         saved = self.on_saved()
         self.pending = self.runner.pending_changes(self.spec.id)
         self.query_one("#settings-pending", Static).update(self._pending_text())
+        self.load_provenance()
         if saved is not False:
             self.app.notify("settings saved" + (" — restart the runtime to apply them" if self.pending else ""), timeout=3)
 
