@@ -66,7 +66,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     log = RunnerLog(runner_log_path())
     runner = Runner(path, notebook, log=log)
     try:
-        runner.attach_running()
+        # Not attached to the runtimes: the environments find their containers themselves, and
+        # attaching would replay each runtime's journal first.
         return _ACTIONS[args.env_action](args, runner, notebook_file)
     except EnvironmentReferenceError as exc:
         print(f"njtui: {exc}", file=sys.stderr)
@@ -188,7 +189,7 @@ def _reset(args, runner, notebook_file) -> int:
     declared = spec.imported.label() if spec.imported is not None else str(spec.environment)
     to_words = declared if not target else f"{args.runtime} v{target}"
     lost = ""
-    if args.runtime in runner.sessions:
+    if runner.environments.running(args.runtime):
         changes = runner.environments.changes(args.runtime)
         counts = changes.counts()
         lost = f"{len(changes.paths)} changed paths ({counts['A']} added, {counts['C']} changed, {counts['D']} deleted), {len(changes.packages)} package changes, and whatever the runtime holds in memory"

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from njtui.model import EnvironmentImport, Notebook, RuntimeSpec, SavedVersion, environment_repository
 from njtui.runner import docker_environments as engine
 from njtui.runner.backend import IMAGES, BackendError, ProgressCallback
-from njtui.runner.docker_container import volume_targets
+from njtui.runner.docker_container import LABEL_KEY, volume_targets
 from njtui.runner.env_changes import DPKG_STATUS, EnvironmentChanges, PathChange, package_changes, python_changes
-from njtui.runner.paths import notebook_identity
+from njtui.runner.paths import notebook_identity, runtime_key
 from njtui.store.environment_uses import forget_image, record_use, recorded_users
 from njtui.store.errors import NotebookError
 
@@ -110,14 +110,28 @@ class Environments:
         return backend.client
 
     def _container(self, spec: RuntimeSpec):
+        """The runtime's running container: this runner's session's, else found by its label
+        (a command saves or compares without attaching to the runtime, which replays its journal)."""
         client = self._client(spec)
         session = self.runner.sessions.get(spec.id)
-        if session is None or session.closed.is_set():
-            raise BackendError(f"runtime {spec.id} is not running, so there is nothing to save or compare: start it (run one of its cells), make your changes, then save")
         try:
-            return client, client.containers.get(session.info.details["container"])
+            if session is not None and not session.closed.is_set():
+                return client, client.containers.get(session.info.details["container"])
+            key = f"{LABEL_KEY}={runtime_key(self.runner.path, spec.id)}"
+            running = client.containers.list(filters={"label": key, "status": "running"})
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"runtime {spec.id}'s container cannot be reached: {engine.words(exc)}") from None
+        if not running:
+            raise BackendError(f"runtime {spec.id} is not running, so there is nothing to save or compare: start it (run one of its cells), make your changes, then save")
+        return client, running[0]
+
+    def running(self, runtime_id: str) -> bool:
+        """Whether the runtime has a running container to save or compare."""
+        try:
+            self._container(self.spec(runtime_id))
+            return True
+        except BackendError:
+            return False
 
     def repository(self, runtime_id: str) -> str:
         return environment_repository(Path(self.runner.path).stem, runtime_id)
@@ -599,8 +613,15 @@ class Environments:
                 seen.add(key)
                 saved = spec.version(number)
                 if saved is None:
-                    steps.append(LineageStep(f"{Path(path).name}: {spec.id} v{number}", None, how="saved (not recorded in the notebook)"))
-                    return steps
+                    # Removed from the notebook (env rm), but its image may remain, untagged,
+                    # under a later version that was saved on top of it: its labels go on.
+                    image = self._version_image(client, path, spec.id, number)
+                    if image is None:
+                        steps.append(LineageStep(f"{Path(path).name}: {spec.id} v{number}", None, how="saved (removed: no longer on this engine)"))
+                        return steps
+                    steps.append(LineageStep(f"{Path(path).name}: {spec.id} v{number}", image.id, None, "", image.labels.get(engine.LABEL_ENV_MESSAGE, ""), "saved (removed from the notebook)"))
+                    words = image.labels.get(engine.LABEL_ENV_BASE, "")
+                    continue
                 steps.append(LineageStep(f"{Path(path).name}: {spec.id} v{number}", saved.image, saved.digest, saved.saved_at, saved.message, "saved"))
                 words = saved.base
             elif imported is not None:
@@ -629,6 +650,18 @@ class Environments:
                 return steps
             if len(steps) > 256:
                 raise BackendError("the chain of environments is longer than 256 levels: a cycle of hand-edited versions")
+
+    @staticmethod
+    def _version_image(client, notebook_path: str, runtime_id: str, number: int):
+        """A saved version's image found by its labels, tagged or not; None if gone."""
+        if client is None:
+            return None
+        labels = [f"{engine.LABEL_ENV_NOTEBOOK}={notebook_identity(notebook_path)}", f"{engine.LABEL_ENV_RUNTIME}={runtime_id}", f"{engine.LABEL_ENV_VERSION}={number}"]
+        try:
+            found = client.images.list(all=True, filters={"label": labels})
+        except Exception:  # noqa: BLE001 - the engine is not there: the chain ends here
+            return None
+        return found[0] if found else None
 
     def inherited_env(self, runtime_id: str) -> list[tuple[str, dict[str, str]]]:
         """The environment variables each level sets, from the base image up: each image's
