@@ -104,8 +104,12 @@ def read_mark(container) -> dict[str, Any] | None:
     """What the last save of this container recorded, if this machine saved it. Kept on the
     client's side (the runtime root), not in the container: reading a file out of a running
     container costs more than the commit itself."""
+    return read_mark_of(container.id)
+
+
+def read_mark_of(container_id: str) -> dict[str, Any] | None:
     try:
-        mark = json.loads(_mark_path(container.id).read_text("utf-8"))
+        mark = json.loads(_mark_path(container_id).read_text("utf-8"))
     except (OSError, ValueError):
         return None
     return mark if isinstance(mark, dict) else None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from njtui.model import EnvironmentImport, Notebook, RuntimeSpec, SavedVersion, environment_repository
 from njtui.runner import docker_environments as engine
-from njtui.runner.backend import IMAGES, BackendError, ProgressCallback
+from njtui.runner.backend import IMAGES, BackendError, ProgressCallback, RuntimeInfo
 from njtui.runner.docker_container import LABEL_KEY, volume_targets
 from njtui.runner.env_changes import DPKG_STATUS, EnvironmentChanges, PathChange, package_changes, python_changes
 from njtui.runner.paths import notebook_identity, runtime_key
@@ -124,6 +124,13 @@ class Environments:
         if not running:
             raise BackendError(f"runtime {spec.id} is not running, so there is nothing to save or compare: start it (run one of its cells), make your changes, then save")
         return client, running[0]
+
+    def saved_as(self, info: RuntimeInfo) -> int | None:
+        """The version a running container was last saved as, if this machine saved it."""
+        container = info.details.get("container")
+        mark = engine.read_mark_of(container) if isinstance(container, str) else None
+        version = mark.get("version") if mark else None
+        return version if isinstance(version, int) else None
 
     def running(self, runtime_id: str) -> bool:
         """Whether the runtime has a running container to save or compare."""

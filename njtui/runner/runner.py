@@ -324,7 +324,12 @@ class Runner:
         started_with = session.info.details.get("settings")
         if not isinstance(started_with, dict):
             return []
-        return changed_settings(started_with, settings_of(self.notebook, spec))
+        changed = changed_settings(started_with, settings_of(self.notebook, spec))
+        if "environment" in changed and spec.saved_version is not None and self.environments.saved_as(session.info) == spec.saved_version:
+            # It started from an older environment, but what it boots from now is what it was
+            # saved as: it already runs that.
+            changed.remove("environment")
+        return changed
 
     def runtime_for(self, cell: Cell) -> RuntimeSpec:
         return self.notebook.runtime_for(cell)

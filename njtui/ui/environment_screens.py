@@ -72,7 +72,8 @@ def lost_words(changes: EnvironmentChanges | None) -> str:
     """What a reset throws away, for its confirmation."""
     if changes is None:
         return "nothing on its file system (it is not running)"
-    return f"{len(changes.paths)} changed paths ({counts_words(changes)}), {len(changes.packages)} package changes, and everything it holds in memory"
+    paths, packages = len(changes.paths), len(changes.packages)
+    return f"{paths} changed path{'s' if paths != 1 else ''} ({counts_words(changes)}), {packages} package change{'s' if packages != 1 else ''}, and everything it holds in memory"
 
 
 class MessageScreen(ModalScreen[str | None]):

@@ -38,6 +38,7 @@ class RuntimeActions:
     statuses: dict[str, RuntimeStatus]
     env_marks: dict[str, str]
     env_work: dict[str, str]
+    _shown_environments: dict[str, str] | None = None  # the environment labels the cells show
 
     if TYPE_CHECKING:
 
@@ -79,6 +80,14 @@ class RuntimeActions:
         pending = {rid: self.runner.pending_changes(rid) for rid in self.notebook.runtimes}
         self.runtimes_panel.show(self.notebook, self.statuses, pending, self.listed_runtimes(), self.env_marks, self.env_work)
         self.refresh_status_line()
+        # A save, a reset or a settings change moves what a runtime boots from: each cell shows
+        # it ("tools v2 · bash") at its bottom right.
+        environments = {rid: spec.environment_label for rid, spec in self.notebook.runtimes.items()}
+        if environments != self._shown_environments:
+            first = self._shown_environments is None  # the cells were made with these
+            self._shown_environments = environments
+            if not first:
+                self.view.refresh_all()
 
     # -- what a runtime does
     @work(thread=True, group="runner")
