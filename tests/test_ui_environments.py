@@ -169,21 +169,19 @@ def test_settings_show_the_variables_each_level_sets(env_app, snap_compare):
 # -- without the engine
 
 
-async def test_ten_thousand_paths_open_fast(env_app):
+async def test_ten_thousand_paths_are_all_listed(env_app):
+    # How fast is measured in bench/env_diff.py, never asserted here (the project's rule).
     changes = EnvironmentChanges("tools", "tools v2", [PathChange(f"/usr/lib/node_modules/pkg{n // 100}/file{n}.js", "A") for n in range(10_000)])
     async with env_app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        started = time.perf_counter()
         await env_app.push_screen(EnvironmentDiffScreen(changes, "Tools (tools)"))
         await screen_settled(pilot, EnvironmentDiffScreen)
-        took = time.perf_counter() - started
         paths = env_app.screen.query_one("#diff-paths", DataTable)
         assert paths.row_count == 10_000
         assert env_app.screen.query_one("#diff-groups", DataTable).row_count == 1
         await pilot.press("ctrl+end")
         await pilot.pause()
         assert paths.cursor_row == 9_999
-    assert took < 1.5, f"10,000 paths took {took:.2f}s to show"
 
 
 def test_untrusted_text_is_drawn_not_obeyed():
@@ -268,7 +266,7 @@ async def test_save_and_reset_from_the_tui(docker_engine, tmp_path):
             await focus_on(pilot, app.runtimes_panel.query_one(OptionList))
             await pilot.press("X")
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60, what="the reset confirmation")
-            assert "changed paths" in app.screen.question and "memory" in app.screen.question
+            assert "1 changed path (1 added)" in app.screen.question and "memory" in app.screen.question
             await pilot.press("y")
             await wait_for(pilot, lambda: not screen.env_work and app.statuses["tools"].state == RuntimeState.RUNNING, timeout=120, what="the fresh runtime")
             await run("c", 3)

@@ -344,8 +344,11 @@ async def test_undo_does_not_reach_back_past_a_change_on_disk(tmp_path):
     app = open_app(path)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("d", "d")
+        # The file is read only once the deletion is in it: "not dirty" alone also holds before
+        # the keys are handled, on a busy machine.
+        await wait_for(pilot, lambda: [cell.id for cell in app.notebook.cells] == ["b"], what="cell a deleted")
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: not app.dirty, what="saved")
+        await wait_for(pilot, lambda: not app.dirty and [cell.id for cell in load_notebook(path).cells] == ["b"], what="saved")
         outside = load_notebook(path)
         outside.cells.insert(0, Cell("a", "code", "1\n", "python"))
         save_notebook(outside, path)
