@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from njtui.commands.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError, runner_log_path
+from njtui.model.size import format_size
 
 ACTIONS = ("save", "diff", "reset", "ls", "rm", "prune", "export", "import", "lineage")
 
@@ -96,7 +97,7 @@ def _progress(phase: str, detail: dict[str, Any]) -> None:
     if not sys.stderr.isatty() and phase == _last_progress["phase"] and now - _last_progress["at"] < 1.0 and done != total:
         return
     _last_progress.update(phase=phase, at=now)
-    amount = f" {_size(done or 0)}/{_size(total)}" if total else (f" {_size(done)}" if done else "")
+    amount = f" {format_size(done or 0)}/{format_size(total)}" if total else (f" {format_size(done)}" if done else "")
     text = f"{phase}{amount} {detail.get('what', detail.get('image', ''))}".rstrip()
     if sys.stderr.isatty():
         print(f"\r\x1b[K{text}", end="", file=sys.stderr, flush=True)
@@ -107,15 +108,6 @@ def _progress(phase: str, detail: dict[str, Any]) -> None:
 def _end_progress() -> None:
     if sys.stderr.isatty():
         print("\r\x1b[K", end="", file=sys.stderr, flush=True)
-
-
-def _size(count: int | float) -> str:
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
 
 
 def _write(notebook_file, notebook, path: Path) -> None:
@@ -148,7 +140,7 @@ def _save(args, runner, notebook_file) -> int:
         print(f"njtui: {exc}; the saved image was removed again", file=sys.stderr)
         return EXIT_FAILED
     flattened = " (flattened to one layer: the image had neared the engine's layer limit)" if saved.flattened else ""
-    print(f"saved {args.runtime} v{saved.version} ({saved.tag}, {_size(saved.size)}){flattened}; it boots from this version from now on")
+    print(f"saved {args.runtime} v{saved.version} ({saved.tag}, {format_size(saved.size)}){flattened}; it boots from this version from now on")
     if spec.export:
         try:
             return _export_and_record(args, runner, notebook_file, None, saved.version)
@@ -222,7 +214,7 @@ def _ls(args, runner, notebook_file) -> int:
         return EXIT_OK
     for row in rows:
         mark = "*" if row.boots else " "
-        print(f"{mark} {row.runtime} v{row.version:<3} {row.saved_at:<20} {_size(row.size):>9}  {row.where:<12} {row.message}")
+        print(f"{mark} {row.runtime} v{row.version:<3} {row.saved_at:<20} {format_size(row.size):>9}  {row.where:<12} {row.message}")
         print(f"    {row.digest or row.image[:19]}  used by: {', '.join(row.used_by) or 'nothing'}")
     return EXIT_OK
 

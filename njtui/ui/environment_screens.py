@@ -20,6 +20,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from njtui.model.output import terminal_safe
+from njtui.model.size import format_size
 from njtui.runner import EnvironmentChanges, VersionRow
 
 MESSAGE_WIDTH = 26
@@ -33,21 +34,12 @@ def plain(text: str | None) -> Text:
     return Text(terminal_safe(text or ""))
 
 
-def size_words(count: float) -> str:
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
-
-
 def progress_words(phase: str, detail: dict[str, Any]) -> str:
     """A runner progress report as the panel says it: "Saving… committing the file system",
     "Uploading 3.1/12.0 MB"."""
     done, total = detail.get("done"), detail.get("total")
     if total:
-        shown_done, shown_total = size_words(done or 0), size_words(total)
+        shown_done, shown_total = format_size(done or 0), format_size(total)
         done_number, _, done_unit = shown_done.partition(" ")
         if done_unit == shown_total.partition(" ")[2]:
             shown_done = done_number  # "3.1/12.0 MB", as a person writes it
@@ -218,7 +210,7 @@ class VersionsScreen(Screen[None]):
                 f"v{row.version}",
                 saved_at_words(row.saved_at, zone=False),
                 Text(terminal_safe(row.message), no_wrap=True, overflow="ellipsis") if row.message else Text("(no message)", style="dim"),
-                size_words(row.size) if row.size else "-",
+                format_size(row.size) if row.size else "-",
                 where,
                 plain(", ".join(row.used_by)) if row.used_by else Text("nothing", style="dim"),
                 key=str(row.version),
