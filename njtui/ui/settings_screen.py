@@ -88,6 +88,9 @@ class RuntimeSettingsScreen(Screen[bool]):
                     yield DataTable(id="images", cursor_type="row")
                     yield Label("Idle timeout (e.g. 20m, 1h30m)")
                     yield Input(spec.idle_timeout or "", placeholder="20m", id="idle_timeout")
+                    with Horizontal(classes="switch-row"):
+                        yield Switch(value=bool(spec.export), id="export")
+                        yield Label("Export environment: push each save to the notebook's registry")
             with TabPane("Variables", id="tab-variables"):
                 with Vertical():
                     with Horizontal(classes="switch-row"):
@@ -362,6 +365,9 @@ class RuntimeSettingsScreen(Screen[bool]):
             self.refresh_tables()
         elif event.switch.id == "mount_cuda" and bool(self.spec.mount_cuda) != event.value:
             self.spec.mount_cuda = event.value
+            self.dirty = True
+        elif event.switch.id == "export" and bool(self.spec.export) != event.value:
+            self.spec.export = True if event.value else None  # off: the key leaves the file
             self.dirty = True
 
     def action_toggle_inherited(self) -> None:
