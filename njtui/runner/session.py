@@ -32,6 +32,9 @@ RECORDER_RETRY_MAX = 30.0
 
 # The agent's answer to a `complete` request, and its answer to a request with an id that it
 # does not know: not journaled, so they have no seq.
+# How long a detach waits for the agent to acknowledge (`queued`) cells just sent: closing the
+# connection at once can drop a request the engine or relay had not yet passed on.
+HEARD_WAIT = 5.0
 COMPLETION = "completion"
 UNSUPPORTED = "unsupported"
 
@@ -101,6 +104,9 @@ class RuntimeSession:
         # ended as lost by it, or refused after it; never both, never neither.
         self._execs_lock = threading.Lock()
         self._detached = False
+        # Cells sent through this connection that the agent has not acknowledged yet.
+        self._unheard: set[str] = set()
+        self._heard = threading.Condition()
         # Set when the answer to the status request sent on open arrives: replay is done.
         self.caught_up = threading.Event()
         # The credentials its S3 mounts were made with: set at boot, or read on first need by a
@@ -158,9 +164,13 @@ class RuntimeSession:
             if self.closed.is_set():
                 raise SessionEnded(f"runtime {self.spec.id} ended before the cell was sent")
             self.open_execs[exec_id] = meta.get("cell", "")
+            with self._heard:
+                self._unheard.add(exec_id)
         try:
             self.connection.send(protocol.execute_request(exec_id, code, meta))
         except (BackendError, OSError) as exc:
+            with self._heard:
+                self._unheard.discard(exec_id)
             with self._execs_lock:
                 if self._detached:
                     # This client let go as it sent: the runtime never got the cell, and no
@@ -391,9 +401,28 @@ class RuntimeSession:
             self._after_recording()
         return True
 
+    def _await_acknowledged(self) -> None:
+        """Until the agent has acknowledged the cells sent through this connection (or the
+        reader ended, or HEARD_WAIT passed): a request still on its way when the connection
+        closes may never reach the agent, and no session would report it."""
+        reader = self._thread
+        if reader is None or reader is threading.current_thread():
+            return
+        deadline = time.monotonic() + HEARD_WAIT
+        with self._heard:
+            while self._unheard and reader.is_alive():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._heard.wait(min(remaining, 0.1))
+
     def _track(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         exec_id = message.get("exec")  # a string in every queued, start and done message
+        if isinstance(exec_id, str) and exec_id in self._unheard:
+            with self._heard:
+                self._unheard.discard(exec_id)
+                self._heard.notify_all()
         if kind == "queued" and isinstance(exec_id, str):
             with self._execs_lock:
                 self.open_execs[exec_id] = (message.get("meta") or {}).get("cell", "")
@@ -494,6 +523,7 @@ class RuntimeSession:
         with self._execs_lock:
             self._detached = True
             self.closed.set()
+        self._await_acknowledged()
         self._stop_completions()
         self._unrecorded.set()  # the watcher sees `closed` and stops
         if self.connection is not None:
