@@ -31,6 +31,17 @@ def scratch_runner(language: str = "python", environment: str = "host"):
             runner.detach()
 
 
+def remove_images(client, images: list[str]) -> None:
+    """The images a bench made; one already gone is no matter."""
+    import docker
+
+    for image in images:
+        try:
+            client.api.remove_image(image, force=True)
+        except docker.errors.APIError:
+            pass
+
+
 class Executor:
     """Runs code in a Runner and waits for its `done`, as the CLI and the UI do."""
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Executor, scratch_runner
+from _common import Executor, remove_images, scratch_runner
 
 MAKE = "import os\nfor d in range({dirs}):\n    os.makedirs(f'/many/{{d}}', exist_ok=True)\n    for f in range(100):\n        open(f'/many/{{d}}/{{f}}', 'w').close()\n"
 REWRITE = "for d in range({dirs}):\n    for f in range(100):\n        open(f'/many/{{d}}/{{f}}', 'a').write('x')\n"
@@ -98,11 +98,7 @@ def main() -> None:
                 assert done["status"] == "ok", done
                 rewritten = measure("rewritten after a save", args.rounds, ways, files)
             finally:
-                for image in made:
-                    try:
-                        client.api.remove_image(image, force=True)
-                    except docker.errors.APIError:
-                        pass
+                remove_images(client, made)
                 spec.versions.clear()
                 spec.saved_version = None
     client.close()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Executor, scratch_runner
+from _common import Executor, remove_images, scratch_runner
 
 WRITE = "import os\nwith open('/var/tmp/bench-1mb.bin', 'wb') as f:\n    f.write(os.urandom({size}))\n"
 
@@ -162,11 +162,7 @@ def main() -> None:
                     made.clear()
             finally:
                 timer.restore()
-                for image in made:
-                    try:
-                        baseline_client.api.remove_image(image, force=True)
-                    except docker.errors.APIError:
-                        pass
+                remove_images(baseline_client, made)
                 spec.versions.clear()
                 spec.saved_version = None
     baseline_client.close()

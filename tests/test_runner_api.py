@@ -46,7 +46,7 @@ def test_importing_the_protocol_loads_nothing_heavy():
 
 def test_every_public_name_resolves_to_the_object_of_its_submodule():
     from njtui.runner.backend import BackendError
-    from njtui.runner.env_changes import EnvironmentChanges, PackageChange, PathChange
+    from njtui.runner.env_changes import EnvironmentChanges, PackageChange, PathChange, counts_words
     from njtui.runner.environments import EnvironmentReferenceError, LineageStep, VersionRow
     from njtui.runner.events import RuntimeChanged, RuntimeMessage
     from njtui.runner.launch import CONTAINER_ONLY
@@ -75,6 +75,7 @@ def test_every_public_name_resolves_to_the_object_of_its_submodule():
         "EnvironmentChanges": EnvironmentChanges,
         "PathChange": PathChange,
         "PackageChange": PackageChange,
+        "counts_words": counts_words,
         "VersionRow": VersionRow,
         "LineageStep": LineageStep,
         "EnvironmentReferenceError": EnvironmentReferenceError,

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from njtui.commands.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError, runner_log_path
 from njtui.model.size import format_size
-
-ACTIONS = ("save", "diff", "reset", "ls", "rm", "prune", "export", "import", "lineage")
 
 
 def add_parser(sub) -> None:
@@ -90,8 +90,6 @@ _last_progress: dict[str, Any] = {"phase": "", "at": 0.0}
 
 def _progress(phase: str, detail: dict[str, Any]) -> None:
     """Progress on stderr: one line rewritten in place on a terminal, else a line a second."""
-    import time
-
     done, total = detail.get("done"), detail.get("total")
     now = time.monotonic()
     if not sys.stderr.isatty() and phase == _last_progress["phase"] and now - _last_progress["at"] < 1.0 and done != total:
@@ -151,6 +149,8 @@ def _save(args, runner, notebook_file) -> int:
 
 
 def _diff(args, runner, notebook_file) -> int:
+    from njtui.runner import counts_words
+
     changes = runner.environments.changes(args.runtime)
     if args.json:
         print(json.dumps(changes.to_json()))
@@ -167,7 +167,7 @@ def _diff(args, runner, notebook_file) -> int:
             print(f"  {change.manager:<6}  {change.name:<{width}}  {change.before or '(new)'} → {change.after or '(removed)'}")
     print(f"paths: {counts['A']} added, {counts['C']} changed, {counts['D']} deleted")
     for top, group in changes.groups():
-        print(f"  {top}  " + ", ".join(f"{group[kind]} {word}" for kind, word in (("A", "added"), ("C", "changed"), ("D", "deleted")) if group[kind]))
+        print(f"  {top}  {counts_words(group)}")
     for change in changes.paths:
         print(f"    {change.change} {change.path}")
     return EXIT_OK
@@ -178,14 +178,10 @@ def _reset(args, runner, notebook_file) -> int:
     target = args.version if args.version is not None else spec.saved_version
     if args.version is not None and args.version != 0 and spec.version(args.version) is None:
         raise UsageError(f"runtime {args.runtime} has no saved version {args.version} (versions: {', '.join(str(v.version) for v in spec.versions) or 'none'}; 0 is the environment it started from)")
-    declared = spec.imported.label() if spec.imported is not None else str(spec.environment)
+    declared = spec.declared_environment
     to_words = declared if not target else f"{args.runtime} v{target}"
-    lost = ""
-    if runner.environments.running(args.runtime):
-        changes = runner.environments.changes(args.runtime)
-        counts = changes.counts()
-        lost = f"{len(changes.paths)} changed paths ({counts['A']} added, {counts['C']} changed, {counts['D']} deleted), {len(changes.packages)} package changes, and whatever the runtime holds in memory"
-    question = f"reset {args.runtime} to {to_words}? lost: {lost or 'nothing (it is not running)'}"
+    lost = runner.environments.changes(args.runtime).lost_words() if runner.environments.running(args.runtime) else "nothing (it is not running)"
+    question = f"reset {args.runtime} to {to_words}? lost: {lost}"
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(f"{question}\n  pass --yes to reset without asking")
@@ -195,11 +191,7 @@ def _reset(args, runner, notebook_file) -> int:
             return EXIT_OK
     runner.environments.reset(args.runtime, args.version)
     if args.version is not None:
-        try:
-            _write(notebook_file, runner.notebook, Path(args.notebook))
-        except _NotWritten as exc:
-            print(f"njtui: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+        _write(notebook_file, runner.notebook, Path(args.notebook))
     print(f"reset {args.runtime}: running fresh from {to_words}")
     return EXIT_OK
 
@@ -262,8 +254,6 @@ def _import(args, runner, notebook_file) -> int:
     source = args.source_notebook
     if source is not None:
         # Stored relative to the importing notebook, so the two can move together.
-        import os
-
         source = os.path.relpath(Path(source).resolve(), Path(args.notebook).resolve().parent)
     pinned = runner.environments.set_import(args.runtime, args.source, args.version, source)
     _write(notebook_file, runner.notebook, Path(args.notebook))
@@ -295,4 +285,4 @@ _ACTIONS = {
     "lineage": _lineage,
 }
 
-__all__ = ["ACTIONS", "add_parser", "cmd_env"]
+__all__ = ["add_parser", "cmd_env"]

@@ -105,12 +105,16 @@ class RuntimeSpec:
         return self.version(self.saved_version) if self.saved_version is not None else None
 
     @property
+    def declared_environment(self) -> str:
+        """The environment the notebook names, in words: "njtui/bash:5", "tools v3" (an import)."""
+        return self.environment.label() if isinstance(self.environment, EnvironmentImport) else self.environment
+
+    @property
     def environment_label(self) -> str:
-        """What it boots from, in a few words: "njtui/bash:5", "tools v3", "v2 of njtui/bash:5"."""
-        declared = self.environment.label() if isinstance(self.environment, EnvironmentImport) else self.environment
+        """What it boots from, in a few words: its saved version ("tools v2"), else the environment it names."""
         if self.saved_version is not None:
             return f"{self.id} v{self.saved_version}"
-        return declared
+        return self.declared_environment
 
 
 @dataclass

@@ -38,6 +38,8 @@ _EXPORTS = {
     "EnvironmentChanges": ("env_changes", "EnvironmentChanges"),
     "PathChange": ("env_changes", "PathChange"),
     "PackageChange": ("env_changes", "PackageChange"),
+    # "2 added, 1 deleted", from EnvironmentChanges.counts() or one of its groups.
+    "counts_words": ("env_changes", "counts_words"),
     "VersionRow": ("environments", "VersionRow"),
     "LineageStep": ("environments", "LineageStep"),
     # A RunnerError for an environment named that does not exist (bad input, not a failure).
@@ -48,7 +50,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from njtui.runner.backend import BackendError as RunnerError
-    from njtui.runner.env_changes import EnvironmentChanges, PackageChange, PathChange
+    from njtui.runner.env_changes import EnvironmentChanges, PackageChange, PathChange, counts_words
     from njtui.runner.environments import EnvironmentReferenceError, LineageStep, VersionRow
     from njtui.runner.events import RuntimeChanged, RuntimeMessage
     from njtui.runner.launch import CONTAINER_ONLY

@@ -18,25 +18,29 @@ if TYPE_CHECKING:
     from njtui.runner.docker_backend import DockerBackend
 
 
-def journal_lines(container) -> Iterator[bytes]:
-    """The agent's journal, read out of the container (running or stopped) through the API."""
+def container_file(container, path: str) -> bytes | None:
+    """A file of a container (running, stopped, or created and never started), read through
+    the API; None if it is not there."""
     import docker
 
     try:
-        chunks, _ = container.get_archive(JOURNAL)
+        chunks, _ = container.get_archive(path)
     except docker.errors.NotFound:
-        return
-    buffer = io.BytesIO(b"".join(chunks))
-    with tarfile.open(fileobj=buffer, mode="r") as tar:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r") as tar:
         member = tar.next()
-        if member is None:
-            return
-        handle = tar.extractfile(member)
-        if handle is None:
-            return
-        for line in handle:
-            if line.endswith(b"\n"):
-                yield line
+        handle = tar.extractfile(member) if member is not None else None
+        return handle.read() if handle is not None else None
+
+
+def journal_lines(container) -> Iterator[bytes]:
+    """The agent's journal, read out of the container (running or stopped) through the API."""
+    data = container_file(container, JOURNAL)
+    if data is None:
+        return
+    for line in io.BytesIO(data):
+        if line.endswith(b"\n"):
+            yield line
 
 
 class AttachStream:

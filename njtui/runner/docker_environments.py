@@ -11,10 +11,8 @@ blanked so that a container started from the image by hand is not taken for a ru
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import re
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from njtui.runner.backend import BackendError, ProgressCallback
+from njtui.runner.docker_connection import container_file
 from njtui.runner.env_changes import DELETED, DOCKER_KINDS, DPKG_STATUS, ENGINE_FILES, dpkg_packages, since_save, without_mounts
 from njtui.runner.paths import private_runtime_root
 from njtui.runner.private import private_dir
@@ -45,7 +44,6 @@ class Committed:
     size: int
     layers: int
     flattened: bool
-    base_image: str
     created: str
 
 
@@ -168,35 +166,22 @@ def current_changes(container, mountpoints: list[str]) -> tuple[dict[str, str], 
     return since_save(now, mark["changes"], touched), mark
 
 
-def read_file(client, image: str, path: str) -> str | None:
+def _text(data: bytes | None) -> str:
+    return data.decode("utf-8", "replace") if data is not None else ""
+
+
+def image_file(client, image: str, path: str) -> bytes | None:
     """A file of an image, through a container created (never started) from it."""
     container = client.containers.create(image, command=["true"], labels={})
     try:
-        return _archive_text(container, path)
+        return container_file(container, path)
     finally:
         container.remove(force=True, v=True)
 
 
-def _archive_text(container, path: str) -> str | None:
-    import docker
-
-    try:
-        chunks, _ = container.get_archive(path)
-    except docker.errors.NotFound:
-        return None
-    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
-        member = tar.next()
-        handle = tar.extractfile(member) if member is not None else None
-        return handle.read().decode("utf-8", "replace") if handle is not None else None
-
-
-def dpkg_before_after(client, container, image: str, mark: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:
-    after_text = _archive_text(container, DPKG_STATUS) or ""
-    if mark is not None and isinstance(mark.get("dpkg"), dict):
-        before = {str(k): str(v) for k, v in mark["dpkg"].items()}
-    else:
-        before = dpkg_packages(read_file(client, image, DPKG_STATUS) or "")
-    return before, dpkg_packages(after_text)
+def dpkg_before_after(client, container, image: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Installed packages in `image` (what the container counts its changes from) and now."""
+    return dpkg_packages(_text(image_file(client, image, DPKG_STATUS))), dpkg_packages(_text(container_file(container, DPKG_STATUS)))
 
 
 def commit(client, container, *, repository: str, tag: str, labels: dict[str, str], base_image: str, progress: ProgressCallback | None) -> Committed:
@@ -223,7 +208,6 @@ def commit(client, container, *, repository: str, tag: str, labels: dict[str, st
         size=size,
         layers=len((image.attrs.get("RootFS") or {}).get("Layers") or []),
         flattened=flattened,
-        base_image=base.id,
         created=image.attrs.get("Created", ""),
     )
 

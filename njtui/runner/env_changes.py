@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ADDED, CHANGED, DELETED = "A", "C", "D"
+CHANGE_WORDS = {ADDED: "added", CHANGED: "changed", DELETED: "deleted"}
 DOCKER_KINDS = {0: CHANGED, 1: ADDED, 2: DELETED}  # the engine's /changes kinds
 DPKG_STATUS = "/var/lib/dpkg/status"
 # A distribution's metadata directory: <name>-<version>.dist-info (the wheel spec escapes "-"
@@ -58,10 +59,20 @@ class EnvironmentChanges:
             groups.setdefault(top, Counter())[change.change] += 1
         return sorted(groups.items())
 
+    def lost_words(self) -> str:
+        """What a reset of the runtime throws away, for its confirmation."""
+        paths, packages = len(self.paths), len(self.packages)
+        return f"{paths} changed path{'s' if paths != 1 else ''} ({counts_words(self.counts())}), {packages} package change{'s' if packages != 1 else ''}, and everything it holds in memory"
+
     def to_json(self) -> dict[str, Any]:
         # Not asdict for the paths: it deep-copies each one, a tenth of a second for 10,000.
         paths = [{"path": change.path, "change": change.change} for change in self.paths]
         return {"runtime": self.runtime, "since": self.since, "paths": paths, "packages": [asdict(change) for change in self.packages]}
+
+
+def counts_words(counts: Counter[str]) -> str:
+    """ "2 added, 1 deleted": the kinds of change there are, counted."""
+    return ", ".join(f"{counts[kind]} {word}" for kind, word in CHANGE_WORDS.items() if counts[kind]) or "none"
 
 
 def without_mounts(changes: dict[str, str], mountpoints: list[str]) -> dict[str, str]:

@@ -147,50 +147,54 @@ class Environments:
     def boot_image(self, spec: RuntimeSpec) -> str:
         """The image a Docker runtime boots from: its saved version, its import (pinned now if
         it is not yet), or its environment."""
-        saved = spec.boot_version
-        if saved is not None:
-            return self._local_or_pulled(spec, saved.image, saved.digest, f"its saved version {saved.version}", saved.host)
-        imported = spec.imported
-        if imported is not None:
-            if not imported.pinned:
-                imported = self.pin(spec.id)
-            return self._local_or_pulled(spec, imported.image, imported.digest, f"the environment it imports ({imported.label()})", self._source_host(spec))
-        return str(spec.environment)
-
-    def _local_or_pulled(self, spec: RuntimeSpec, image: str | None, digest: str | None, what: str, host: str) -> str:
+        saved = self._saved_source(spec, pin=True)
+        if saved is None:
+            return str(spec.environment)
+        image, digest, what, host = saved
         client = self._client(spec)
         if image and engine.image_exists(client, image):
             record_use(image, notebook_identity(self.runner.path), spec.id)
             return image
         if digest:
             return digest  # pulled by the backend, with its progress
-        raise BackendError(
-            f"runtime {spec.id} boots from {what}, which was saved on {host or 'another Docker engine'}, not exported, so this engine cannot get it: "
-            f"export it there (njtui env export NOTEBOOK RUNTIME), or reset this runtime to another version (njtui env reset NOTEBOOK {spec.id} --version N; 0 is the environment it started from)"
-        )
+        raise BackendError(self._not_here(spec, what, host))
 
     def unavailable(self, runtime_id: str) -> str | None:
         """Why a runtime cannot boot its saved or imported environment on this engine (saved on
         another host and never exported), in words; None when it can, or cannot tell. Asked when
         a notebook opens, so the runtime says so before anyone runs a cell."""
         spec = self.spec(runtime_id)
-        saved = spec.boot_version
-        imported = spec.imported
-        image: str | None
-        if saved is not None:
-            image, digest, what, host = saved.image, saved.digest, f"saved version {saved.version}", saved.host
-        elif imported is not None and imported.pinned:
-            image, digest, what, host = imported.image, imported.digest, f"imported {imported.label()}", self._source_host(spec)
-        else:
+        saved = self._saved_source(spec, pin=False)
+        if saved is None:
             return None
-        if digest:
-            return None
+        image, digest, what, host = saved
         try:
-            if image and engine.image_exists(self._client(spec), image):
+            if digest or (image and engine.image_exists(self._client(spec), image)):
                 return None
         except BackendError:
             return None
-        return f"{what} was saved on {host or 'another Docker engine'}, not exported: this engine cannot boot it (export it there, or reset to another version)"
+        return self._not_here(spec, what, host)
+
+    def _saved_source(self, spec: RuntimeSpec, *, pin: bool) -> tuple[str | None, str | None, str, str] | None:
+        """(image id, digest, what it is in words, the host it was saved on) of the saved
+        environment a runtime boots from: its saved version, or the version it imports (pinned
+        first with `pin`, else None while unpinned); None when it boots a plain image."""
+        saved = spec.boot_version
+        if saved is not None:
+            return saved.image, saved.digest, f"its saved version {saved.version}", saved.host
+        imported = spec.imported
+        if imported is None or (not imported.pinned and not pin):
+            return None
+        if not imported.pinned:
+            imported = self.pin(spec.id)
+        return imported.image, imported.digest, f"the environment it imports ({imported.label()})", self._source_host(spec)
+
+    @staticmethod
+    def _not_here(spec: RuntimeSpec, what: str, host: str) -> str:
+        return (
+            f"runtime {spec.id} boots from {what}, which was saved on {host or 'another Docker engine'}, not exported, so this engine cannot get it: "
+            f"export it there (njtui env export NOTEBOOK RUNTIME), or reset this runtime to another version (njtui env reset NOTEBOOK {spec.id} --version N; 0 is the environment it started from)"
+        )
 
     def _source_host(self, spec: RuntimeSpec) -> str:
         try:
@@ -211,7 +215,7 @@ class Environments:
         notebook, path, current = self.notebook, self.runner.path, spec
         while current.imported is not None and not current.imported.pinned:
             imported = current.imported
-            step = (path if imported.notebook is None else str((Path(path).parent / imported.notebook).resolve()), imported.runtime)
+            step = (source_path(path, imported.notebook), imported.runtime)
             if step in seen:
                 names = " imports ".join(f"{Path(p).name}:{r}" if p != self.runner.path else r for p, r in [*seen, step])
                 raise EnvironmentReferenceError(f'these environments import each other in a cycle: {names}; let one of them start from an image (environment = "IMAGE")')
@@ -278,8 +282,7 @@ class Environments:
             self._settle(container.id)
             mark = engine.read_mark(container)
             booted_from = container.attrs.get("Image", "")
-            base = f"v{mark['version']}" if mark else self._booted_words(spec, booted_from)
-            base_image = str(mark["image"]) if mark else booted_from
+            base, base_image = self._counted_from(spec, container, mark)
             repository = self.repository(runtime_id)
             number = self._next_version(client, spec, repository)
             labels = {
@@ -341,9 +344,12 @@ class Environments:
     def _settle(self, container_id: str | None = None) -> None:
         """Waits for the records of saves still being taken (of one container, or all)."""
         with self._marking_lock:
-            threads = [self._marking.pop(container_id)] if container_id in self._marking else ([] if container_id else list(self._marking.values()))
             if container_id is None:
+                threads = list(self._marking.values())
                 self._marking.clear()
+            else:
+                thread = self._marking.pop(container_id, None)
+                threads = [thread] if thread is not None else []
         for thread in threads:
             thread.join()
 
@@ -366,6 +372,14 @@ class Environments:
             self._remove_image(self._client(spec), saved.image)
         except BackendError:
             pass
+
+    def _counted_from(self, spec: RuntimeSpec, container, mark: dict[str, Any] | None) -> tuple[str, str]:
+        """What a running container's changes count from, in a saved version's words ("v2",
+        "njtui/bash:5", "tools v1"), and its image id: its last save, else what it booted from."""
+        if mark:
+            return f"v{mark['version']}", str(mark["image"])
+        booted_from = container.attrs.get("Image", "")
+        return self._booted_words(spec, booted_from), booted_from
 
     def _booted_words(self, spec: RuntimeSpec, image: str) -> str:
         for saved in spec.versions:
@@ -396,13 +410,13 @@ class Environments:
             paths, mark = engine.current_changes(container, volume_targets(spec))
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"the changes of runtime {runtime_id} cannot be read: {engine.words(exc)}") from None
-        since = f"v{mark['version']}" if mark else self._booted_words(spec, container.attrs.get("Image", ""))
+        since, since_image = self._counted_from(spec, container, mark)
         if _OWN_VERSION.fullmatch(since):
             since = f"{runtime_id} {since}"  # as the diff says it: "tools v2", as after a save
         result = EnvironmentChanges(runtime=runtime_id, since=since, paths=[PathChange(path, kind) for path, kind in sorted(paths.items())])
         if packages:
             if DPKG_STATUS in paths:
-                before, after = engine.dpkg_before_after(client, container, str(mark["image"]) if mark else container.attrs.get("Image", ""), None)
+                before, after = engine.dpkg_before_after(client, container, since_image)
                 result.packages.extend(package_changes("dpkg", before, after))
             result.packages.extend(python_changes(paths))
         return result
@@ -632,19 +646,19 @@ class Environments:
                 steps.append(LineageStep(f"{Path(path).name}: {spec.id} v{number}", saved.image, saved.digest, saved.saved_at, saved.message, "saved"))
                 words = saved.base
             elif imported is not None:
-                source_path = path if imported["notebook"] is None else str((Path(path).parent / imported["notebook"]).resolve())
+                from_path = source_path(path, imported["notebook"])
                 try:
                     from njtui.store import load_notebook
 
-                    notebook = self.notebook if source_path == self.runner.path else load_notebook(source_path)
+                    notebook = self.notebook if from_path == self.runner.path else load_notebook(from_path)
                 except (NotebookError, OSError):
                     steps.append(LineageStep(f"{imported['notebook']}: {imported['runtime']} v{imported['version']}", None, how="imported (its notebook is not here)"))
                     return steps
                 source = notebook.runtimes.get(imported["runtime"])
                 if source is None:
-                    steps.append(LineageStep(f"{Path(source_path).name}: {imported['runtime']} v{imported['version']}", None, how="imported (no such runtime there now)"))
+                    steps.append(LineageStep(f"{Path(from_path).name}: {imported['runtime']} v{imported['version']}", None, how="imported (no such runtime there now)"))
                     return steps
-                path, spec = source_path, source
+                path, spec = from_path, source
                 words = f"v{imported['version']}"
             else:
                 image_id = None
@@ -690,16 +704,22 @@ class Environments:
         return levels
 
 
+def source_path(importing_path: str, notebook: str | None) -> str:
+    """The path of the notebook an import names: its own when it names none, else relative to
+    the importing notebook's directory."""
+    return importing_path if notebook is None else str((Path(importing_path).parent / notebook).resolve())
+
+
 def import_source(importing_path: str, importing_notebook: Notebook, spec: RuntimeSpec) -> tuple[Notebook, RuntimeSpec, str]:
     """The notebook, runtime and notebook path that a runtime's import names."""
     from njtui.store import load_notebook
 
     imported = spec.imported
     assert imported is not None
+    path = source_path(importing_path, imported.notebook)
     if imported.notebook is None:
-        notebook, path = importing_notebook, importing_path
+        notebook = importing_notebook
     else:
-        path = str((Path(importing_path).parent / imported.notebook).resolve())
         if not Path(path).is_file():
             raise EnvironmentReferenceError(f"runtime {spec.id} imports {imported.label()} from {imported.notebook}, which is not there ({path}); fix the path in its environment, or import another environment")
         try:

@@ -289,8 +289,7 @@ class EnvironmentActions:
             screen.show_rows(rows)
         elif push:
             spec = self.notebook.runtimes[runtime_id]
-            base = spec.imported.label() if spec.imported is not None else str(spec.environment)
-            self.app.push_screen(VersionsScreen(runtime_id, base, rows, self))
+            self.app.push_screen(VersionsScreen(runtime_id, spec.declared_environment, rows, self))
 
     def _env_refresh_versions(self, runtime_id: str) -> None:
         if isinstance(self.app.screen, VersionsScreen):
@@ -344,7 +343,7 @@ class EnvironmentActions:
 
     def _env_reset_ask(self, runtime_id: str, version: int | None, changes: EnvironmentChanges | None) -> None:
         spec = self.notebook.runtimes[runtime_id]
-        declared = spec.imported.label() if spec.imported is not None else str(spec.environment)
+        declared = spec.declared_environment
         target = version if version is not None else spec.saved_version
         to_words = f"v{target} (saved)" if target else f"the environment it started from ({declared})"
         status = self.statuses.get(runtime_id)

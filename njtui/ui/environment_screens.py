@@ -21,11 +21,10 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from njtui.model.output import terminal_safe
 from njtui.model.size import format_size
-from njtui.runner import EnvironmentChanges, VersionRow
+from njtui.runner import EnvironmentChanges, VersionRow, counts_words
 
 MESSAGE_WIDTH = 26
 TRANSIENT_NOTE = "Transient: these changes are lost when the runtime restarts or resets, unless saved (S)."
-CHANGE_WORDS = {"A": "added", "C": "changed", "D": "deleted"}
 CHANGE_STYLES = {"A": "green", "C": "yellow", "D": "red"}
 
 
@@ -55,17 +54,9 @@ def saved_at_words(saved_at: str, zone: bool = True) -> str:
     return saved_at
 
 
-def counts_words(changes: EnvironmentChanges) -> str:
-    counts = changes.counts()
-    return ", ".join(f"{counts[kind]} {word}" for kind, word in CHANGE_WORDS.items() if counts[kind]) or "none"
-
-
 def lost_words(changes: EnvironmentChanges | None) -> str:
     """What a reset throws away, for its confirmation."""
-    if changes is None:
-        return "nothing on its file system (it is not running)"
-    paths, packages = len(changes.paths), len(changes.packages)
-    return f"{paths} changed path{'s' if paths != 1 else ''} ({counts_words(changes)}), {packages} package change{'s' if packages != 1 else ''}, and everything it holds in memory"
+    return changes.lost_words() if changes is not None else "nothing on its file system (it is not running)"
 
 
 class MessageScreen(ModalScreen[str | None]):
@@ -112,7 +103,7 @@ class EnvironmentDiffScreen(Screen[None]):
         changes = self.changes
         header = Text()
         header.append(f"Changes of {terminal_safe(self.runtime_name)} since {terminal_safe(changes.since)}", style="bold")
-        header.append(f"   {len(changes.paths)} paths: {counts_words(changes)} · {len(changes.packages)} packages\n")
+        header.append(f"   {len(changes.paths)} paths: {counts_words(changes.counts())} · {len(changes.packages)} packages\n")
         header.append(TRANSIENT_NOTE, style="yellow")
         yield Static(header, id="diff-header")
         yield Static(Text("Packages", style="bold"), classes="diff-title")
