@@ -502,6 +502,11 @@ __njt_interrupt() {
 }
 
 # ---------------------------------------------------------------- main
+# Set before the first fork: the emitter may end main (a closed stdin) as soon as it has said
+# hello, and a TERM before the trap killed main by the signal. Subshells reset a caught trap.
+trap '__njt_stop=interrupt' INT
+trap '' PIPE
+trap 'builtin exit 0' TERM
 __njt_forwarder 1 "$__njt_out" &
 __njt_forwarder_1=$!
 __njt_forwarder 2 "$__njt_err" &
@@ -719,9 +724,6 @@ __njt_past_mark() {
 : >"$__njt_mark" 2>/dev/null
 __njt_stop=
 __njt_count=0
-trap '__njt_stop=interrupt' INT
-trap '' PIPE
-trap 'builtin exit 0' TERM
 while :; do
     IFS= read -r -u "$__njt_req" __njt_request
     (($? > 128)) && continue # interrupted while waiting: the marker follows
