@@ -16,11 +16,12 @@ from njtui.store import save_notebook
 
 
 @contextmanager
-def scratch_runner(language: str = "python", environment: str = "host"):
-    """A Runner on a new one-runtime notebook; its runtime is stopped afterwards."""
+def scratch_runner(language: str = "python", environment: str = "host", **settings):
+    """A Runner on a new one-runtime notebook; its runtime is stopped afterwards. `settings`:
+    more of the runtime's (type="jupyter", kernel="python3" for a Jupyter-type one)."""
     with tempfile.TemporaryDirectory(prefix="njtui-bench-") as tmp:
         os.environ["NJTUI_RUNTIME_DIR"] = str(Path(tmp) / "rt")
-        notebook = Notebook(title="bench", runtimes={"rt": RuntimeSpec("rt", language, environment=environment, default=True)})
+        notebook = Notebook(title="bench", runtimes={"rt": RuntimeSpec("rt", language, environment=environment, default=True, **settings)})
         path = Path(tmp) / "bench.toml"
         save_notebook(notebook, path)
         runner = Runner(path, notebook)
@@ -66,10 +67,10 @@ class Executor:
 
 
 @contextmanager
-def jupyter_kernel():
+def jupyter_kernel(kernel_name: str = "python3"):
     from jupyter_client.manager import start_new_kernel
 
-    manager, client = start_new_kernel(kernel_name="python3")
+    manager, client = start_new_kernel(kernel_name=kernel_name)
     try:
         yield client
     finally:

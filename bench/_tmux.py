@@ -19,7 +19,11 @@ class TmuxApp:
 
     def launch(self, *args: str) -> float:
         """Starts `njtui ARGS`; returns the perf_counter time just before the launch."""
-        command = " ".join([sys.executable, "-m", "njtui", *args]) + "; sleep 600"
+        return self.launch_command(" ".join([sys.executable, "-m", "njtui", *args]))
+
+    def launch_command(self, command: str) -> float:
+        """Starts a shell command line (another notebook program, to compare with)."""
+        command += "; sleep 600"
         env_args: list[str] = []
         for name in ("NJTUI_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
             if name in os.environ:

@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PYTHON_IMAGE = "njtui/python:3.11"
 BASH_IMAGE = "njtui/bash:5"
+JUPYTER_IMAGE = "njtui/jupyter:3.11"  # PYTHON_IMAGE with jupyter_client, ipykernel and bash_kernel
 SAMPLES = REPO / "sample_notebooks"
 
 
@@ -132,7 +133,7 @@ def docker_engine():
         client.ping()
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"no Docker engine answers ({exc}); scripts/provision starts one")
-    for tag in (PYTHON_IMAGE, BASH_IMAGE):
+    for tag in (PYTHON_IMAGE, BASH_IMAGE, JUPYTER_IMAGE):
         try:
             client.images.get(tag)
         except Exception:  # noqa: BLE001

@@ -33,11 +33,12 @@ def backend_name(request):
 class Driven:
     """A runner on a one-runtime notebook, with every event it emits kept in order."""
 
-    def __init__(self, tmp_path, backend_name: str, cells: dict[str, str]) -> None:
+    def __init__(self, tmp_path, backend_name: str, cells: dict[str, str], spec: RuntimeSpec | None = None) -> None:
         environment = PYTHON_IMAGE if backend_name == "docker" else "host"
         notebook = Notebook(title="contract")
-        notebook.runtimes["py"] = RuntimeSpec("py", "python", environment=environment, backend=backend_name, default=True)
-        notebook.cells = [Cell(id=cell_id, kind="code", language="python", source=source) for cell_id, source in cells.items()]
+        spec = spec or RuntimeSpec("py", "python", environment=environment, backend=backend_name, default=True)
+        notebook.runtimes[spec.id] = spec
+        notebook.cells = [Cell(id=cell_id, kind="code", language=spec.language, source=source) for cell_id, source in cells.items()]
         self.path = tmp_path / "nb.toml"
         save_notebook(notebook, self.path)
         self.notebook = notebook

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
@@ -382,3 +383,248 @@ class RelayClient:
             self.messages.append(message)
             if predicate(message):
                 return message
+
+
+# -- rich outputs: MIME bundles (issue 14, docs/protocol.md "Rich outputs")
+
+
+def outputs(messages: list[dict]) -> list[dict]:
+    """The messages a cell's output is made of, in order, without the bookkeeping."""
+    return [m for m in messages if m["type"] in ("stream", "result", "display", "update_display", "clear_output", "error")]
+
+
+def result_of(messages: list[dict]) -> dict:
+    return next(m for m in messages if m["type"] == "result")
+
+
+def one_png() -> bytes:
+    """A real 1×1 PNG, made with the standard library."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b"")
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+def test_a_result_carries_every_repr_the_object_offers(agent):
+    code = (
+        "class Rich:\n"
+        "    def __repr__(self): return 'Rich()'\n"
+        "    def _repr_html_(self): return '<b>rich</b>'\n"
+        "    def _repr_markdown_(self): return '**rich**'\n"
+        "    def _repr_svg_(self): return '<svg/>'\n"
+        "    def _repr_png_(self): return b'\\x89PNG\\x00\\xff'\n"
+        "    def _repr_jpeg_(self): return b'\\xff\\xd8\\xff'\n"
+        "    def _repr_latex_(self): return '$x^2$'\n"
+        "    def _repr_json_(self): return {'a': [1, 2]}\n"
+        "    def _repr_javascript_(self): return 'alert(1)'\n"
+        "Rich()\n"
+    )
+    result = result_of(agent.run(code))
+    assert result["data"] == {
+        "text/plain": "Rich()",
+        "text/html": "<b>rich</b>",
+        "text/markdown": "**rich**",
+        "image/svg+xml": "<svg/>",
+        "image/png": b64(b"\x89PNG\x00\xff"),  # bytes travel as base64
+        "image/jpeg": b64(b"\xff\xd8\xff"),
+        "text/latex": "$x^2$",
+        "application/json": {"a": [1, 2]},  # JSON is the value itself
+    }
+    assert result["metadata"] == {}
+    # A plain value: its repr, as before, and empty metadata.
+    result = result_of(agent.run("[1, 'two']"))
+    assert result["data"] == {"text/plain": "[1, 'two']"} and result["metadata"] == {}
+    # A class is not its instances: its unbound _repr_html_ is not called.
+    assert result_of(agent.run("Rich"))["data"] == {"text/plain": "<class '__main__.Rich'>"}
+
+
+def test_mimebundle_with_metadata_comes_first_and_other_reprs_fill_in(agent):
+    code = (
+        "calls = []\n"
+        "class Bundled:\n"
+        "    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+        "        calls.append((include, exclude))\n"
+        "        return {'text/plain': 'bundled', 'text/markdown': '# from the bundle', 'image/png': b'\\x01\\x02', 'application/vnd.custom+json': {'k': 1}}, {'image/png': {'width': 320}}\n"
+        "    def _repr_markdown_(self): return 'not used: the bundle has markdown'\n"
+        "    def _repr_html_(self): return ('<i>html</i>', {'isolated': True})\n"
+        "Bundled()\n"
+    )
+    result = result_of(agent.run(code))
+    assert result["data"] == {
+        "text/plain": "bundled",
+        "text/markdown": "# from the bundle",
+        "image/png": b64(b"\x01\x02"),
+        "application/vnd.custom+json": {"k": 1},
+        "text/html": "<i>html</i>",
+    }
+    assert result["metadata"] == {"image/png": {"width": 320}, "text/html": {"isolated": True}}
+    assert result_of(agent.run("calls"))["data"]["text/plain"] == "[(None, None)]"
+    # Data only, without the metadata tuple.
+    result = result_of(agent.run("class Plain:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n        return {'text/html': '<p>'}\nPlain()\n"))
+    assert result["data"]["text/html"] == "<p>" and result["data"]["text/plain"].startswith("<__main__.Plain object") and result["metadata"] == {}
+
+
+def test_a_repr_returning_none_is_left_out_and_one_that_raises_is_reported(agent):
+    code = (
+        "class Partial:\n"
+        "    def __repr__(self): return 'Partial()'\n"
+        "    def _repr_html_(self): return None\n"
+        "    def _repr_markdown_(self): raise ValueError('no\\nmarkdown')\n"
+        "    def _repr_png_(self): return 42\n"
+        "    def _repr_latex_(self): return '$ok$'\n"
+        "print('before')\n"
+        "Partial()\n"
+    )
+    messages = agent.run(code)
+    assert messages[-1]["status"] == "ok"
+    shown = outputs(messages)
+    assert [m["type"] for m in shown] == ["stream", "stream", "result"]
+    assert shown[0] == {**shown[0], "name": "stdout", "text": "before\n"}
+    # One line per failure on the cell's stderr, before the result: the cell goes on.
+    warnings = shown[1]["text"].splitlines()
+    assert shown[1]["name"] == "stderr" and len(warnings) == 2
+    assert "_repr_markdown_" in warnings[0] and "ValueError: no markdown" in warnings[0]
+    assert "_repr_png_" in warnings[1] and "int" in warnings[1]
+    assert shown[2]["data"] == {"text/plain": "Partial()", "text/latex": "$ok$"}
+
+
+def test_a_failing_repr_still_fails_the_cell(agent):
+    messages = agent.run("class Bad:\n    def __repr__(self): raise RuntimeError('no repr')\nBad()\n")
+    assert messages[-1]["status"] == "error" and not [m for m in messages if m["type"] == "result"]
+    assert next(m for m in messages if m["type"] == "error")["evalue"] == "no repr"
+
+
+def test_display_update_and_clear_keep_their_place_among_prints(agent):
+    code = "import os, sys\nprint('one')\nos.system('echo two')\ndisplay('three', {'four': 4})\nprint('five', file=sys.stderr)\nclear_output(wait=True)\nprint('six')\nclear_output()\nprint('seven')\n"
+    shown = [(m["type"], m.get("name"), m.get("text") or m.get("data") or m.get("wait")) for m in outputs(agent.run(code))]
+    assert shown == [
+        ("stream", "stdout", "one\n"),
+        ("stream", "stdout", "two\n"),
+        ("display", None, {"text/plain": "'three'"}),
+        ("display", None, {"text/plain": "{'four': 4}"}),
+        ("stream", "stderr", "five\n"),
+        ("clear_output", None, True),
+        ("stream", "stdout", "six\n"),
+        ("clear_output", None, False),
+        ("stream", "stdout", "seven\n"),
+    ]
+    display_message = next(m for m in agent.messages if m["type"] == "display")
+    assert display_message["display_id"] is None and display_message["metadata"] == {} and display_message["exec"] == "x"
+
+
+def test_display_ids_handles_and_updates(agent):
+    code = (
+        "handle = display('first', display_id=True)\n"
+        "handle.update('second')\n"
+        "named = display('a', display_id='progress', metadata={'text/plain': {'note': 1}})\n"
+        "update_display('b', display_id='progress')\n"
+        "named.display('again')\n"
+        "plain = display('no id')\n"
+        "display({'text/plain': 'raw text', 'image/png': b'\\x00'}, raw=True)\n"
+        "empty = display(display_id='later')\n"
+        "print(type(handle).__name__, handle.display_id == handle.display_id.strip(), named.display_id, plain, empty.display_id)\n"
+    )
+    messages = outputs(agent.run(code))
+    generated = messages[0]["display_id"]
+    assert isinstance(generated, str) and generated
+    shown = [(m["type"], m.get("display_id"), m.get("data"), m.get("metadata")) for m in messages]
+    assert shown == [
+        ("display", generated, {"text/plain": "'first'"}, {}),
+        ("update_display", generated, {"text/plain": "'second'"}, {}),
+        ("display", "progress", {"text/plain": "'a'"}, {"text/plain": {"note": 1}}),
+        ("update_display", "progress", {"text/plain": "'b'"}, {}),
+        ("display", "progress", {"text/plain": "'again'"}, {}),
+        ("display", None, {"text/plain": "'no id'"}, {}),
+        ("display", None, {"text/plain": "raw text", "image/png": b64(b"\x00")}, {}),
+        ("display", "later", {}, {}),  # an empty output to fill in later, as IPython's
+        ("stream", None, None, None),
+    ]
+    assert messages[-1]["text"] == "DisplayHandle True progress None later\n"
+    # Builtins, as in IPython: a module the cells import sees them too.
+    assert result_of(agent.run("import builtins\nbuiltins.display is display and builtins.clear_output is clear_output"))["data"]["text/plain"] == "True"
+    # Misuse is the caller's error, raised in the cell.
+    error = next(m for m in agent.run("update_display('x', display_id=None)") if m["type"] == "error")
+    assert error["ename"] == "TypeError" and "display_id" in error["evalue"]
+
+
+def test_an_object_that_displays_itself(agent):
+    code = "class Widget:\n    def _ipython_display_(self):\n        display({'text/plain': 'widget', 'text/html': '<w/>'}, raw=True)\ndisplay(Widget())\nWidget()\n"
+    messages = agent.run(code)
+    assert [(m["type"], m["data"]) for m in outputs(messages)] == [("display", {"text/plain": "widget", "text/html": "<w/>"})] * 2
+    assert not [m for m in messages if m["type"] == "result"]
+
+
+def test_ipython_display_objects_and_functions(agent):
+    # The agent imports neither IPython nor matplotlib itself: only what the cells import.
+    assert result_of(agent.run("import sys\nsorted(name for name in ('IPython', 'matplotlib') if name in sys.modules)"))["data"]["text/plain"] == "[]"
+    png = one_png()
+    code = (
+        "from IPython.display import display, update_display, clear_output, Markdown, Image, DisplayHandle\n"
+        "print('start')\n"
+        "display(Markdown('**bold**'))\n"
+        f"handle = display(Image(data={png!r}), display_id='img')\n"
+        "update_display(Markdown('_updated_'), display_id='img')\n"
+        "DisplayHandle('other').display(Markdown('x'))\n"
+        "clear_output(wait=True)\n"
+        "Markdown('# last')\n"
+    )
+    messages = agent.run(code)
+    assert messages[-1]["status"] == "ok", messages
+    shown = [(m["type"], m.get("display_id"), m.get("data") or m.get("text") or m.get("wait")) for m in outputs(messages)]
+    assert shown == [
+        ("stream", None, "start\n"),
+        ("display", None, {"text/plain": "<IPython.core.display.Markdown object>", "text/markdown": "**bold**"}),
+        ("display", "img", {"text/plain": "<IPython.core.display.Image object>", "image/png": b64(png)}),
+        ("update_display", "img", {"text/plain": "<IPython.core.display.Markdown object>", "text/markdown": "_updated_"}),
+        ("display", "other", {"text/plain": "<IPython.core.display.Markdown object>", "text/markdown": "x"}),
+        ("clear_output", None, True),
+        ("result", None, {"text/plain": "<IPython.core.display.Markdown object>", "text/markdown": "# last"}),
+    ]
+    # IPython's own display functions, however they are reached, are the agent's.
+    same = "import IPython.display, IPython.core.display_functions as functions\nIPython.display.display is display is functions.display"
+    assert result_of(agent.run(same))["data"]["text/plain"] == "True"
+
+
+def test_an_image_from_a_stand_in_figure(agent):
+    png = one_png()
+    code = f"class Figure:\n    def __repr__(self): return '<Figure>'\n    def _repr_png_(self): return {png!r}\nfig = Figure()\ndisplay(fig)\nfig\n"
+    messages = outputs(agent.run(code))
+    assert [(m["type"], m["data"]) for m in messages] == [("display", {"text/plain": "<Figure>", "image/png": b64(png)})] + [("result", {"text/plain": "<Figure>", "image/png": b64(png)})]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed in this environment")
+def test_a_matplotlib_figure_is_a_png(agent):
+    import base64
+
+    setup = "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nlines = ax.plot([1, 3, 2])\n"
+    # Left open at the cell's end, a figure is not shown: no magic in a plain Python runtime.
+    messages = agent.run(setup)
+    assert messages[-1]["status"] == "ok" and not [m for m in outputs(messages) if m["type"] != "stream"]
+    messages = outputs(agent.run("display(fig)\nfig"))
+    assert [m["type"] for m in messages] == ["display", "result"]
+    for message in messages:
+        assert message["data"]["text/plain"] == "<Figure size 640x480 with 1 Axes>"
+        assert base64.b64decode(message["data"]["image/png"]).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_bundle_over_the_limit_is_replaced_by_its_text(agent):
+    code = "class Huge:\n    def __repr__(self): return 'Huge()'\n    def _repr_png_(self): return bytes(25 << 20)\n    def _repr_html_(self): return '<p>small</p>'\n"
+    agent.run(code)
+    for cell in ("Huge()", "display(Huge())"):
+        message = outputs(agent.run(cell))[0]
+        assert set(message["data"]) == {"text/plain"} and message["metadata"] == {}
+        text = message["data"]["text/plain"]
+        assert text.startswith("Huge()\n") and "32 MiB" in text and len(text) < 1000
+    # Under the limit, the same kind of output is kept whole.
+    message = result_of(agent.run("class Big:\n    def _repr_png_(self): return bytes(1 << 20)\nBig()"))
+    assert len(message["data"]["image/png"]) == len(b64(bytes(1 << 20)))

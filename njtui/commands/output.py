@@ -11,7 +11,7 @@ from itertools import groupby
 from typing import Any, TextIO
 
 from njtui.model import format_duration
-from njtui.model.output import terminal_safe
+from njtui.model.output import bundle_text, terminal_safe
 from njtui.model.terminal_text import OutputLines, strip_sgr
 
 
@@ -69,8 +69,8 @@ class TextPrinter:
         if self._lines is not None:
             if kind == "stream":
                 self._play("stderr" if message.get("name") == "stderr" else "stdout", message.get("text", ""))
-            elif kind == "result":
-                self._play("result", message.get("data", {}).get("text/plain", "") + "\n")
+            elif kind in ("result", "display"):
+                self._play("result", bundle_text(message.get("data") or {}) + "\n")
             elif kind == "error" and message.get("traceback"):
                 self._play("error", message["traceback"] if message["traceback"].endswith("\n") else message["traceback"] + "\n")
             return
@@ -80,8 +80,10 @@ class TextPrinter:
                 self.out.flush()
             self._write(stream, message.get("text", ""))
             stream.flush()
-        elif kind == "result":
-            self._write(self.out, message.get("data", {}).get("text/plain", "") + "\n")
+        elif kind in ("result", "display"):
+            # A pipe gets text: an update of a display already printed, or a clearing, has no
+            # place in text that has gone by.
+            self._write(self.out, bundle_text(message.get("data") or {}) + "\n")
             self.out.flush()
         elif kind == "error" and message.get("traceback"):
             self.out.flush()
@@ -123,7 +125,11 @@ class JsonPrinter:
         if kind == "stream":
             self._write({"event": "stream", "cell": cell_id, "name": message.get("name"), "text": message.get("text", "")})
         elif kind == "result":
-            self._write({"event": "result", "cell": cell_id, "count": message.get("count"), "data": message.get("data", {})})
+            self._write({"event": "result", "cell": cell_id, "count": message.get("count"), "data": message.get("data", {}), "metadata": message.get("metadata") or {}})
+        elif kind in ("display", "update_display"):
+            self._write({"event": kind, "cell": cell_id, "data": message.get("data", {}), "metadata": message.get("metadata") or {}, "display_id": message.get("display_id")})
+        elif kind == "clear_output":
+            self._write({"event": "clear_output", "cell": cell_id, "wait": bool(message.get("wait"))})
         elif kind == "error":
             self._write({"event": "error", "cell": cell_id, "ename": message.get("ename"), "evalue": message.get("evalue"), "traceback": message.get("traceback", "")})
         elif kind == "files":

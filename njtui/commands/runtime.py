@@ -9,7 +9,7 @@ from pathlib import Path
 from njtui.commands.common import EXIT_OK, UsageError
 from njtui.store import NotebookError
 
-RUNTIME_SCALARS = {"name": str, "language": str, "environment": str, "machine": str, "cpus": float, "memory": str, "idle_timeout": str}
+RUNTIME_SCALARS = {"name": str, "language": str, "type": str, "kernel": str, "environment": str, "machine": str, "cpus": float, "memory": str, "idle_timeout": str}
 RUNTIME_SWITCHES = ("default", "mount_cuda", "export")
 
 

@@ -22,8 +22,11 @@ FORMAT_VERSION = 1
 HOST_ENVIRONMENT = "host"
 DEFAULT_IDLE_TIMEOUT = 20 * 60.0
 MAX_IDLE_TIMEOUT = 365 * 86400.0  # a year; longer is a typo, and timers overflow far beyond it
-LANGUAGES = ("python", "bash")
-CELL_KINDS = ("code", "markdown")
+LANGUAGES = ("python", "bash")  # the languages of njtui's own (native) agents
+CELL_KINDS = ("code", "markdown", "raw")  # raw: kept as written, never run (Jupyter's raw cells)
+# How a runtime executes code (the reference's runtime "type"): njtui's own agents, or a Jupyter
+# kernel named by `kernel`, whose language is the kernel's (any, not only LANGUAGES).
+RUNTIME_TYPES = ("native", "jupyter")
 LANGUAGE_DISPLAY_NAMES = {"python": "Python", "bash": "Bash"}
 
 
@@ -76,7 +79,13 @@ class RuntimeSpec:
     saved_version: int | None = None  # the saved version it boots from; None: `environment` itself
     versions: list[SavedVersion] = field(default_factory=list)  # its saves, oldest first
     export: bool | None = None  # push each save to the notebook's registry
+    type: str = "native"  # one of RUNTIME_TYPES
+    kernel: str | None = None  # a Jupyter kernelspec name (type "jupyter" only), e.g. "python3"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_jupyter(self) -> bool:
+        return self.type == "jupyter"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -124,6 +133,10 @@ class Cell:
     source: str = ""
     language: str | None = None
     runtime: str | None = None
+    # Jupyter's cell metadata and a markdown cell's attachments ({name: {mime: base64}}), kept
+    # as imported so that an export gives them back.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    attachments: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -150,6 +163,12 @@ class Notebook:
             if cell.id == cell_id:
                 return cell
         raise KeyError(cell_id)
+
+    def languages(self) -> list[str]:
+        """The languages a code cell of this notebook can have: njtui's own, then those of its
+        Jupyter runtimes' kernels."""
+        kernels = [spec.language for spec in self.runtimes.values() if spec.is_jupyter]
+        return list(dict.fromkeys([*LANGUAGES, *kernels]))
 
     def code_cells(self) -> list[Cell]:
         return [cell for cell in self.cells if cell.is_code]

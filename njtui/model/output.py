@@ -64,3 +64,14 @@ def terminal_safe(text: str, keep: str = "\t", colours: bool = False) -> str:
     if text.isprintable():
         return text
     return sanitize(text, keep=keep, colours=colours)
+
+
+def bundle_text(data: dict[str, Any]) -> str:
+    """A MIME bundle as text, for where only text can go (a pipe, a log): its text/plain, else
+    its Markdown or LaTeX source, else a note of what it holds."""
+    for mime in ("text/plain", "text/markdown", "text/latex"):
+        value = data.get(mime)
+        if isinstance(value, str):
+            return value
+    kinds = ", ".join(sorted(str(mime) for mime in data)) or "nothing"
+    return f"[{kinds}]"

@@ -237,7 +237,7 @@ class DockerBackend(Backend):
             raise BackendError(f"container for {spec.id} could not be created: {exc.explanation or exc}") from None
         try:
             stream = AttachStream(self.client, container.id)
-            archive = agent_archive(spec.language, runtime_environment(notebook_path, spec, launch, self.image_env, image))
+            archive = agent_archive(spec, runtime_environment(notebook_path, spec, launch, self.image_env, image))
             if progress:
                 progress("Uploading", {"done": 0, "total": len(archive), "what": "agent"})
             self._api("uploading the agent", container.put_archive, "/", archive)

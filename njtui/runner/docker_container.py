@@ -23,7 +23,7 @@ from typing import Any
 
 import njtui
 from njtui.model import RuntimeSpec
-from njtui.runner.agents import AGENT_SCRIPTS, AGENTS_DIR
+from njtui.runner.agents import AGENTS_DIR, AgentCommand, agent_command_for
 from njtui.runner.backend import BackendError
 from njtui.runner.launch import Launch
 from njtui.runner.paths import notebook_identity, runtime_key
@@ -44,7 +44,7 @@ SECRETS_DIR = "/run/secrets"
 CUDA_AT = "/usr/local/cuda"
 
 
-def agent_archive(language: str, environment: dict[str, str]) -> bytes:
+def agent_archive(spec: RuntimeSpec, environment: dict[str, str]) -> bytes:
     """A tar of the agent, its environment file and the /results directory, for put_archive
     at the image's root (they land on the container's volumes)."""
     buffer = io.BytesIO()
@@ -56,9 +56,9 @@ def agent_archive(language: str, environment: dict[str, str]) -> bytes:
             entry.mode = mode
             entry.mtime = now
             tar.addfile(entry)
-        name = AGENT_SCRIPTS[language]
         env_file = "".join(f"{variable}={shlex.quote(value)}\n" for variable, value in environment.items()).encode()
-        for path, data, mode in ((f"{AGENT_DIR}/{name}", (AGENTS_DIR / name).read_bytes(), 0o755), (ENV_FILE, env_file, 0o600)):
+        files = [(f"{AGENT_DIR}/{name}", (AGENTS_DIR / name).read_bytes(), 0o755) for name in _agent(spec).files]
+        for path, data, mode in (*files, (ENV_FILE, env_file, 0o600)):
             entry = tarfile.TarInfo(path.lstrip("/"))
             entry.size = len(data)
             entry.mode = mode
@@ -67,13 +67,29 @@ def agent_archive(language: str, environment: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def agent_command(spec: RuntimeSpec) -> list[str]:
-    script = AGENT_SCRIPTS.get(spec.language)
-    if script is None:
+def _agent(spec: RuntimeSpec) -> AgentCommand:
+    command = agent_command_for(spec)
+    if command is None:
         raise BackendError(f"no agent for language {spec.language!r}")
-    interpreter = "python3" if spec.language == "python" else "bash"
+    return command
+
+
+def agent_command(spec: RuntimeSpec) -> list[str]:
+    command = _agent(spec)
+    interpreter = "python3" if command.interpreter == "python" else "bash"
     # `set -a` exports what the file assigns; exec makes the agent the process the init watches.
-    return ["/bin/sh", "-c", f'set -a; . {ENV_FILE}; set +a; exec "$@"', "njtui-agent", interpreter, f"{AGENT_DIR}/{script}", "--journal", JOURNAL, "--idle-timeout", str(spec.idle_timeout_seconds)]
+    # An image without the interpreter ends here with a sentence the runtime's error shows.
+    return [
+        "/bin/sh",
+        "-c",
+        f'set -a; . {ENV_FILE}; set +a; command -v "$1" >/dev/null || {{ echo "njtui: this image has no $1, which the runtime\'s agent needs" >&2; exit 127; }}; exec "$@"',
+        "njtui-agent",
+        interpreter,
+        f"{AGENT_DIR}/{command.script}",
+        "--journal",
+        JOURNAL,
+        *command.arguments,
+    ]
 
 
 def runtime_environment(notebook_path: str, spec: RuntimeSpec, launch: Launch, image_env: Callable[[str], dict[str, str]], image: str) -> dict[str, str]:

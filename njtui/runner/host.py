@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import njtui
 from njtui.model import RuntimeSpec
-from njtui.runner.agents import AGENT_SCRIPTS, AGENTS_DIR
+from njtui.runner.agents import AGENTS_DIR, agent_command_for
 from njtui.runner.backend import Backend, BackendError, ProgressCallback, RuntimeInfo, SocketConnection, staged_files
 from njtui.runner.launch import Launch
 from njtui.runner.paths import notebook_identity, private_root, runtime_key, runtime_root, socket_path
@@ -46,18 +46,19 @@ ENDED_RETENTION = 7 * 86400
 
 
 def agent_command(spec: RuntimeSpec, journal: Path) -> list[str]:
-    script = AGENT_SCRIPTS.get(spec.language)
-    if script is None:
+    command = agent_command_for(spec)
+    if command is None:
         raise BackendError(f"no agent for language {spec.language!r}")
     interpreter: str | None
-    if spec.language == "python":
-        # The interpreter running njtui: a host Python runtime sees the packages of njtui's environment.
+    if command.interpreter == "python":
+        # The interpreter running njtui: a host Python runtime sees the packages of njtui's
+        # environment, and the Jupyter bridge its jupyter_client and the kernels installed there.
         interpreter = sys.executable
     else:
         interpreter = shutil.which("bash")
         if interpreter is None:
             raise BackendError("bash is not installed on this machine")
-    return [interpreter, str(AGENTS_DIR / script), "--journal", str(journal), "--idle-timeout", str(spec.idle_timeout_seconds)]
+    return [interpreter, str(AGENTS_DIR / command.script), "--journal", str(journal), *command.arguments]
 
 
 def _is_alive(runtime_dir: Path) -> bool:

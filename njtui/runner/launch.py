@@ -41,6 +41,9 @@ def settings_of(notebook: Notebook, spec: RuntimeSpec) -> dict[str, Any]:
     return {
         "environment": spec.environment_label,
         "language": spec.language,
+        # Only a Jupyter runtime names its type, so the settings native runtimes started with
+        # before there were types compare equal to today's.
+        **({"type": spec.type, "kernel": spec.kernel} if spec.is_jupyter else {}),
         "machine": spec.machine,
         "cpus": spec.cpus,
         "memory": spec.memory,

@@ -242,9 +242,13 @@ class RuntimeSession:
         # The agent's own word on why it ends: it outranks what the backend can tell afterwards
         # (a container already removed by the stop that ended it reads as removed from outside).
         said: str | None = None
+        failed = False
         for message in self.connection:
             if message.get("type") == "exit" and "seq" in message:
-                said = protocol.exit_words(message.get("reason"))
+                # An agent that could not do its job (the Jupyter bridge without its kernel, or
+                # its kernel died): the runtime turns red with the agent's own sentence.
+                failed = message.get("error") is True
+                said = str(message.get("reason") or "the agent failed") if failed else protocol.exit_words(message.get("reason"))
             if "seq" not in message:
                 kind = message.get("type")
                 if kind == protocol.AGENT_STDERR:
@@ -286,7 +290,7 @@ class RuntimeSession:
             if finished is not None:
                 self.runner.write_back_mounts(self)
         if said is not None:
-            exit_reason, crashed = said, False
+            exit_reason, crashed = said, failed
         # Stopped on purpose from another command: however the agent went (its own exit, or
         # killed once the stop's time ran out), that is what happened, not a crash.
         stopped_by = StopNotes().reason_for(self.info)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 from textual.widgets import OptionList
 
-from njtui.model import LANGUAGES, Cell, Notebook, RuntimeSpec
+from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.runner import Runner, RuntimeState, RuntimeStatus
 from njtui.runner import RunnerError as BackendError
 from njtui.ui.panels import RunnerLogPanel, RuntimesPanel
@@ -213,7 +213,7 @@ class RuntimeActions:
         if cell is None or not cell.is_code:
             self.notify("select a code cell to change its language")
             return
-        self.app.push_screen(PickerScreen(f"Language of cell {cell.id}", [(lang, lang) for lang in LANGUAGES], cell.language), partial(self._language_picked, cell))
+        self.app.push_screen(PickerScreen(f"Language of cell {cell.id}", [(lang, lang) for lang in self.notebook.languages()], cell.language), partial(self._language_picked, cell))
 
     def _language_picked(self, cell: Cell, language: str | None) -> None:
         if language is None or language == cell.language:

@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Select, Static, Swi
 from textual.worker import get_current_worker
 
 from njtui.model import LANGUAGES, EnvironmentImport, Notebook, RuntimeSpec
+from njtui.model.output import terminal_safe
 from njtui.model.settings import MOUNT_KINDS, Mount
 from njtui.model.size import format_size
 from njtui.store import NotebookError
@@ -78,8 +79,13 @@ class RuntimeSettingsScreen(Screen[bool]):
                 with VerticalScroll():
                     yield Label("Name")
                     yield Input(spec.name, id="name")
-                    yield Label("Language")
-                    yield Select([(language, language) for language in LANGUAGES], value=spec.language, allow_blank=False, id="language")
+                    if spec.is_jupyter:
+                        # The kernel fixes the language; another kernel is another runtime.
+                        yield Label("Type")
+                        yield Static(f"Jupyter kernel {terminal_safe(spec.kernel or '')} · {terminal_safe(spec.language)}", id="runtime-type")
+                    else:
+                        yield Label("Language")
+                        yield Select([(language, language) for language in LANGUAGES], value=spec.language, allow_blank=False, id="language")
                     yield Label("Environment: host, an image reference, or a saved version to import (tools v3, ../base.toml#tools v3)")
                     yield Input(field_value(spec.environment), id="environment")
                     yield Static("", id="environment-status", classes="field-status")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _thread
 import argparse
 import ast
+import base64
 import builtins
 import codecs
 import collections
@@ -30,6 +31,7 @@ import time
 import traceback
 import types
 import uuid
+from collections.abc import Callable, Sequence
 
 PROTOCOL = 1
 # Python-level writes are batched: one message per flush keeps a print loop fast.
@@ -268,6 +270,15 @@ class Capture:
             for fd in self._fds:
                 self._read_fd(fd)
 
+    def emit_after_output(self, type_: str, exec_id: str | None, **fields: object) -> None:
+        """A message (a result, a display) placed after everything written before it and before
+        anything written after it: the drain and the message happen under one lock."""
+        with self._lock:
+            self._flush_pending()
+            for fd in self._fds:
+                self._read_fd(fd)
+            self.channel.emit(type_, exec_id, **fields)
+
     def _read_fd(self, fd: int) -> None:
         name, decoder = self._fds[fd]
         chunks = []
@@ -313,6 +324,352 @@ class Capture:
                 self.flush()
 
 
+# -- rich outputs: MIME bundles built by IPython's rules (docs/protocol.md, "Rich outputs")
+
+# One message is one line, which every client reads whole and the journal keeps: a bundle larger
+# than this is replaced by its text, with a note saying so.
+MAX_BUNDLE_BYTES = 32 << 20
+# The methods IPython's formatters look for, in its order, and the MIME type each one fills.
+# `_repr_javascript_` is left out on purpose: it is a program for a browser, which no terminal
+# client runs (docs/security.md: output never drives the client).
+REPR_METHODS = (
+    ("_repr_html_", "text/html"),
+    ("_repr_markdown_", "text/markdown"),
+    ("_repr_svg_", "image/svg+xml"),
+    ("_repr_png_", "image/png"),
+    ("_repr_jpeg_", "image/jpeg"),
+    ("_repr_latex_", "text/latex"),
+    ("_repr_json_", "application/json"),
+)
+
+
+def _is_json_mime(mime: str) -> bool:
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def _is_text_mime(mime: str) -> bool:
+    return mime.startswith("text/") or mime == "image/svg+xml" or mime.endswith("+xml") or mime == "application/javascript"
+
+
+def _wire_value(mime: str, value: object, json_text_allowed: bool = False) -> object:
+    """The value as nbformat stores it under `mime`; raises TypeError/ValueError for one it can't hold."""
+    if _is_json_mime(mime):
+        if json_text_allowed and isinstance(value, (str, bytes)):
+            value = json.loads(value)  # as IPython: a `_repr_json_` may return JSON text
+        json.dumps(value)
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        return raw.decode("utf-8") if _is_text_mime(mime) else base64.b64encode(raw).decode("ascii")
+    if isinstance(value, str):
+        return value  # a binary type given as text is base64 already, as IPython assumes
+    raise TypeError(f"{mime} data must be str or bytes, not {type(value).__name__}")
+
+
+def _real_method(obj: object, name: str) -> Callable[..., object] | None:
+    """IPython's get_real_method: a method the object really has; none on a class (its methods
+    are unbound) nor from a __getattr__ that answers every name (a proxy would claim them all)."""
+    if isinstance(obj, type):
+        return None
+    try:
+        if getattr(obj, "_ipython_canary_method_should_not_exist_", None) is not None:
+            return None
+        method = getattr(obj, name, None)
+    except Exception:  # noqa: BLE001 - a __getattr__ that raises: the object offers nothing
+        return None
+    return method if callable(method) else None
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+def _json_or_none(value: object) -> object:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+class RichOutput:
+    """MIME bundles of objects, and the display messages of the cells' display() builtins."""
+
+    def __init__(self, capture: Capture) -> None:
+        self.capture = capture
+
+    def warn(self, text: str) -> None:
+        # On the cell's stderr, in order with its output, as IPython reports a formatter that fails.
+        self.capture.stderr.write(text + "\n")
+
+    def took_over(self, obj: object) -> bool:
+        """An object with `_ipython_display_` displays itself (it calls display() as it likes)."""
+        method = _real_method(obj, "_ipython_display_")
+        if method is None:
+            return False
+        try:
+            method()
+        except Exception as exc:  # noqa: BLE001 - as IPython: reported, then the usual bundle
+            self.warn(f"_ipython_display_ of {type(obj).__name__} failed: {_one_line(exc)}")
+            return False
+        return True
+
+    def bundle(self, obj: object, include: object = None, exclude: object = None) -> tuple[dict[str, object], dict[str, object]]:
+        """(data, metadata) of `obj`: `_repr_mimebundle_` first, then each `_repr_*_` for the types
+        it did not give, a matplotlib figure's PNG, and text/plain: its repr (which may raise, as
+        a failing repr fails the cell)."""
+
+        def wanted(mime: str) -> bool:
+            return (not include or mime in include) and not (exclude and mime in exclude)  # type: ignore[operator]
+
+        data: dict[str, object] = {}
+        metadata: dict[str, object] = {}
+        returned = self._call(obj, "_repr_mimebundle_", include=include, exclude=exclude)
+        if returned is not None:
+            given, given_metadata = returned if isinstance(returned, tuple) and len(returned) == 2 else (returned, None)
+            if isinstance(given, dict):
+                for mime, value in given.items():
+                    if isinstance(mime, str) and wanted(mime):
+                        self._put(data, obj, "_repr_mimebundle_", mime, value)
+            else:
+                self.warn(f"_repr_mimebundle_ of {type(obj).__name__} returned {type(given).__name__}, not a dict: left out")
+            if given_metadata is not None:
+                self._put_metadata(metadata, obj, "_repr_mimebundle_", given_metadata)
+        for name, mime in REPR_METHODS:
+            if mime in data or not wanted(mime):
+                continue
+            returned = self._call(obj, name)
+            if returned is None:
+                continue
+            value, value_metadata = returned if isinstance(returned, tuple) and len(returned) == 2 else (returned, None)
+            if self._put(data, obj, name, mime, value, json_text_allowed=True) and value_metadata is not None:
+                self._put_metadata(metadata, obj, name, {mime: value_metadata})
+        if "image/png" not in data and wanted("image/png"):
+            self._figure_png(obj, data)
+        if "text/plain" not in data and wanted("text/plain"):
+            data = {"text/plain": repr(obj), **data}
+        return data, metadata
+
+    def _call(self, obj: object, name: str, **arguments: object) -> object:
+        method = _real_method(obj, name)
+        if method is None:
+            return None
+        try:
+            return method(**arguments)
+        except Exception as exc:  # noqa: BLE001 - the object's code failed: its other forms still show
+            self.warn(f"{name} of {type(obj).__name__} failed, left out: {_one_line(exc)}")
+            return None
+
+    def _put(self, data: dict[str, object], obj: object, name: str, mime: str, value: object, json_text_allowed: bool = False) -> bool:
+        if value is None:
+            return False
+        try:
+            data[mime] = _wire_value(mime, value, json_text_allowed)
+        except (TypeError, ValueError, UnicodeDecodeError) as exc:
+            self.warn(f"{name} of {type(obj).__name__} gave {mime} data that can't be sent, left out: {_one_line(exc)}")
+            return False
+        return True
+
+    def _put_metadata(self, metadata: dict[str, object], obj: object, name: str, given: object) -> None:
+        if isinstance(given, dict) and _json_or_none(given) is not None:
+            metadata.update(given)
+        else:
+            self.warn(f"{name} of {type(obj).__name__} gave metadata that is not a JSON object: left out")
+
+    def _figure_png(self, obj: object, data: dict[str, object]) -> None:
+        # Only a figure of a matplotlib the cells imported themselves: importing it here would
+        # cost every runtime its start-up time and run code nobody asked for.
+        # A figure left open when a cell ends is not shown: a plain Python runtime has no
+        # IPython-style post-execute hook; a bare `fig` or display(fig) shows it.
+        figure_type = getattr(sys.modules.get("matplotlib.figure"), "Figure", None)
+        if not isinstance(figure_type, type) or not isinstance(obj, figure_type):
+            return
+        image = io.BytesIO()
+        try:
+            obj.savefig(image, format="png", bbox_inches="tight")  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a figure that can't be drawn still has its text
+            self.warn(f"drawing {type(obj).__name__} failed: {_one_line(exc)}")
+            return
+        data["image/png"] = base64.b64encode(image.getvalue()).decode("ascii")
+
+    def emit(self, type_: str, exec_id: str | None, data: dict[str, object], metadata: dict[str, object], **fields: object) -> None:
+        data, metadata = _bounded(data, metadata)
+        self.capture.emit_after_output(type_, exec_id, data=data, metadata=metadata, **fields)
+
+    # -- the cells' builtins (see display() below)
+    def display(self, objs: tuple, include: object, exclude: object, metadata: dict | None, display_id: object, raw: bool, clear: bool, update: bool) -> DisplayHandle | None:
+        if display_id is True:
+            display_id = uuid.uuid4().hex
+        if display_id is not None and display_id is not False and not isinstance(display_id, str):
+            raise TypeError(f"display_id must be a string or True, not {type(display_id).__name__}")
+        display_id = display_id or None
+        if update and display_id is None:
+            raise TypeError("display_id required for update_display")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
+        if not objs and display_id is not None:
+            objs, raw = ({},), True  # as IPython: an empty output to fill in later with its id
+        if clear:
+            self.clear_output(wait=True)
+        for obj in objs:
+            if raw:
+                if not isinstance(obj, dict):
+                    raise TypeError(f"display(raw=True) takes MIME bundles (dicts), not {type(obj).__name__}")
+                data: dict[str, object] = {}
+                for mime, value in obj.items():
+                    self._put(data, obj, "display(raw=True)", str(mime), value)
+                bundle_metadata: dict[str, object] = {}
+            elif self.took_over(obj):
+                continue
+            else:
+                data, bundle_metadata = self.bundle(obj, include, exclude)
+            if metadata:
+                _merge(bundle_metadata, metadata)
+            if _json_or_none(bundle_metadata) is None:
+                self.warn("display() metadata is not JSON: left out")
+                bundle_metadata = {}
+            self.emit("update_display" if update else "display", self.capture.exec_id, data, bundle_metadata, display_id=display_id)
+        return DisplayHandle(display_id) if display_id is not None and not update else None
+
+    def clear_output(self, wait: bool) -> None:
+        self.capture.emit_after_output("clear_output", self.capture.exec_id, wait=bool(wait))
+
+
+def _merge(into: dict, given: dict) -> None:
+    """IPython's metadata merge: nested dicts merged, anything else replaced."""
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _bounded(data: dict[str, object], metadata: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    # Text only, and short enough that even escaped (6 bytes a character at most) it fits: the
+    # usual case is measured without serialising it a second time.
+    texts = [value for value in data.values() if isinstance(value, str)]
+    if not metadata and len(texts) == len(data) and sum(map(len, texts)) * 6 < MAX_BUNDLE_BYTES:
+        return data, metadata
+    size = len(json.dumps(data, ensure_ascii=False).encode("utf-8", "replace")) + len(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "replace"))
+    if size <= MAX_BUNDLE_BYTES:
+        return data, metadata
+    text = data.get("text/plain")
+    text = text if isinstance(text, str) else ""
+    if len(text.encode("utf-8", "replace")) > MAX_BUNDLE_BYTES // 2:
+        text = text.encode("utf-8", "replace")[: MAX_BUNDLE_BYTES // 2].decode("utf-8", "ignore") + "…"
+    note = f"[njtui: this output is {size / (1 << 20):.1f} MiB, over the {MAX_BUNDLE_BYTES >> 20} MiB one output may have: only its text is kept]"
+    return {"text/plain": f"{text}\n{note}" if text else note}, {}
+
+
+_rich_output: RichOutput | None = None  # set by main(): the cells' display() writes through it
+
+
+def display(
+    *objs: object,
+    include: object = None,
+    exclude: object = None,
+    metadata: dict | None = None,
+    transient: dict | None = None,
+    display_id: str | bool | None = None,
+    raw: bool = False,
+    clear: bool = False,
+    update: bool = False,
+    **kwargs: object,
+) -> DisplayHandle | None:
+    """Shows each object in the cell's output, with its rich forms (HTML, Markdown, images, …).
+
+    display_id: True for a new id, or a string; returns a DisplayHandle to update it later.
+    raw: the objects are MIME bundles already ({"text/plain": …, "image/png": …}).
+    As IPython's display(); `transient` and other IPython keywords are accepted and ignored."""
+    if _rich_output is None:
+        print(*objs)  # as IPython's own outside a shell: this module used without its agent
+        return None
+    return _rich_output.display(objs, include, exclude, metadata, display_id, raw, clear, update)
+
+
+def update_display(obj: object, *, display_id: str, **kwargs: object) -> None:
+    """Replaces every earlier output with this display_id (in any cell) by `obj`."""
+    kwargs["update"] = True
+    display(obj, display_id=display_id, **kwargs)  # type: ignore[arg-type]
+
+
+def clear_output(wait: bool = False) -> None:
+    """Clears the cell's output so far; with wait=True, only when its next output comes."""
+    if _rich_output is not None:
+        _rich_output.clear_output(wait)
+
+
+class DisplayHandle:
+    """A display that can be shown again or updated, as IPython's."""
+
+    def __init__(self, display_id: str | None = None) -> None:
+        self.display_id = display_id or uuid.uuid4().hex
+
+    def __repr__(self) -> str:
+        return f"<DisplayHandle display_id={self.display_id}>"
+
+    def display(self, obj: object, **kwargs: object) -> None:
+        display(obj, display_id=self.display_id, **kwargs)  # type: ignore[arg-type]
+
+    def update(self, obj: object, **kwargs: object) -> None:
+        update_display(obj, display_id=self.display_id, **kwargs)
+
+
+DISPLAY_BUILTINS = {"display": display, "update_display": update_display, "clear_output": clear_output}
+
+
+class IPythonDisplayHook:
+    """Where IPython is installed, `from IPython.display import display` gets these builtins:
+    without an IPython shell around it, IPython's own display() only prints the object's repr.
+    Patched as those modules are first imported (IPython.display re-exports display_functions'
+    names, read at that moment); the objects of IPython.display (Markdown, Image, …) need nothing:
+    they have `_repr_*_` methods."""
+
+    MODULES = ("IPython.core.display_functions", "IPython.core.display", "IPython.display")
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None) -> object:
+        if fullname not in self.MODULES:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        exec_module = getattr(spec.loader, "exec_module", None)
+        if exec_module is not None:
+
+            def exec_then_patch(module: types.ModuleType) -> None:
+                exec_module(module)
+                _patch_ipython_display(module)
+
+            # On the loader of this one module (each spec has its own), so it keeps its type.
+            setattr(spec.loader, "exec_module", exec_then_patch)  # noqa: B010
+        return spec
+
+
+def _patch_ipython_display(module: types.ModuleType) -> None:
+    for name, function in DISPLAY_BUILTINS.items():
+        if hasattr(module, name):
+            setattr(module, name, function)
+
+
+def install_display(capture: Capture) -> RichOutput:
+    """display(), update_display() and clear_output() for the cells, as builtins (as IPython puts
+    them there), and IPython's display functions routed to them."""
+    global _rich_output
+    _rich_output = RichOutput(capture)
+    for name, function in DISPLAY_BUILTINS.items():
+        setattr(builtins, name, function)
+    for name in IPythonDisplayHook.MODULES:
+        if name in sys.modules:
+            _patch_ipython_display(sys.modules[name])
+    sys.meta_path.insert(0, IPythonDisplayHook())  # type: ignore[arg-type]
+    return _rich_output
+
+
 class Agent:
     def __init__(self, channel: Channel, capture: Capture, idle_timeout: float, stage_dir: str | None = None) -> None:
         self.channel = channel
@@ -337,6 +694,7 @@ class Agent:
         self.main_module = types.ModuleType("__main__")
         self.main_module.__dict__["__builtins__"] = __builtins__
         self.namespace = self.main_module.__dict__
+        self.rich = _rich_output or RichOutput(capture)
 
     # -- requests, read on their own thread so interrupt works while a cell runs
     def read_requests(self, stream: io.BufferedReader) -> None:
@@ -632,9 +990,11 @@ class Agent:
         if value is None:
             return
         self.namespace["_"] = value
+        if self.rich.took_over(value):
+            return
+        data, metadata = self.rich.bundle(value)
         # Everything printed before it, subprocesses' output in the fd pipes included, goes first.
-        self.capture.drain()
-        self.channel.emit("result", exec_id, count=count, data={"text/plain": repr(value)})
+        self.rich.emit("result", exec_id, data, metadata, count=count)
 
     def _report_error(self, exc: BaseException, exec_id: str, stack: bool = True) -> None:
         self.capture.drain()
@@ -811,6 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     channel = Channel(proto_out, args.journal)
     capture = Capture(channel)
+    install_display(capture)
     agent = Agent(channel, capture, args.idle_timeout, os.path.join(os.path.dirname(os.path.abspath(args.journal)), "files"))
     sys.stdout, sys.stderr, sys.stdin = capture.stdout, capture.stderr, NoInput()
     sys.modules["__main__"] = agent.main_module
