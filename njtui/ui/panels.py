@@ -141,7 +141,17 @@ class RuntimesPanel(Vertical):
                 continue
             status = statuses.get(runtime_id) or RuntimeStatus()
             served = served_counts.get(runtime_id, 0)
-            row = runtime_row(runtime_id, spec.name, spec.environment_label, spec.language, served, status, (pending or {}).get(runtime_id), (changed or {}).get(runtime_id), (working or {}).get(runtime_id))
+            row = runtime_row(
+                runtime_id,
+                spec.name,
+                spec.environment_label,
+                spec.language if not spec.is_jupyter else f"{spec.language} · kernel {terminal_safe(spec.kernel or '')}",
+                served,
+                status,
+                (pending or {}).get(runtime_id),
+                (changed or {}).get(runtime_id),
+                (working or {}).get(runtime_id),
+            )
             rows.append(Option(row, id=runtime_id))
         options.clear_options()
         options.add_options(rows)
