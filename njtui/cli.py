@@ -16,6 +16,7 @@ from typing import TextIO
 
 from njtui import __version__
 from njtui.commands import env as env_command
+from njtui.commands import notebook_io
 from njtui.commands.common import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, UsageError
 from njtui.commands.open import cmd_open
 from njtui.commands.results import cmd_results
@@ -27,7 +28,7 @@ from njtui.commands.show import cmd_show
 from njtui.store import NotebookError
 from njtui.store.errors import StoreError
 
-COMMANDS = ("open", "run", "show", "runtimes", "results", "secrets", "runtime", "env")
+COMMANDS = ("open", "run", "show", "runtimes", "results", "secrets", "runtime", "env", "import", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.add_argument("name", nargs="?")
     secrets.set_defaults(handler=cmd_secrets)
     env_command.add_parser(sub)
+    notebook_io.add_parsers(sub)
     return parser
 
 

@@ -166,7 +166,7 @@ BAD_CASES = {
     "source-wrong-type": (SPEC_EXAMPLE.replace('source = """\n# Tour\n"""', "source = 42"), "`source`", 17),
     "default-wrong-type": (SPEC_EXAMPLE.replace("default = true", 'default = "yes"'), "`default`", 8),
     "env-wrong-type": (SPEC_EXAMPLE.replace('MPLBACKEND = "Agg"', "PORT = 8080"), "must be a string", 12),
-    "unknown-kind": (SPEC_EXAMPLE.replace('kind = "markdown"', 'kind = "raw"'), "unknown kind 'raw'", 16),
+    "unknown-kind": (SPEC_EXAMPLE.replace('kind = "markdown"', 'kind = "slides"'), "unknown kind 'slides'", 16),
     "unknown-cell-language": (SPEC_EXAMPLE.replace('language = "python"\nruntime', 'language = "cobol"\nruntime'), "unknown language 'cobol'", 24),
     "unknown-runtime-language": (SPEC_EXAMPLE.replace('language = "python"', 'language = "ruby"', 1), "unknown language 'ruby'", 6),
     "bad-idle-timeout": (SPEC_EXAMPLE.replace('"20m"', '"soon"'), "idle_timeout", 9),

@@ -3,6 +3,8 @@ problem found is a NotebookError at its line and column, saying what to write in
 
 from __future__ import annotations
 
+import datetime
+import json
 import re
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -13,6 +15,7 @@ from njtui.model import (
     HOST_ENVIRONMENT,
     LANGUAGES,
     MAX_IDLE_TIMEOUT,
+    RUNTIME_TYPES,
     Cell,
     DurationError,
     EnvironmentImport,
@@ -29,6 +32,7 @@ from njtui.store.environment_fields import ENVIRONMENT_KEYS, read_environment, r
 from njtui.store.errors import NotebookError
 from njtui.store.locate import MAX_DEPTH, Locator
 from njtui.store.machines import load_machines, machines_path
+from njtui.store.notebook_layout import JUPYTER_METADATA
 from njtui.store.secrets import SECRET_NAME
 
 # What a value must be an instance of: a type, or a tuple of them as isinstance takes.
@@ -36,6 +40,8 @@ _Kind: TypeAlias = type | tuple[type, ...]
 _TYPE_NAMES: dict[_Kind, str] = {str: "a string", bool: "true or false", int: "an integer", dict: "a table", list: "an array", (int, float): "a number"}
 _RUNTIME_KEYS = (
     "name",
+    "type",
+    "kernel",
     "language",
     "environment",
     "backend",
@@ -53,7 +59,11 @@ _RUNTIME_KEYS = (
 )
 _MOUNT_KEYS = ("kind", "source", "ref", "at", "read_only")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CELL_KEYS = ("id", "kind", "language", "runtime", "source")
+_CELL_KEYS = ("id", "kind", "language", "runtime", "source", "metadata", "attachments")
+# Jupyter's rules: a kernelspec's name (jupyter_client), a language as kernels report it.
+KERNEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+KERNEL_LANGUAGE = re.compile(r"[a-z0-9][a-z0-9+#_.-]{0,63}")
+_RUNTIME_TYPE_ADVICE = 'use type = "jupyter" (a Jupyter kernel, named by `kernel`), or leave `type` out for njtui\'s own agents ("native")'
 _ID_RULE = "1 to 64 letters, digits, - or _"
 # Control characters (tab aside) in a one-line setting: a title or name with an escape sequence
 # would drive the terminal that prints it, a path or URL with one fails only when used.
@@ -141,17 +151,23 @@ class Validator:
         runtimes = {rid: self.runtime(rid, table) for rid, table in runtimes_table.items()}
         self.check_defaults(runtimes)
         raw_cells = self.get(data, (), "cells", list, label="the notebook") or []
+        extra = {k: v for k, v in data.items() if k not in ("njtui", "title", "env", "runtimes", "cells", "registry")}
+        if JUPYTER_METADATA in extra:
+            # Kept in `extra` as the dict it stands for, whichever way the file holds it.
+            extra[JUPYTER_METADATA] = self.jupyter_json((JUPYTER_METADATA,), extra[JUPYTER_METADATA], "the notebook's Jupyter metadata")
         notebook = Notebook(
             title=title,
             runtimes=runtimes,
             env=notebook_env,
             format_version=version,
             registry=read_registry(self, data),
-            extra={k: v for k, v in data.items() if k not in ("njtui", "title", "env", "runtimes", "cells", "registry")},
+            extra=extra,
         )
+        # A code cell's language is njtui's own or that of a Jupyter runtime the notebook has.
+        languages = list(LANGUAGES) + sorted({spec.language for spec in runtimes.values() if spec.is_jupyter} - set(LANGUAGES))
         seen: dict[str, int] = {}
         for index, raw in enumerate(raw_cells):
-            cell = self.cell(index, raw, runtimes)
+            cell = self.cell(index, raw, runtimes, languages)
             if cell.id in seen:
                 raise self.fail(
                     ("cells", index, "id"),
@@ -167,7 +183,8 @@ class Validator:
         where = ("runtimes", runtime_id)
         self.check_runtime_table(where, runtime_id, table)
         label = f"runtime {runtime_id!r}"
-        language, name, environment, backend = self.runtime_identity(where, table, label)
+        runtime_type, kernel = self.runtime_kind(where, table, label)
+        language, name, environment, backend = self.runtime_identity(where, table, label, runtime_type)
         idle_timeout, cpus, memory = self.runtime_limits(where, table, label)
         env = self.variables(where, self.get(table, where, "env", dict, label=label) or {}, label)
         saved_version, versions, export = read_saved(self, where, table, label)
@@ -195,6 +212,8 @@ class Validator:
             saved_version=saved_version,
             versions=versions,
             export=export,
+            type=runtime_type,
+            kernel=kernel,
             extra={k: v for k, v in table.items() if k not in _RUNTIME_KEYS},
         )
 
@@ -209,11 +228,41 @@ class Validator:
         if not isinstance(table, dict):
             raise self.fail(where, f"{label} must be a table, not {describe(table)}", f"write it as [runtimes.{runtime_id}] with its keys below")
 
-    def runtime_identity(self, where: tuple, table: dict, label: str) -> tuple[str, str | None, str | EnvironmentImport | None, str | None]:
+    def runtime_kind(self, where: tuple, table: dict, label: str) -> tuple[str, str | None]:
+        """A runtime's type and, for a Jupyter one, its kernelspec's name."""
+        runtime_type = self.get(table, where, "type", str, label=label)
+        if runtime_type is None:
+            runtime_type = RUNTIME_TYPES[0]
+        elif runtime_type not in RUNTIME_TYPES:
+            raise self.fail(where + ("type",), f"{label} has unknown type {show(runtime_type)}", _RUNTIME_TYPE_ADVICE)
+        kernel = self.get(table, where, "kernel", str, label=label)
+        if runtime_type != "jupyter":
+            if kernel is not None:
+                raise self.fail(where + ("kernel",), f"{label} names a kernel but is not of type jupyter", 'add type = "jupyter" to run it in that Jupyter kernel, or remove `kernel`')
+            return runtime_type, None
+        kernel_advice = "(`jupyter kernelspec list` shows the kernels installed)"
+        if kernel is None:
+            raise self.fail(where, f"{label} is of type jupyter but names no kernel", f'add kernel = "python3", the name of the kernelspec it runs {kernel_advice}')
+        if not KERNEL_NAME.fullmatch(kernel):
+            raise self.fail(where + ("kernel",), f"{label} names kernel {show(kernel)}, which is not a kernelspec name", f'write the kernelspec\'s name, letters, digits, . _ and -, e.g. kernel = "python3" {kernel_advice}')
+        return runtime_type, kernel
+
+    def runtime_identity(self, where: tuple, table: dict, label: str, runtime_type: str = RUNTIME_TYPES[0]) -> tuple[str, str | None, str | EnvironmentImport | None, str | None]:
         """A runtime's language, name, environment and backend."""
         language = self.get(table, where, "language", str, required=True, label=label)
-        if language not in LANGUAGES:
-            raise self.fail(where + ("language",), f"{label} has unknown language {show(language)}", f"use one of: {', '.join(LANGUAGES)}")
+        if runtime_type == "jupyter":
+            # Whatever the kernel runs: njtui only needs it to pick the cells it serves.
+            if not KERNEL_LANGUAGE.fullmatch(language):
+                raise self.fail(
+                    where + ("language",),
+                    f"{label} has language {show(language)}, which is not a language name",
+                    'write the language its kernel reports, in lower case: letters, digits and + # _ - ., e.g. language = "python", "r" or "julia"',
+                )
+        elif language not in LANGUAGES:
+            advice = f"use one of: {', '.join(LANGUAGES)}"
+            if KERNEL_LANGUAGE.fullmatch(language):
+                advice += '; for another language, run a Jupyter kernel: type = "jupyter" and kernel = "…" (its kernelspec)'
+            raise self.fail(where + ("language",), f"{label} has unknown language {show(language)}", advice)
         name = self.get(table, where, "name", str, label=label)
         self.one_line(where + ("name",), name, f"the name of {label}")
         environment = read_environment(self, where, table, label)
@@ -361,7 +410,7 @@ class Validator:
                 )
             defaults[spec.language] = spec.id
 
-    def cell(self, index: int, raw: Any, runtimes: dict[str, RuntimeSpec]) -> Cell:
+    def cell(self, index: int, raw: Any, runtimes: dict[str, RuntimeSpec], languages: list[str] | None = None) -> Cell:
         where = ("cells", index)
         label = f"cell {index + 1}"
         if not isinstance(raw, dict):
@@ -385,17 +434,31 @@ class Validator:
             advice = f"define [runtimes.{runtime}] or use" if is_runtime_id(runtime) else "use"
             raise self.fail(where + ("runtime",), f"{label} names runtime {show(runtime)}, which the notebook does not define", f"{advice} one of: {known}")
         if kind == "code":
+            languages = languages or list(LANGUAGES)
             if language is None and runtime is not None:
                 language = runtimes[runtime].language
             if language is None:
-                raise self.fail(where, f"code {label} has no `language`", f"add language = one of: {', '.join(LANGUAGES)}")
-            if language not in LANGUAGES:
-                raise self.fail(where + ("language",), f"{label} has unknown language {show(language)}", f"use one of: {', '.join(LANGUAGES)}")
+                raise self.fail(where, f"code {label} has no `language`", f"add language = one of: {', '.join(languages)}")
+            if language not in languages:
+                advice = f"use one of: {', '.join(languages)}"
+                if KERNEL_LANGUAGE.fullmatch(language):
+                    advice += f' (or add a Jupyter runtime that runs {language}: [runtimes.ID] with type = "jupyter", kernel = "…", language = "{language}")'
+                raise self.fail(where + ("language",), f"{label} has unknown language {show(language)}", advice)
             if runtime is not None and runtimes[runtime].language != language:
                 raise self.fail(
                     where + ("runtime",),
                     f"{label} is {language} but its runtime {runtime!r} runs {runtimes[runtime].language}",
                     f"pick a {language} runtime or change the cell's language",
+                )
+        metadata = self.jupyter_json(where + ("metadata",), raw["metadata"], f"the metadata of {label}") if "metadata" in raw else {}
+        attachments = self.jupyter_json(where + ("attachments",), raw["attachments"], f"the attachments of {label}") if "attachments" in raw else {}
+        for name, bundle in attachments.items():
+            # Base64 or text, as nbformat stores a MIME bundle; a JSON type holds the JSON itself.
+            if not isinstance(bundle, dict) or not all(isinstance(data, str) or (mime.startswith("application/") and mime.endswith("json")) for mime, data in bundle.items()):
+                raise self.fail(
+                    where + ("attachments", name),
+                    f"attachment {show(name)} of {label} must be a table of MIME type = base64 data",
+                    'write it as {"image/png" = "iVBORw0…"}, as Jupyter stores an attachment',
                 )
         return Cell(
             id=cell_id,
@@ -403,8 +466,35 @@ class Validator:
             source=source,
             language=language,
             runtime=runtime,
+            metadata=metadata,
+            attachments=attachments,
             extra={k: v for k, v in raw.items() if k not in _CELL_KEYS},
         )
+
+    def jupyter_json(self, where: tuple, value: Any, what: str) -> dict[str, Any]:
+        """Jupyter metadata or attachments (any JSON object), as the file holds them: a table, or
+        a JSON object in a string when TOML cannot hold them (see notebook_layout.jupyter_value)."""
+        advice = "write a table, or the JSON object in a string (as njtui writes it when a value is null)"
+        if isinstance(value, str):
+            try:
+                decoded = json.loads(value)
+            except (ValueError, RecursionError) as exc:
+                raise self.fail(where, f"{what} is a string but not JSON: {show(str(exc), 120)}", advice) from None
+            if not isinstance(decoded, dict):
+                raise self.fail(where, f"{what} must be a JSON object ({{…}}), not {describe(decoded)}", advice)
+            return decoded
+        if not isinstance(value, dict):
+            raise self.fail(where, f"{what} must be a table, not {describe(value)}", advice)
+        pending: list[tuple[tuple, Any]] = [(where, value)]
+        while pending:
+            at, item = pending.pop()
+            if isinstance(item, dict):
+                pending.extend((at + (key,), child) for key, child in item.items())
+            elif isinstance(item, list):
+                pending.extend((at + (index,), child) for index, child in enumerate(item))
+            elif isinstance(item, (datetime.date, datetime.time)):
+                raise self.fail(at, f"{what} holds a date or time ({show(item)}), which JSON, and so Jupyter, cannot", f'quote it as a string: "{item}"')
+        return value
 
     def check_cell_runtimes(self, notebook: Notebook) -> None:
         # Each language's runtimes gathered once: per cell it would be cells × runtimes.

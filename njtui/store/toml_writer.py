@@ -25,6 +25,11 @@ _BARE_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 _LITERAL_FORBIDDEN = frozenset(chr(i) for i in range(32) if chr(i) not in "\t\n") | {"\x7f"}
 
 
+class Literal(str):
+    """Text written as a TOML literal string ('…') where it can be, which needs no escapes:
+    JSON in a string reads as JSON then, not as a thicket of \\"."""
+
+
 def format_key(key: str) -> str:
     if key and all(ch in _BARE_KEY_CHARS for ch in key):
         return key
@@ -33,6 +38,8 @@ def format_key(key: str) -> str:
 
 
 def format_value(value: Any) -> str:
+    if isinstance(value, Literal) and "'" not in value and not (_LITERAL_FORBIDDEN | {"\n"}) & set(value):
+        return f"'{value}'"
     if isinstance(value, str) and "\n" in value:
         return _multiline_string(value)
     rendered = tomli_w.dumps({"v": value})
@@ -80,8 +87,9 @@ def _emit_table(chunks: list[str], path: tuple[str, ...], table: Mapping[str, An
             nested.append((key, value))
         else:
             lines.append(f"{format_key(key)} = {format_value(value)}")
-    # A table holding only sub-tables needs no header of its own ([runtimes] before [runtimes.py]).
-    if header is None or len(lines) > 1 or not nested:
+    # A table holding only sub-tables needs no header of its own ([runtimes] before [runtimes.py]);
+    # an entry of an array of tables does: its [[header]] is what makes it an entry.
+    if header is None or len(lines) > 1 or not nested or header.startswith("[["):
         chunks.append("\n".join(lines) + "\n" if lines else "")
     for key, value in nested:
         child = path + (format_key(key),)
