@@ -41,6 +41,11 @@ def cmd_open(args: argparse.Namespace) -> int:
         notebook.cells.append(notebook.new_cell(language="python"))
         save_notebook(notebook, path)
         print(f"njtui: created {path} with a default Python runtime", file=sys.stderr)
+    from njtui.ui import graphics
+    from njtui.ui.config import load_config
+
+    # Asked before Textual owns the terminal's input: the answer would otherwise arrive as keys.
+    graphics.prepare(load_config().graphics)
     runner = Runner(path, notebook, log=RunnerLog(runner_log_path()))
     app = NotebookApp(path, notebook, runner, theme_name=args.theme)
     message = app.run()

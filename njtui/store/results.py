@@ -228,15 +228,21 @@ class ResultsStore(ResultFiles, ExecutionCounts):
             size = os.fstat(handle.fileno()).st_size
         if size <= max_bytes:
             return list(self.events(record)), False
-        events = []
-        for line in reversed(tail_lines(self.path_of(record), max_bytes)):
+        # Whole lines, last first, until the budget is spent: the line that spends it is read
+        # whole too, so a picture (one large line) at the end is never cut off.
+        events: list[dict[str, Any]] = []
+        spent = 0
+        for line in lines_from_end(self.path_of(record)):
             event = parsed(line)
-            if event is None:
-                continue
-            if "end" in event:
-                break
-            if "record" not in event:
+            if event is not None and "record" in event:
+                events.reverse()
+                return events, False
+            if event is not None and "end" not in event:
                 events.append(event)
+            spent += len(line) + 1
+            if spent >= max_bytes:
+                break
+        events.reverse()
         return events, True
 
     def recorded_count(self, cell_id: str, exec_id: str) -> int | None:

@@ -21,14 +21,14 @@ from textual.widgets import Static, TextArea
 
 from njtui.model import Cell
 from njtui.model.duration import format_duration
-from njtui.ui.cell_output import CellOutput
+from njtui.ui.cell_output import CellOutput, RichOutput
 from njtui.ui.images import drawn_images, estimated_rows
 from njtui.ui.terminal_text import styled_line
 
 LEXERS = {"python": "python", "bash": "bash"}
 STATUS_MARKS = {"ok": "✓", "error": "✗", "interrupted": "■", "lost": "✗", "queued": "…", "running": "●"}
-OUTPUT_STYLES = {"stdout": "", "stderr": "red", "result": "bold", "error": "red", "note": "dim italic", "file": "cyan"}
-OUTPUT_GUTTERS = {"stdout": "  ", "stderr": "▌ ", "result": "  ", "error": "▌ ", "note": "  ", "file": "▤ "}
+OUTPUT_STYLES = {"stdout": "", "stderr": "red", "result": "bold", "error": "red", "note": "dim italic", "file": "cyan", "label": "dim"}
+OUTPUT_GUTTERS = {"stdout": "  ", "stderr": "▌ ", "result": "  ", "error": "▌ ", "note": "  ", "file": "▤ ", "label": "  "}
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -48,12 +48,20 @@ def status_title(cell: Cell, output: CellOutput, now: float | None = None) -> st
         parts.append(format_seconds(output.duration))
     if output.is_stale_for(cell.source_hash):
         parts.append("stale")
+    if output.imported:
+        parts.append("imported")
     return " ".join(parts)
 
 
 def output_lines_for(output: CellOutput) -> int:
-    """Rows the output area takes: the height of a cell is known before it is mounted."""
-    rows = len(output.visible_lines())
+    """Rows the output area takes: the height of a cell is known before it is mounted (a guess
+    for rich outputs; the view measures the cell once drawn)."""
+    rows = 0
+    for kind, entry in output.visible_lines():
+        if kind == "rich":
+            rows += entry.drawn()[1] + (entry.label is not None)
+        else:
+            rows += 1
     if output.has_hidden:
         rows += 1
     return rows + 1 if rows else 0  # + the separator above the output
@@ -201,6 +209,7 @@ class CellWidget(Widget):
         self.highlight: str | None = None  # text the find bar is looking for
         self._shown_generation: tuple | None = None
         self._shown_source: tuple | None = None
+        self._watched: CellOutput | None = None  # the output whose updates from other cells redraw this widget
         # Held, not queried: a widget removed while mounting has no children to find.
         self._source = Static("", id="source", classes="source")
         self._output = Static("", id="output", classes="output")
@@ -212,6 +221,23 @@ class CellWidget(Widget):
     def on_mount(self) -> None:
         self._shown_source = None  # drawn now that the app's theme is known
         self.refresh_cell()
+
+    def on_unmount(self) -> None:
+        self._watch(None)
+
+    def _watch(self, output: CellOutput | None) -> None:
+        """An update_display in another cell can change this cell's output: it redraws then."""
+        if self._watched is output:
+            return
+        if self._watched is not None and self._output_changed_elsewhere in self._watched.watchers:
+            self._watched.watchers.remove(self._output_changed_elsewhere)
+        self._watched = output
+        if output is not None:
+            output.watchers.append(self._output_changed_elsewhere)
+
+    def _output_changed_elsewhere(self) -> None:
+        if self.is_attached:
+            self.refresh_cell()
 
     def on_resize(self) -> None:
         note_height = getattr(self.parent, "note_height", None)
@@ -253,35 +279,79 @@ class CellWidget(Widget):
         return syntax
 
     def _output_renderable(self) -> RenderableType:
-        text = self._output_text()
+        parts = self._output_parts()
         images = self._images()
-        if not images:
-            return text
-        text.end = "\n"
-        return Group(text, *images)
+        if not images and len(parts) == 1:
+            return parts[0]
+        for part in parts:
+            if isinstance(part, Text):
+                part.end = "\n"
+        return Group(*parts, *images)
+
+    @property
+    def _draws_pictures(self) -> bool:
+        # Without colour, half blocks draw nothing: a bundle's other types, the file list say it all.
+        return not (self.is_attached and self.app.no_color)
 
     def _images(self) -> list:
-        if not self.output.files or self.blob_path is None or (self.is_attached and self.app.no_color):
-            return []  # without colour, half blocks draw nothing: the file list says it all
+        if not self.output.files or self.blob_path is None or not self._draws_pictures:
+            return []
         return drawn_images(self.output.files, self.blob_path)
 
-    def _output_text(self) -> Text:
-        text = Text(no_wrap=not self.wrap, overflow="fold" if self.wrap else "ellipsis", end="")
+    def _new_text(self) -> Text:
+        return Text(no_wrap=not self.wrap, overflow="fold" if self.wrap else "ellipsis", end="")
+
+    def _output_parts(self) -> list[RenderableType]:
+        """The output in order: runs of text lines as one Text each, rich outputs between them."""
+        parts: list[RenderableType] = []
+        text = self._new_text()
         if self.output.has_hidden:
             hidden = self.output.hidden
             what = f"{hidden:,} earlier lines hidden" if hidden else "earlier output hidden"
             text.append(f"  … {what} · o opens the full output\n", style="dim italic")
         lines = self.output.visible_lines()
+        pictures = self._draws_pictures
         for index, (kind, line) in enumerate(lines):
+            if kind == "rich":
+                if text.plain.endswith("\n"):
+                    text.right_crop(1)  # the Text ends its own line
+                if text:
+                    parts.append(text)
+                parts.extend(self._rich_parts(line, pictures))
+                text = self._new_text()
+                continue
             text.append(OUTPUT_GUTTERS[kind], style=OUTPUT_STYLES[kind])
             # Colours a program asked for, as styles; every other escape was dropped already.
             text.append_text(styled_line(line, OUTPUT_STYLES[kind]))
             if index < len(lines) - 1:
                 text.append("\n")
+        if text or not parts:
+            parts.append(text)
+        return parts
+
+    def _output_text(self) -> Text:
+        """The output's text parts as one Text (what a find or a check of escapes reads)."""
+        text = self._new_text()
+        for part in self._output_parts():
+            if isinstance(part, Text):
+                text.append_text(part)
+                text.append("\n")
         return text
+
+    def _rich_parts(self, entry: RichOutput, pictures: bool) -> list[RenderableType]:
+        renderable, _ = entry.drawn(pictures)
+        if entry.label is None:
+            return [renderable]
+        label = self._new_text()
+        label.append(OUTPUT_GUTTERS["result"])
+        label.append(entry.label, style=OUTPUT_STYLES["result"])
+        label.end = "\n"
+        return [label, renderable]
 
     def refresh_cell(self, *, now: float | None = None) -> None:
         """Brings the widget up to date with its cell and output; cheap when nothing changed."""
+        if self.is_attached:
+            self._watch(self.output)
         self.border_title = status_title(self.cell, self.output, now)
         self.border_subtitle = f"{self.environment} · {self.cell.language}" if self.cell.is_code else "markdown"
         self.set_class(self.output.status in ("error", "lost"), "failed")

@@ -23,7 +23,7 @@ from textual.widget import Widget
 
 from njtui.model import Cell
 from njtui.ui.cell import CellWidget, estimate_height
-from njtui.ui.cell_output import CellOutput
+from njtui.ui.cell_output import CellOutputs
 
 # How many refreshes the exact reveal keeps trying for before it settles for what it has: each
 # pass follows a mount or a layout that may change heights above the selected cell or what the
@@ -47,7 +47,7 @@ class CellColumn(VerticalScroll, can_focus=True):
     def __init__(
         self,
         cells: list[Cell],
-        outputs: dict[str, CellOutput],
+        outputs: CellOutputs,
         environment_of: Callable[[Cell], str],
         blob_path: Callable[[str], Path] | None = None,
         **kwargs,
@@ -185,7 +185,7 @@ class CellColumn(VerticalScroll, can_focus=True):
 
     def _make(self, index: int) -> CellWidget:
         cell = self.cells[index]
-        output = self.outputs.setdefault(cell.id, CellOutput())
+        output = self.outputs.for_cell(cell.id)
         widget = CellWidget(cell, output, self.environment_of(cell), dark=self.dark, blob_path=self.blob_path)
         self._style_widget(widget)
         widget.set_class(index == self.selected, "selected")
@@ -326,7 +326,7 @@ class CellColumn(VerticalScroll, can_focus=True):
             self._update(widget)
 
     def _update(self, widget: CellWidget) -> None:
-        output = self.outputs.setdefault(widget.cell.id, CellOutput())
+        output = self.outputs.for_cell(widget.cell.id)
         if widget.output is not output:
             widget.output = output
             widget.forget_shown_output()

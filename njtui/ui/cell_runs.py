@@ -12,7 +12,7 @@ from textual import work
 from njtui.model import Cell, Notebook
 from njtui.runner import Runner
 from njtui.runner import RunnerError as BackendError
-from njtui.ui.cell_output import CellOutput
+from njtui.ui.cell_output import CellOutputs
 from njtui.ui.notebook_view import NotebookView
 
 
@@ -21,7 +21,7 @@ class CellRuns:
 
     notebook: Notebook
     runner: Runner
-    outputs: dict[str, CellOutput]
+    outputs: CellOutputs
     exec_cells: dict[str, str]
     _submissions: dict[str, deque[Cell]]
     _submit_lock: threading.Lock
@@ -41,7 +41,7 @@ class CellRuns:
 
     def run_cells(self, cells: list[Cell]) -> None:
         for cell in cells:
-            output = self.outputs.setdefault(cell.id, CellOutput())
+            output = self.outputs.for_cell(cell.id)
             output.begin(None, cell.source_hash)
             self.view.refresh_cell(cell.id)
         self.view.schedule_window()
@@ -92,7 +92,7 @@ class CellRuns:
             output.exec_id = exec_id
 
     def execute_failed(self, cell: Cell, reason: str, *, notify: bool = True) -> None:
-        output = self.outputs.setdefault(cell.id, CellOutput())
+        output = self.outputs.for_cell(cell.id)
         output.apply({"type": "done", "status": "error"})
         output.reason = reason
         output.add_text("note", f"[could not run: {reason}]\n")

@@ -1,4 +1,5 @@
-"""The user's njtui settings: `<config dir>/config.toml` (platformdirs), e.g. the theme.
+"""The user's njtui settings: `<config dir>/config.toml` (platformdirs), e.g. the theme, and
+`graphics` (auto|kitty|sixel|blocks: how pictures are drawn, njtui.ui.graphics).
 
 Unknown keys survive a save. A config file that does not parse is reported and never
 overwritten, so nothing the user wrote is lost."""
@@ -16,6 +17,8 @@ import tomli_w
 from njtui.store.atomic import atomic_write_bytes
 from njtui.store.errors import StoreError, toml_error_position
 
+GRAPHICS_CHOICES = ("auto", "kitty", "sixel", "blocks")  # njtui.ui.graphics.CHOICES
+
 
 def config_path() -> Path:
     return platformdirs.user_config_path("njtui") / "config.toml"
@@ -24,6 +27,7 @@ def config_path() -> Path:
 @dataclass
 class UserConfig:
     theme: str | None = None
+    graphics: str | None = None  # None: "auto"
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # why the file could not be read; saving is refused then
 
@@ -42,7 +46,10 @@ def load_config(path: Path | None = None) -> UserConfig:
     theme = data.pop("theme", None)
     if theme is not None and not isinstance(theme, str):
         return UserConfig(error=str(StoreError(path, "theme must be a string")), extra=data)
-    return UserConfig(theme=theme, extra=data)
+    graphics = data.pop("graphics", None)
+    if graphics is not None and graphics not in GRAPHICS_CHOICES:
+        return UserConfig(error=str(StoreError(path, f"graphics must be one of {', '.join(GRAPHICS_CHOICES)}")), extra=data)
+    return UserConfig(theme=theme, graphics=graphics, extra=data)
 
 
 def save_config(config: UserConfig, path: Path | None = None) -> None:
@@ -52,6 +59,8 @@ def save_config(config: UserConfig, path: Path | None = None) -> None:
     data = dict(config.extra)
     if config.theme is not None:
         data["theme"] = config.theme
+    if config.graphics is not None:
+        data["graphics"] = config.graphics
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, tomli_w.dumps(data).encode())
 

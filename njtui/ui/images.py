@@ -1,21 +1,24 @@
-"""Images a cell left in /results, drawn under its output.
+"""Images drawn in a cell: those it left in /results (under its output) and its rich outputs'
+images (image/png, image/jpeg, image/gif; image/svg+xml once rasterised), in their place.
 
 They are drawn as coloured half blocks: "▀" with a foreground and a background colour, two
 pixels a cell, decoded and resampled by Pillow. That works in every 256-colour and truecolor
 terminal, through tmux and over SSH, which is where njtui is used. Sixel and the kitty graphics
 protocol need a query to the terminal to know they are there, and that query cannot be made
 while Textual owns the terminal's input (textual-image makes it when imported, which also eats
-a key typed at that moment); tmux drops them too unless configured to pass them through. The
-file list under the cell stays the exact record.
+a key typed at that moment); tmux drops them too unless configured to pass them through. So which protocol draws is
+decided before the app starts (njtui.ui.graphics); half blocks are what every terminal gets.
+The file list under the cell stays the exact record.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from PIL import Image as PILImage
 from rich.color import Color
@@ -30,6 +33,9 @@ MAX_IMAGES_PER_CELL = 2  # the rest stay in the file list; `njtui results --extr
 MAX_COLUMNS = 48
 MAX_ROWS = 12
 MAX_FILE_BYTES = 32 * 1024 * 1024  # decoding happens on the UI thread: larger files are listed only
+# Decoding happens on the UI thread: an image is drawn only when its pixels are few enough to
+# decode in a moment (checked from its header, before decoding).
+MAX_PIXELS = 40_000_000
 _CACHE_SIZE = 32
 
 
@@ -44,19 +50,25 @@ def fit(width_px: int, height_px: int, max_columns: int) -> tuple[int, int]:
 
 
 class DrawnImage:
-    """One image file, sized to the width it is given when drawn."""
+    """One image (a file, or bytes of an output), sized to the width it is given when drawn.
+    `width_px` and `height_px` set its shape (an output's metadata may ask for a size)."""
 
-    def __init__(self, path: Path, width_px: int, height_px: int) -> None:
-        self.path = path
+    def __init__(self, source: Path | bytes, width_px: int, height_px: int, name: str | None = None) -> None:
+        self.source = source
+        self.name = name or (source.name if isinstance(source, Path) else "image")
         self.width_px = width_px
         self.height_px = height_px
         self._rows: tuple[tuple[int, int], list[list[Segment]]] | None = None  # the last size drawn
 
+    def _open(self) -> IO[bytes] | Path:
+        return io.BytesIO(self.source) if isinstance(self.source, bytes) else self.source
+
     def _draw(self, columns: int, rows: int) -> list[list[Segment]]:
         if self._rows is not None and self._rows[0] == (columns, rows):
             return self._rows[1]
-        with PILImage.open(self.path) as opened:
+        with PILImage.open(self._open()) as opened:
             opened.seek(0)  # the first frame of an animation
+            opened.draft("RGB", (columns, rows * 2))  # a JPEG decodes at a fraction of its size; others ignore it
             pixels = opened.convert("RGB").resize((columns, rows * 2), PILImage.Resampling.BOX)
         data = pixels.tobytes()  # RGB, row after row
         stride = columns * 3
@@ -72,8 +84,8 @@ class DrawnImage:
         columns, rows = fit(self.width_px, self.height_px, options.max_width - 2)
         try:
             lines = self._draw(columns, rows)
-        except (OSError, ValueError) as exc:  # the file went, or decodes to nothing
-            yield Text(f"  (cannot draw {self.path.name}: {exc})", style="dim italic")
+        except (OSError, ValueError, PILImage.DecompressionBombError) as exc:  # the file went, or decodes to nothing
+            yield Text(f"  (cannot draw {self.name}: {exc})", style="dim italic")
             return
         for line in lines:
             yield Segment("  ")
@@ -121,11 +133,21 @@ def drawn_images(files: list[dict[str, Any]], blob_path: Callable[[str], Path]) 
 
 
 def _open(path: Path) -> DrawnImage | str:
+    return opened_image(path)
+
+
+def opened_image(source: Path | bytes, name: str | None = None, size: tuple[int, int] | None = None) -> DrawnImage | str:
+    """An image ready to draw, or why it can't be: only its header is read here. `size`: the
+    shape to draw it in (pixels), when its output's metadata asks for one."""
     try:
-        with PILImage.open(path) as opened:
+        with PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
             width, height = opened.size
     except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
         return str(exc) or type(exc).__name__
     if width <= 0 or height <= 0:
         return "empty image"
-    return DrawnImage(path, width, height)
+    if width * height > MAX_PIXELS:
+        return f"{width}×{height} pixels, too many to draw here"
+    if size is not None and size[0] > 0 and size[1] > 0:
+        width, height = size
+    return DrawnImage(source, width, height, name)

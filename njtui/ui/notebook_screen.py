@@ -25,7 +25,7 @@ from njtui.runner import LogEntry, Runner, RuntimeChanged, RuntimeMessage, Runti
 from njtui.store.notebook_file import NotebookFile
 from njtui.store.recovery import RecoveryJournal
 from njtui.ui.cell import CellEditor, CellWidget
-from njtui.ui.cell_output import CellOutput
+from njtui.ui.cell_output import CellOutputs
 from njtui.ui.cell_runs import CellRuns
 from njtui.ui.completion import CompletionMenu, common_prefix
 from njtui.ui.environment_actions import EnvironmentActions
@@ -69,7 +69,7 @@ class NotebookScreen(FileSync, RuntimeActions, EnvironmentActions, CellRuns, Fin
         self.notebook_file = NotebookFile(self.path, notebook)
         self.journal = RecoveryJournal(self.path, notebook)
         self._watch_problem: str | None = None
-        self.outputs: dict[str, CellOutput] = {}
+        self.outputs = CellOutputs()
         self.exec_cells: dict[str, str] = {}
         self.statuses: dict[str, RuntimeStatus] = {}
         self.env_marks: dict[str, str] = {}
@@ -241,7 +241,7 @@ class NotebookScreen(FileSync, RuntimeActions, EnvironmentActions, CellRuns, Fin
 
     def _show_loaded(self, loaded: list) -> None:
         for cell_id, record, events, truncated, files in loaded:
-            output = self.outputs.setdefault(cell_id, CellOutput())
+            output = self.outputs.for_cell(cell_id)
             output.load(record, events, truncated)
             if files:
                 output.set_files(files)
@@ -291,7 +291,7 @@ class NotebookScreen(FileSync, RuntimeActions, EnvironmentActions, CellRuns, Fin
         if not cell_id:
             return None
         self.exec_cells[exec_id] = cell_id
-        output = self.outputs.setdefault(cell_id, CellOutput())
+        output = self.outputs.for_cell(cell_id)
         if output.exec_id is None and output.status in (None, "queued") or output.exec_id == exec_id:
             output.exec_id = exec_id
         elif message.get("type") in ("queued", "start") and output.finished:

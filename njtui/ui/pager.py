@@ -2,15 +2,21 @@
 followed live while the execution runs.
 
 Output is played as a terminal shows it (njtui.model.terminal_text: `\\r` and erasing applied,
-colours kept, every other escape dropped), so the pager shows what the cell shows. Lines are
+colours kept, every other escape dropped), so the pager shows what the cell shows. A rich output
+(a MIME bundle) shows every type it has, each under a label line, drawn at the width the pager
+had when it opened (Markdown and HTML also as their source, so a search finds what was written);
+an update_display shows its new bundle where it came, and a clear_output is a note: nothing
+the execution showed is hidden here. Lines are
 drawn one row at a time from a list (a Line API widget), so 200,000 lines cost what the screen
 shows; wrapping only needs each line's width, measured once as it comes in.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+from rich.console import Console
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -20,9 +26,11 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
 from njtui.model import ExecutionRecord
+from njtui.model.output import terminal_safe
 from njtui.model.terminal_text import OutputLines
 from njtui.store.results import ResultsStore
 from njtui.ui.pager_view import PagerLine, PagerView, pager_lines
+from njtui.ui.rich_output import pager_parts
 
 PAGER_BATCH = 5000
 # While the store has not caught up with what the notebook already showed (the recorder writes
@@ -30,6 +38,63 @@ PAGER_BATCH = 5000
 # is shown after it anyway.
 CATCH_UP_INTERVAL = 0.2
 CATCH_UP_TRIES = 25
+
+
+RICH_EVENTS = ("result", "display", "update_display")
+DEFAULT_WIDTH = 100
+
+
+class EventLines:
+    """An execution's events as pager lines: text played as a terminal shows it, rich outputs
+    drawn (each type of a bundle, labelled) at `width` columns."""
+
+    def __init__(self, width: int = DEFAULT_WIDTH) -> None:
+        self.output = OutputLines()
+        self.width = max(20, width)
+        self._console: Console | None = None  # made in the thread that draws
+
+    def feed(self, event: dict[str, Any]) -> list[PagerLine]:
+        kind = event.get("type")
+        data = event.get("data")
+        if kind in RICH_EVENTS and isinstance(data, dict) and (kind != "result" or set(data) - {"text/plain"} or event.get("display_id")):
+            return [*pager_lines(self.output.close()), *self._bundle(kind, event, data)]
+        if kind == "clear_output":
+            wait = " (wait: when the next output comes)" if event.get("wait") else ""
+            return [*pager_lines(self.output.close()), PagerLine("label", f"── clear_output{wait}: the cell shows only what follows ──")]
+        return pager_lines(self.output.feed_event(event))
+
+    def _bundle(self, kind: str, event: dict[str, Any], data: dict[str, Any]) -> list[PagerLine]:
+        metadata = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
+        display_id = event.get("display_id")
+        what = {"result": f"Out[{event.get('count')}]" if event.get("count") is not None else "result", "display": "display", "update_display": "update_display"}[kind]
+        if isinstance(display_id, str) and display_id:
+            what += f" {terminal_safe(display_id)}"
+        lines = []
+        for label, renderable in pager_parts(data, metadata or {}):
+            lines.append(PagerLine("label", f"── {what} · {label} ──"))
+            lines.extend(PagerLine("stdout", line) for line in self._drawn(renderable))
+        if not lines:
+            lines.append(PagerLine("label", f"── {what} · an empty bundle ──"))
+        return lines
+
+    def _drawn(self, renderable: Any) -> list[str]:
+        """A renderable as lines of text with colour sequences (SGR only, as any output line)."""
+        if self._console is None:
+            self._console = Console(file=io.StringIO(), width=self.width, color_system="truecolor", force_terminal=True, legacy_windows=False, emoji=False, highlight=False)
+        console = self._console
+        with console.capture() as capture:
+            console.print(renderable, crop=False, soft_wrap=False)
+        drawn = capture.get().rstrip("\n").split("\n")
+        while drawn and not drawn[-1].strip():
+            drawn.pop()
+        return [terminal_safe(line, colours=True) for line in drawn]
+
+    @property
+    def open_line(self) -> tuple[str, str] | None:
+        return self.output.open_line
+
+    def end(self) -> list[PagerLine]:
+        return pager_lines(self.output.end())
 
 
 class SearchInput(Input):
@@ -80,7 +145,7 @@ class PagerScreen(Screen[None]):
         self.live = live
         self.reading = True
         self.seen_seq = seen_seq
-        self._output = OutputLines()
+        self._output = EventLines()
         self._covered = 0  # the last seq whose output is in the view
         self._buffered: list[dict[str, Any]] = []  # live messages that came while the store was read
         self._catch_up_tries = 0
@@ -101,6 +166,8 @@ class PagerScreen(Screen[None]):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        # Rich outputs are drawn once, as wide as the screen is now (less the pager's margins).
+        self._output.width = max(20, self.app.size.width - 2) if self.app.size.width else DEFAULT_WIDTH
         self.view.focus()
         self._show_title()
         self._load(0, final=not self.live)
@@ -121,7 +188,7 @@ class PagerScreen(Screen[None]):
                 if seq <= after:
                     continue
                 covered = max(covered, seq)
-            batch.extend(pager_lines(output.feed_event(event)))
+            batch.extend(output.feed(event))
             if len(batch) >= PAGER_BATCH:
                 if not self._call(self._add, batch, None):
                     return
@@ -133,7 +200,7 @@ class PagerScreen(Screen[None]):
             if latest is not None and latest.finished:
                 finished = latest.status
         if final or finished is not None:
-            batch.extend(pager_lines(output.end()))
+            batch.extend(output.end())
         open_line = output.open_line
         opened = None if open_line is None else PagerLine(*open_line)
         if not worker.is_cancelled:
@@ -190,13 +257,13 @@ class PagerScreen(Screen[None]):
                 return
             self._covered = seq
         if message.get("type") == "done":
-            self.view.add(pager_lines(self._output.end()), None)
+            self.view.add(self._output.end(), None)
             self._end(message.get("status") or "ok")
             return
-        finished = self._output.feed_event(message)
+        finished = self._output.feed(message)
         open_line = self._output.open_line
         if finished or open_line is not None or self.view.has_open_line:
-            self.view.add(pager_lines(finished), None if open_line is None else PagerLine(*open_line))
+            self.view.add(finished, None if open_line is None else PagerLine(*open_line))
 
     def _end(self, status: str) -> None:
         self.live = False
