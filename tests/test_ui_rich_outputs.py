@@ -209,3 +209,28 @@ def test_graphics_are_decided_from_the_setting_and_the_environment():
     assert graphics.query_sixel() is False
     decided = graphics.prepare("kitty", {"NJTUI_GRAPHICS": "blocks"})
     assert decided.protocol == "blocks" and graphics.protocol() == "blocks"  # the variable wins over the config
+
+
+def test_kitty_transmission_is_chunked_quiet_and_wrapped_for_tmux():
+    from njtui.ui.kitty import DIACRITICS, PLACEHOLDER, placeholder_rows, transmission
+
+    png = bytes(range(256)) * 40  # 10,240 bytes: three chunks of base64
+    sent = transmission(png, 0x123456, 20, 5)
+    sequences = sent.split("\x1b\\")[:-1]
+    assert len(sequences) == 4 and sequences[0].startswith("\x1b_Ga=T,U=1,f=100,q=2,i=1193046,c=20,r=5,m=1;")
+    assert [sequence.split(";", 1)[0][3:] for sequence in sequences[1:]] == ["q=2,m=1", "q=2,m=1", "q=2,m=0"]
+    assert base64.b64decode("".join(sequence.split(";", 1)[1] for sequence in sequences)) == png
+    wrapped = transmission(b"x", 7, 1, 1, through_tmux=True)
+    assert wrapped.startswith("\x1bPtmux;\x1b\x1b_G") and wrapped.endswith("\x1b\x1b\\\x1b\\")
+    rows = placeholder_rows(7, 3, 2)
+    assert rows == [PLACEHOLDER + DIACRITICS[0] + DIACRITICS[0] + PLACEHOLDER * 2, PLACEHOLDER + DIACRITICS[1] + DIACRITICS[0] + PLACEHOLDER * 2]
+
+
+def test_the_graphics_decision_follows_the_setting_then_the_terminal(monkeypatch):
+    from njtui.ui import graphics
+
+    assert graphics.resolve("blocks", {"TERM": "xterm-kitty"}).protocol == "blocks"
+    assert graphics.resolve(None, {"TERM": "xterm-kitty"}, ask_terminal=False).protocol == "kitty"
+    assert graphics.resolve("kitty", {"TMUX": "/tmp/x,1,0"}).through_tmux
+    monkeypatch.setattr(graphics, "tmux_passes_kitty", lambda: False)
+    assert graphics.resolve(None, {"TMUX": "/tmp/x,1,0", "TERM": "tmux-256color"}, ask_terminal=False).protocol == "blocks"

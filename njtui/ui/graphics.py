@@ -9,12 +9,12 @@ the environment says (kitty: `TERM=xterm-kitty`, `KITTY_WINDOW_ID`, ghostty; six
 iTerm2), else, on a terminal, a Primary Device Attributes query on /dev/tty, answered at once by
 every terminal, whose answer lists 4 where sixel is there (given up after QUERY_TIMEOUT).
 
-Half blocks ("blocks") are drawn everywhere, and are what a cell draws today whatever was
-decided: the pixel protocols need a widget of their own per picture placed by the terminal
-itself (sixel), or an image sent to the terminal beside Textual's own output (kitty), which
-textual-image 0.12 does by writing to the terminal from inside a render, racing Textual's
-writer thread, and with neither protocol wrapped for tmux's passthrough. `protocol()` says what
-was decided, so that drawing can follow it once a pixel protocol can be drawn within Textual.
+Kitty (and ghostty) pictures are drawn in real pixels with the protocol's Unicode placeholders
+(njtui.ui.kitty), also through tmux when tmux passes them on (`allow-passthrough on`, decided
+from tmux itself). Everywhere else pictures are colour half blocks: sixel needs a widget per
+picture that the terminal places itself, outside Textual's cells (textual-image 0.12 does it by
+writing to the terminal from inside a render, racing Textual's writer thread), so a sixel
+terminal gets half blocks too, and `decision()` says so.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ QUERY_TIMEOUT = 0.2  # seconds: a terminal answers in milliseconds, also over SS
 class Decision:
     protocol: str  # kitty | sixel | blocks
     reason: str  # why, in words
+    through_tmux: bool = False  # kitty's sequences go in tmux's passthrough wrapper
 
 
 _decision = Decision("blocks", "not decided: the app draws half blocks")
@@ -57,6 +58,8 @@ def from_environment(environ: Mapping[str, str]) -> Decision | None:
     inside_tmux = bool(environ.get("TMUX"))
     term = environ.get("TERM", "")
     program = environ.get("TERM_PROGRAM", "")
+    if inside_tmux and tmux_passes_kitty():
+        return Decision("kitty", "tmux passes kitty graphics through to the terminal it runs in", through_tmux=True)
     if inside_tmux or term.startswith(("tmux", "screen")):
         # tmux drops both protocols unless `allow-passthrough on`, and the sequences then need
         # wrapping for it: half blocks draw the same through it.
@@ -71,13 +74,26 @@ def from_environment(environ: Mapping[str, str]) -> Decision | None:
     return None
 
 
+def tmux_passes_kitty() -> bool:
+    """Inside tmux: whether it passes escape sequences through (`allow-passthrough on`) to a
+    terminal that draws kitty's placeholders (the client's own TERM)."""
+    import subprocess
+
+    try:
+        passthrough = subprocess.run(["tmux", "show", "-gv", "allow-passthrough"], capture_output=True, text=True, timeout=2).stdout.strip()
+        outer = subprocess.run(["tmux", "display", "-p", "#{client_termname}"], capture_output=True, text=True, timeout=2).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return passthrough in ("on", "all") and outer in ("xterm-kitty", "xterm-ghostty")
+
+
 def resolve(choice: str | None, environ: Mapping[str, str], *, ask_terminal: bool = True) -> Decision:
     """The protocol for `choice` (the setting: None or "auto" decides from the terminal)."""
     choice = (choice or "auto").strip().lower()
     if choice not in CHOICES:
         return Decision("blocks", f"unknown graphics setting {choice!r} (one of {', '.join(CHOICES)}): half blocks")
     if choice != "auto":
-        return Decision(choice, "set by the user")
+        return Decision(choice, "set by the user", through_tmux=bool(environ.get("TMUX")))
     known = from_environment(environ)
     if known is not None:
         return known
@@ -138,5 +154,11 @@ def prepare(choice: str | None = None, environ: Mapping[str, str] | None = None)
 
 
 def drawn(image: DrawnImage) -> RenderableType:
-    """A picture as this terminal draws it in a cell or the pager: half blocks (see above)."""
+    """A picture as this terminal draws it: kitty's placeholders where it has them
+    (njtui.ui.kitty), half blocks elsewhere (sixel needs a widget per picture that the
+    terminal, not Textual, places: not drawn yet, so half blocks there too)."""
+    if _decision.protocol == "kitty":
+        from njtui.ui.kitty import KittyImage
+
+        return KittyImage(image, through_tmux=_decision.through_tmux)
     return image
