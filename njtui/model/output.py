@@ -1,7 +1,8 @@
 """What one execution of a cell produced: its record and its ordered output events.
 
 Events are the agent protocol's messages (see docs/protocol.md): `stream` (stdout/stderr
-text), `result` (the value of a last bare expression), `error` (exception or failing exit
+text), `result` (the value of a last bare expression), `display`, `update_display` and
+`clear_output` (Jupyter's rich outputs, MIME bundles), `error` (exception or failing exit
 status), in the order the runtime produced them.
 """
 
@@ -13,6 +14,9 @@ from typing import Any
 from njtui.model.terminal_text import sanitize
 
 EXEC_STATUSES = ("queued", "running", "ok", "error", "interrupted", "lost")
+# The protocol's messages that are an execution's output, kept in the results store and shown:
+# text, values and rich displays (MIME bundles), and what changes the displays shown before.
+OUTPUT_EVENTS = ("stream", "result", "error", "display", "update_display", "clear_output")
 FINISHED_STATUSES = ("ok", "error", "interrupted", "lost")
 
 

@@ -349,7 +349,7 @@ class DockerBackend(Backend):
         if last is not None:
             message = json.loads(last)
             if message.get("type") == "exit":
-                return protocol.exit_words(message.get("reason"))
+                return protocol.exit_words(message)
         code = state.get("ExitCode")
         if state.get("Error"):
             return f"container failed: {state['Error']}"

@@ -336,7 +336,7 @@ def exit_reason(journal_path: Path, code: int) -> str:
     except (OSError, ValueError):
         last = {}
     if last.get("type") == "exit":
-        return exit_words(last.get("reason"))
+        return exit_words(last)
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         return f"agent killed by {name}"

@@ -46,6 +46,11 @@ def decode(line: bytes) -> dict[str, Any]:
 _EXIT_WORDS = {"idle": "stopped: idle timeout", "shutdown": "stopped", "stdin closed": "stopped: its input closed"}
 
 
-def exit_words(reason: str | None) -> str:
-    """The reason of an agent's `exit` message, as the panel and the log say it."""
+def exit_words(exit_message: dict[str, Any]) -> str:
+    """The reason of an agent's `exit` message, as the panel and the log say it. An agent that
+    could not do its job (`"error": true`: the Jupyter bridge without its kernel, or its kernel
+    died) gives its own sentence, which does not start with "stopped": the runtime turns red."""
+    reason = exit_message.get("reason")
+    if exit_message.get("error") is True:
+        return str(reason or "the agent failed")
     return _EXIT_WORDS.get(reason or "", f"stopped: {reason}")

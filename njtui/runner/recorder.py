@@ -25,6 +25,7 @@ import time
 from typing import IO, Any
 
 from njtui.model import ExecutionRecord
+from njtui.model.output import OUTPUT_EVENTS
 from njtui.store.results import InvalidCellId, RecordWriter, ResultsStore
 
 CURSOR_SAVE_INTERVAL = 0.25
@@ -132,7 +133,7 @@ class Recorder:
             self._queued_meta[exec_id] = message.get("meta") or {}
         elif kind == "start":
             self._start(exec_id, message)
-        elif kind in ("stream", "result", "error"):
+        elif kind in OUTPUT_EVENTS:
             writer = self._writer(exec_id)
             if writer is not None:
                 writer.add(message)

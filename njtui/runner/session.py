@@ -245,10 +245,8 @@ class RuntimeSession:
         failed = False
         for message in self.connection:
             if message.get("type") == "exit" and "seq" in message:
-                # An agent that could not do its job (the Jupyter bridge without its kernel, or
-                # its kernel died): the runtime turns red with the agent's own sentence.
-                failed = message.get("error") is True
-                said = str(message.get("reason") or "the agent failed") if failed else protocol.exit_words(message.get("reason"))
+                said = protocol.exit_words(message)
+                failed = message.get("error") is True  # red, with the agent's own sentence
             if "seq" not in message:
                 kind = message.get("type")
                 if kind == protocol.AGENT_STDERR:

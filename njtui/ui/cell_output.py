@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import RenderableType
 
 from njtui.model import ExecutionRecord
-from njtui.model.output import terminal_safe
+from njtui.model.output import OUTPUT_EVENTS, terminal_safe
 from njtui.model.size import format_size
 from njtui.model.terminal_text import OutputLines, truncate
 from njtui.ui.rich_output import cell_renderable
@@ -32,7 +32,6 @@ from njtui.ui.rich_output import cell_renderable
 TAIL_LINES = 30
 MAX_RICH_IN_TAIL = 8
 # Events that add to what the cell shows (the pager needs the store to have the last one seen).
-OUTPUT_EVENTS = ("stream", "result", "error", "display", "update_display", "clear_output")
 # Events that end a clear_output(wait=True): the cell empties as the next output comes.
 SHOWING_EVENTS = ("stream", "result", "error", "display")
 MAX_LINE_CHARS = 1000
