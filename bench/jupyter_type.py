@@ -2,7 +2,8 @@
 
 1. Warm execution round trip of `1+1` through njtui (a `type = "jupyter"` host runtime: Runner →
    relay → bridge agent → ipykernel and back) vs jupyter_client talking to the same kind of kernel
-   (kernelspec python3) directly, both in this process, median of N runs after a warm-up.
+   (kernelspec python3) directly, both in this process, sampled alternately, median of N runs
+   after a warm-up.
    Target: ratio <= 1.2.
 2. `--open`: launch to first cell visible (tmux, capture-pane), of a generated 500-cell .ipynb
    with stored outputs: njtui on the notebook `njtui import` made of it vs euporie-notebook on the
@@ -27,29 +28,23 @@ CODE = {"python3": "1+1", "bash": "echo 2"}
 LANGUAGE = {"python3": "python", "bash": "bash"}
 
 
-def measure_njtui(runs: int, kernel: str) -> float:
-    with scratch_runner(language=LANGUAGE[kernel], type="jupyter", kernel=kernel) as (runner, notebook):
+def measure_round_trips(runs: int, kernel: str) -> tuple[float, float]:
+    """Median ms of (njtui, jupyter_client direct), sampled alternately, so that a machine whose
+    load drifts weighs on both alike."""
+    with scratch_runner(language=LANGUAGE[kernel], type="jupyter", kernel=kernel) as (runner, notebook), jupyter_kernel(kernel) as client:
         executor = Executor(runner, notebook)
         for _ in range(20):
             executor.run(CODE[kernel])
-        samples = []
+            jupyter_execute(client, CODE[kernel])
+        ours, theirs = [], []
         for _ in range(runs):
             started = time.perf_counter()
             executor.run(CODE[kernel])
-            samples.append(time.perf_counter() - started)
-    return median_ms(samples)
-
-
-def measure_jupyter(runs: int, kernel: str) -> float:
-    with jupyter_kernel(kernel) as client:
-        for _ in range(20):
-            jupyter_execute(client, CODE[kernel])
-        samples = []
-        for _ in range(runs):
+            ours.append(time.perf_counter() - started)
             started = time.perf_counter()
             jupyter_execute(client, CODE[kernel])
-            samples.append(time.perf_counter() - started)
-    return median_ms(samples)
+            theirs.append(time.perf_counter() - started)
+    return median_ms(ours), median_ms(theirs)
 
 
 def make_ipynb(path: Path, cells: int = 500) -> None:
@@ -122,8 +117,7 @@ def main() -> None:
         make_ipynb(args.make_ipynb)
         print(f"wrote {args.make_ipynb}")
         return
-    jupyter = measure_jupyter(args.runs, args.kernel)
-    njtui = measure_njtui(args.runs, args.kernel)
+    njtui, jupyter = measure_round_trips(args.runs, args.kernel)
     print(f"jupyter_client → {args.kernel:<8} median {jupyter:.3f} ms over {args.runs} runs")
     print(f"njtui jupyter runtime    median {njtui:.3f} ms over {args.runs} runs")
     print(f"ratio njtui/jupyter_client round trip ({args.kernel}): {njtui / jupyter:.3f}x (target <= 1.2x)")
