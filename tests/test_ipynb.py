@@ -505,3 +505,13 @@ def test_outputs_from_events_are_nbclients_outputs_for_the_same_kernel_messages(
     assert ours[1][0]["data"] == {"text/plain": "again", "text/markdown": "**again**"}
     assert ours[2] == [{"output_type": "stream", "name": "stdout", "text": "kept\n"}]
     assert ours[3] == [{"output_type": "stream", "name": "stdout", "text": "cleared\n"}]
+
+
+def test_the_sample_jupyter_notebook_imports_with_its_outputs_and_exports_back(capsys, tmp_path):
+    sample = tmp_path / "jupyter-tour.ipynb"
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "sample_notebooks" / "jupyter-tour.ipynb", sample)
+    toml, notebook = import_and_export(capsys, sample)
+    original = nbformat.read(sample, as_version=4)
+    assert [cell.source for cell in notebook.cells] == [cell.source for cell in original.cells]
+    assert [cell.get("outputs") for cell in notebook.cells] == [cell.get("outputs") for cell in original.cells]
+    assert load_notebook(toml).runtimes["python3"].is_jupyter
