@@ -234,3 +234,17 @@ def test_the_graphics_decision_follows_the_setting_then_the_terminal(monkeypatch
     assert graphics.resolve("kitty", {"TMUX": "/tmp/x,1,0"}).through_tmux
     monkeypatch.setattr(graphics, "tmux_passes_kitty", lambda: False)
     assert graphics.resolve(None, {"TMUX": "/tmp/x,1,0", "TERM": "tmux-256color"}, ask_terminal=False).protocol == "blocks"
+
+
+def test_an_svg_output_never_draws_a_file_of_this_machine(tmp_path):
+    """resvg would follow <image href="/path">: an output from someone else's notebook must not
+    read (and show) a local file; an inline (data:) picture still draws."""
+    from njtui.ui.rich_output import svg_png
+
+    local = tmp_path / "secret.png"
+    Image.new("RGB", (10, 10), (255, 0, 0)).save(local)
+    inline = "data:image/png;base64," + picture("PNG", (10, 10))
+    for reference, wanted in ((str(local), (0, 0, 255)), (f"file://{local}", (0, 0, 255)), (inline, (220, 40, 40))):
+        svg = f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="10" height="10"><rect width="10" height="10" fill="blue"/><image xlink:href="{reference}" href="{reference}" width="10" height="10"/></svg>'
+        drawn = Image.open(io.BytesIO(svg_png(svg))).convert("RGB")
+        assert drawn.getpixel((1, 1)) == wanted, reference

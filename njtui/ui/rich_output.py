@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -85,9 +86,15 @@ def image_bytes(value: Any) -> bytes | str:
         return f"not base64: {exc}"
 
 
+# resvg follows an <image href="/any/local/file.png">: an output from someone else's notebook
+# must not draw (and so read) this machine's files. Only in-document references stay: a
+# fragment (#id) or inline data. Entities and escapes in a reference are dropped with it.
+_EXTERNAL_REFERENCE = re.compile(r"""\b(?:xlink:)?href\s*=\s*(["'])(?!\s*(?:#|data:))[^"']*\1""", re.IGNORECASE)
+
+
 def svg_png(value: Any) -> bytes | str:
     """An SVG document rasterised to PNG bytes, or why it can't be."""
-    source = text_of(value)
+    source = _EXTERNAL_REFERENCE.sub("", text_of(value))
     if len(source) > MAX_SVG_CHARS:
         return f"{len(source):,} characters of SVG, too large to draw here"
     try:
