@@ -268,3 +268,18 @@ def test_output_on_a_terminal_cannot_drive_it(tmp_path):
         assert status == 0
         assert b"\x1b[31mred\x1b[0mdone" in seen, seen
         assert b"\x1b[8A" not in seen and b"\x1b]" not in seen and b"owned" not in seen, seen
+
+
+def test_json_events_carry_rich_outputs_whole(tmp_path):
+    code = (
+        "class Page:\n    def _repr_markdown_(self):\n        return '# Title'\n"
+        "handle = display(Page(), display_id='p')\nupdate_display({'text/plain': 'new'}, display_id='p', raw=True)\nclear_output(wait=True)\nPage()\n"
+    )
+    path = make_notebook(tmp_path, [("rich", "python", code)])
+    result = njtui("run", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    events = [e for e in json_events(result) if e["event"] in ("display", "update_display", "clear_output", "result")]
+    assert [e["event"] for e in events] == ["display", "update_display", "clear_output", "result"]
+    assert events[0]["data"]["text/markdown"] == "# Title" and events[0]["display_id"] == "p" and events[0]["metadata"] == {}
+    assert events[1]["data"] == {"text/plain": "new"} and events[2]["wait"] is True
+    assert events[3]["data"]["text/markdown"] == "# Title" and "text/plain" in events[3]["data"]

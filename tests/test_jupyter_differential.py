@@ -19,7 +19,6 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
 
 from tests.conftest import njtui
-from tests.helpers import stop_own_runtimes
 
 PYTHON = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 BASH = {"name": "bash", "display_name": "Bash", "language": "bash"}
@@ -111,14 +110,8 @@ def executed_by_nbclient(path, kernel: str):
     return notebook
 
 
-@pytest.fixture
-def own_runtimes_stopped(tmp_path):
-    yield
-    stop_own_runtimes(tmp_path)
-
-
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
-def test_njtui_gives_the_outputs_nbclient_gives(tmp_path, name, own_runtimes_stopped):
+def test_njtui_gives_the_outputs_nbclient_gives(tmp_path, name):
     kernelspec, cells = NOTEBOOKS[name]
     notebook = new_notebook(cells=cells, metadata={"kernelspec": kernelspec, "language_info": {"name": kernelspec["language"]}})
     nbformat.validate(notebook)
