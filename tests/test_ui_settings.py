@@ -181,3 +181,23 @@ async def test_settings_show_restart_to_apply_and_the_real_engine(docker_engine,
         await wait_for(pilot, lambda: app.outputs["a"].finished and app.outputs["a"].count == 2, timeout=60, what="the cell after restart")
         assert app.outputs["a"].visible_lines() == [("result", "Out[2]: 'new'")]  # the notebook's count goes on
         app.runner.stop_all()
+
+
+async def test_a_jupyter_runtimes_settings_show_its_kernel_and_save_it_unchanged(tmp_path):
+    notebook = Notebook(runtimes={"ir": RuntimeSpec("ir", "r", type="jupyter", kernel="ir", default=True)})
+    notebook.cells = [Cell("a", "code", "1 + 1\n", "r")]
+    path = tmp_path / "nb.toml"
+    save_notebook(notebook, path)
+    app = open_app(path)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await pilot.press("e")
+        await screen_settled(pilot, RuntimeSettingsScreen)
+        screen = app.screen
+        assert "Jupyter kernel ir · r" in str(screen.query_one("#runtime-type").content)
+        assert not screen.query("#language")  # the kernel fixes the language
+        screen.query_one("#idle_timeout").value = "5m"
+        await wait_for(pilot, lambda: screen.spec.idle_timeout == "5m", what="the idle timeout")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "5m" in path.read_text(), what="the save")
+    saved = load_notebook(path).runtimes["ir"]
+    assert (saved.type, saved.kernel, saved.language, saved.idle_timeout) == ("jupyter", "ir", "r", "5m")
