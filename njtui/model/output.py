@@ -8,6 +8,7 @@ status), in the order the runtime produced them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -71,9 +72,15 @@ def terminal_safe(text: str, keep: str = "\t", colours: bool = False) -> str:
 
 
 def bundle_text(data: dict[str, Any]) -> str:
-    """A MIME bundle as text, for where only text can go (a pipe, a log): its text/plain, else
-    its Markdown or LaTeX source, else a note of what it holds."""
-    for mime in ("text/plain", "text/markdown", "text/latex"):
+    """A MIME bundle as text, for where only text can go (a pipe, a log): Markdown and JSON are
+    text already, and say more than the text/plain beside them (for IPython's Markdown or JSON
+    objects, "<IPython.core.display.Markdown object>"); else text/plain, else the LaTeX
+    source, else a note of what it holds."""
+    if isinstance(data.get("text/markdown"), str):
+        return data["text/markdown"]
+    if "application/json" in data:
+        return json.dumps(data["application/json"], indent=2, ensure_ascii=False)
+    for mime in ("text/plain", "text/latex"):
         value = data.get(mime)
         if isinstance(value, str):
             return value
