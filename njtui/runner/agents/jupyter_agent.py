@@ -109,8 +109,41 @@ class Execution:
         return self.reply is not None or self.idle_at is not None or self.keyboard_interrupt
 
 
+class HelloFirst:
+    """The agent's channel, holding every numbered message back until `hello` has gone out.
+    The bridge says hello once its kernel is ready (the runtime is booting until then, as a
+    native one is until its agent runs), or at once when the client must send secrets before
+    the kernel can start; what it says meanwhile (a `queued`, an `exit`) follows the hello in
+    the order it was said. Answers (`reply`) are not numbered and go at once."""
+
+    def __init__(self, channel: Channel, hello: dict[str, object]) -> None:
+        self.channel = channel
+        self.hello = hello
+        self._lock = threading.Lock()
+        self._held: list[tuple[str, str | None, dict[str, object]]] | None = []
+
+    def emit(self, type_: str, exec_id: str | None = None, **fields: object) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append((type_, exec_id, fields))
+            else:
+                self.channel.emit(type_, exec_id, **fields)
+
+    def reply(self, message: dict[str, object]) -> None:
+        self.channel.reply(message)
+
+    def say_hello(self) -> None:
+        with self._lock:
+            if self._held is None:
+                return
+            self.channel.emit("hello", **self.hello)
+            for type_, exec_id, fields in self._held:
+                self.channel.emit(type_, exec_id, **fields)
+            self._held = None
+
+
 class Bridge:
-    def __init__(self, channel: Channel, kernel_name: str, idle_timeout: float, connection_file: str, stage_dir: str) -> None:
+    def __init__(self, channel: Channel | HelloFirst, kernel_name: str, idle_timeout: float, connection_file: str, stage_dir: str) -> None:
         self.channel = channel
         self.kernel_name = kernel_name
         self.idle_timeout = idle_timeout
@@ -375,10 +408,15 @@ class Bridge:
         reason = self.shutdown_reason or "shutdown"
         self.end(reason, kill=abandoned, running_done={"status": "interrupted", "reason": ENDED_BY.get(reason, reason)})
 
+    def say_hello(self) -> None:
+        if isinstance(self.channel, HelloFirst):
+            self.channel.say_hello()
+
     def end(self, reason: str, error: bool = False, kill: bool = False, running_done: dict | None = None, status: int = 0) -> None:
         """The bridge's one way out: the running cell's `done` (if it still runs), the queued
         cells' (dropped), the kernel stopped, `exit`, and the process gone. A second caller
         waits here for the exit."""
+        self.say_hello()
         with self._ending:
             with self.lock:
                 execution, self.current = self.current, None
@@ -390,7 +428,8 @@ class Bridge:
                 self._closed = True
                 self.changed.notify_all()
             self._stop_kernel(now=kill or error)
-            self.channel.emit("exit", reason=reason, **({"error": True} if error else {}))
+            failure: dict[str, object] = {"error": True} if error else {}
+            self.channel.emit("exit", None, reason=reason, **failure)
             os._exit(status)
 
     def _drop_pending(self) -> None:
@@ -528,6 +567,7 @@ class Bridge:
     # -- the main thread: waits for the kernel, then runs cells one at a time
     def serve(self, await_secrets: bool) -> None:
         if await_secrets:
+            self.say_hello()  # the client sends the secrets once it has it
             self.secrets_arrived.wait()
         try:
             self.start_kernel()
@@ -540,6 +580,7 @@ class Bridge:
             return  # else the shutdown thread ends the bridge
         if self.shutdown_reason is not None:
             return
+        self.say_hello()
         self.last_activity = time.monotonic()
         threading.Thread(target=self.watch_iopub, name="njtui-iopub", daemon=True).start()
         while True:
@@ -643,7 +684,6 @@ def main(argv: list[str] | None = None) -> int:
         channel.emit("hello", language=None, **hello)
         channel.emit("exit", reason=str(exc), error=True)
         return 1
-    channel.emit("hello", language=language, **hello)
 
     # Beside the journal, in the runtime's private directory: it holds the kernel's key.
     connection_file = os.path.join(journal_dir, "kernel-connection.json")
@@ -651,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         os.unlink(connection_file)  # an earlier instance's
     except OSError:
         pass
-    bridge = Bridge(channel, args.kernel, args.idle_timeout, connection_file, os.path.join(journal_dir, "files"))
+    bridge = Bridge(HelloFirst(channel, {"language": language, **hello}), args.kernel, args.idle_timeout, connection_file, os.path.join(journal_dir, "files"))
     # As the host relay does with its SIGTERM, and what `docker stop` sends the container's main
     # process: a stop. On a thread of its own: the handler runs on the main thread, which may
     # hold the bridge's lock.
