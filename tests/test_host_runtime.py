@@ -271,10 +271,7 @@ def test_output_on_a_terminal_cannot_drive_it(tmp_path):
 
 
 def test_json_events_carry_rich_outputs_whole(tmp_path):
-    code = (
-        "class Page:\n    def _repr_markdown_(self):\n        return '# Title'\n"
-        "handle = display(Page(), display_id='p')\nupdate_display({'text/plain': 'new'}, display_id='p', raw=True)\nclear_output(wait=True)\nPage()\n"
-    )
+    code = "class Page:\n    def _repr_markdown_(self):\n        return '# Title'\nhandle = display(Page(), display_id='p')\nupdate_display({'text/plain': 'new'}, display_id='p', raw=True)\nclear_output(wait=True)\nPage()\n"
     path = make_notebook(tmp_path, [("rich", "python", code)])
     result = njtui("run", str(path), "--json")
     assert result.returncode == 0, result.stderr
