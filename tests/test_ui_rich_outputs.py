@@ -248,3 +248,35 @@ def test_an_svg_output_never_draws_a_file_of_this_machine(tmp_path):
         svg = f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="10" height="10"><rect width="10" height="10" fill="blue"/><image xlink:href="{reference}" href="{reference}" width="10" height="10"/></svg>'
         drawn = Image.open(io.BytesIO(svg_png(svg))).convert("RGB")
         assert drawn.getpixel((1, 1)) == wanted, reference
+
+
+ONE_KIND = {
+    "markdown": {"type": "display", "data": {"text/markdown": "# Results\n\n- **bold** item\n- `code` item", "text/plain": "<Markdown>"}, "metadata": {}, "display_id": None},
+    "html-table": {"type": "display", "data": {"text/html": TABLE_HTML, "text/plain": "DataFrame"}, "metadata": {}, "display_id": None},
+    "json": {"type": "result", "count": 7, "data": {"application/json": {"model": "tiny", "layers": [1, 2], "ok": True}, "text/plain": "{...}"}, "metadata": {}},
+    "png": {"type": "display", "data": {"image/png": picture("PNG"), "text/plain": "<Figure png>"}, "metadata": {}, "display_id": None},
+    "jpeg": {"type": "display", "data": {"image/jpeg": picture("JPEG"), "text/plain": "<Figure jpeg>"}, "metadata": {}, "display_id": None},
+    "svg": {"type": "display", "data": {"image/svg+xml": SVG, "text/plain": "<SVG>"}, "metadata": {}, "display_id": None},
+    "latex": {"type": "result", "count": 7, "data": {"text/latex": "$\\alpha^2$", "text/plain": "alpha**2"}, "metadata": {}},
+    "plain": {"type": "result", "count": 7, "data": {"text/plain": "Counter({'a': 3, 'b': 1})"}, "metadata": {}},
+    "error": {"type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": TRACEBACK},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ONE_KIND))
+def test_a_cell_with_one_mime_type(kind, tmp_path, monkeypatch, snap_compare):
+    monkeypatch.chdir(tmp_path)
+    path = make_notebook(tmp_path, [("rich", "python", f"show_{kind.replace('-', '_')}()\n")])
+    failed = kind == "error"
+    messages = [{"type": "start", "count": 7, "meta": {"cell": "rich"}}, ONE_KIND[kind], {"type": "done", "status": "error" if failed else "ok", "count": 7, "duration": 0.25}]
+    store_execution(path, "rich", "e-rich", messages)
+    app = open_app(path)
+
+    async def loaded(pilot):
+        await wait_for(pilot, lambda: app.notebook_screen.loaded.is_set() and app.outputs.get("rich") is not None and app.outputs["rich"].finished, what="the stored output")
+        app.runner_log_panel.entries.clear()
+        app.runner_log_panel.set_filter(None)
+        app.view.refresh_all()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=loaded)
