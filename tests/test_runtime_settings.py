@@ -43,7 +43,7 @@ def result_of(result, cell: str):
 # -- malformed settings: each a clear error with file and line, exit 2, the file untouched
 
 MALFORMED = [
-    ('machine = "huge"', "machine type 'huge'", 5),
+    ('machine = "huge box"', "machine type 'huge box'", 5),
     ('memory = "-256MB"', "bad memory limit '-256MB'", 5),
     ('environment = "Not An Image!"', "not an image reference", 5),
     ("gpus = -1", "must be a count or a list of device ids", 5),
@@ -71,7 +71,7 @@ def test_malformed_settings_are_refused_with_file_and_line(tmp_path, setting, me
 def test_runtime_set_refuses_a_bad_value_and_keeps_the_file(tmp_path):
     path = write_notebook(tmp_path, RuntimeSpec("py", "python"), [("a", "1\n")])
     before = path.read_bytes()
-    for assignment in ("machine=huge", "memory=lots", "environment=Bad Image", "cpus=-2"):
+    for assignment in ("machine=huge box", "memory=lots", "environment=Bad Image", "cpus=-2"):
         result = njtui("runtime", "set", str(path), "py", assignment)
         assert result.returncode == 2 and "not changed" in result.stderr, (assignment, result.stderr)
         assert path.read_bytes() == before
@@ -337,3 +337,21 @@ def test_editing_a_running_runtime_applies_on_restart(docker_engine, tmp_path):
     finally:
         runner.stop_all()
         runner.detach()
+
+
+@pytest.mark.docker
+def test_a_machine_type_unknown_here_fails_only_its_runtime_at_boot(docker_engine, tmp_path):
+    """A notebook from a machine with other presets: it shows and runs its other runtimes; the
+    runtime naming the unknown type turns red when it boots, with the types there are here."""
+    notebook = Notebook(title="shared")
+    notebook.runtimes["sh"] = RuntimeSpec("sh", "bash", default=True)
+    notebook.runtimes["big"] = RuntimeSpec("big", "python", environment=PYTHON_IMAGE, machine="gpu-large", default=True)
+    notebook.cells = [Cell("a", "code", "echo here\n", "bash"), Cell("b", "code", "print('there')\n", "python")]
+    path = tmp_path / "shared.toml"
+    save_notebook(notebook, path)
+    assert njtui("show", str(path)).returncode == 0
+    result = njtui("run", str(path), "--keep-going", "--json")
+    assert result.returncode == 1, result.stderr
+    done = {e["cell"]: e for e in events(result) if e["event"] == "done"}
+    assert done["a"]["status"] == "ok"
+    assert done["b"]["status"] == "error" and "machine type 'gpu-large' is not defined on this machine" in done["b"]["reason"] and "small" in done["b"]["reason"]

@@ -201,3 +201,22 @@ async def test_a_jupyter_runtimes_settings_show_its_kernel_and_save_it_unchanged
         await wait_for(pilot, lambda: "5m" in path.read_text(), what="the save")
     saved = load_notebook(path).runtimes["ir"]
     assert (saved.type, saved.kernel, saved.language, saved.idle_timeout) == ("jupyter", "ir", "r", "5m")
+
+
+async def test_a_machine_type_unknown_here_is_shown_and_can_be_replaced(tmp_path):
+    notebook = Notebook(runtimes={"py": RuntimeSpec("py", "python", environment="njtui/python:3.11", machine="gpu-large", default=True)})
+    notebook.cells = [Cell("a", "code", "1\n", "python")]
+    path = tmp_path / "nb.toml"
+    save_notebook(notebook, path)
+    app = open_app(path)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await pilot.press("e")
+        await screen_settled(pilot, RuntimeSettingsScreen)
+        screen = app.screen
+        select = screen.query_one("#machine")
+        assert select.value == "gpu-large"
+        assert any("gpu-large  (not defined on this machine" in str(prompt) for prompt, _ in select._options)
+        select.value = "small"
+        await wait_for(pilot, lambda: screen.spec.machine == "small", what="the new machine type")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: 'machine = "small"' in path.read_text(), what="the save")

@@ -64,7 +64,15 @@ def _machine_limits(spec: RuntimeSpec) -> tuple[float | None, int | None, Any]:
     """cpus, memory in bytes and gpus: the runtime's own, else its machine preset's. Presets
     come from the user's machines.toml, which the notebook's loader does not read; they are held
     to the same bounds here."""
-    machine = load_machines().get(spec.machine or "", {}) if spec.machine else {}
+    presets = load_machines() if spec.machine else {}
+    if spec.machine and spec.machine not in presets and not spec.is_host:
+        # Looked up here, where it boots: a notebook from a machine with other presets opens
+        # and runs its other runtimes; this one turns red with the choices.
+        raise BackendError(
+            f"runtime {spec.id}: machine type {spec.machine!r} is not defined on this machine (presets: {', '.join(sorted(presets))}, from {machines_path()}); "
+            "pick one in the runtime's settings (e, Machine), define it in that file, or leave it out and set cpus/memory"
+        )
+    machine = presets.get(spec.machine or "", {})
     cpus = spec.cpus if spec.cpus is not None else machine.get("cpus")
     memory = spec.memory if spec.memory is not None else machine.get("memory")
     gpus = spec.gpus if spec.gpus is not None else machine.get("gpus")

@@ -31,7 +31,6 @@ from njtui.model.size import SizeError, parse_size
 from njtui.store.environment_fields import ENVIRONMENT_KEYS, read_environment, read_registry, read_saved
 from njtui.store.errors import NotebookError
 from njtui.store.locate import MAX_DEPTH, Locator
-from njtui.store.machines import load_machines, machines_path
 from njtui.store.notebook_layout import JUPYTER_METADATA
 from njtui.store.secrets import SECRET_NAME
 
@@ -69,6 +68,7 @@ _ID_RULE = "1 to 64 letters, digits, - or _"
 # would drive the terminal that prints it, a path or URL with one fails only when used.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _KEY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _GPU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,127}")
 _GIT_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _INT64 = range(-(2**63), 2**63)
@@ -80,7 +80,6 @@ class Validator:
     def __init__(self, path: Path, locator: Locator) -> None:
         self.path = path
         self.locator = locator
-        self._machines: dict | None = None  # the user's machine presets, read once if named
 
     def fail(self, where: tuple, message: str, hint: str) -> NotebookError:
         line, column = self.locator.locate(where)
@@ -290,17 +289,12 @@ class Validator:
         return idle_timeout, cpus, memory
 
     def runtime_machine(self, where: tuple, table: dict, label: str) -> str | None:
+        """A machine type's name only: what it stands for is looked up where the runtime boots
+        (this machine's presets; another's for a notebook shared from there), so a notebook naming
+        a type unknown here still opens, shows and runs its other runtimes."""
         machine = self.get(table, where, "machine", str, label=label)
-        if machine is not None:
-            if self._machines is None:
-                self._machines = load_machines()
-            presets = self._machines
-            if machine not in presets:
-                raise self.fail(
-                    where + ("machine",),
-                    f"{label} names machine type {show(machine)}, which is not defined",
-                    f"use one of: {', '.join(sorted(presets))} (presets are in {machines_path()}), or leave it out and set cpus/memory",
-                )
+        if machine is not None and not _MACHINE_NAME.fullmatch(machine):
+            raise self.fail(where + ("machine",), f"{label} names machine type {show(machine)}, which is not a machine type's name", 'name a preset with letters, digits, ., _ or - (e.g. machine = "gpu-large"), or leave it out and set cpus/memory')
         return machine
 
     def runtime_gpus(self, where: tuple, table: dict, label: str) -> Any:

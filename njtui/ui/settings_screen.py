@@ -121,6 +121,9 @@ class RuntimeSettingsScreen(Screen[bool]):
                     yield Label("Machine type")
                     presets = load_machines()
                     options = [(f"{name}  ({values.get('cpus')} CPUs, {values.get('memory')}{', ' + str(values['gpus']) + ' GPU' if values.get('gpus') else ''})", name) for name, values in sorted(presets.items())]
+                    if spec.machine and spec.machine not in presets:
+                        # Named by a notebook from elsewhere: kept until another is picked.
+                        options.append((f"{terminal_safe(spec.machine)}  (not defined on this machine: pick another)", spec.machine))
                     yield Select([("custom", "")] + options, value=spec.machine or "", allow_blank=False, id="machine")
                     yield Label("CPUs (overrides the machine type)")
                     yield Input("" if spec.cpus is None else str(spec.cpus), placeholder="e.g. 1.5", id="cpus")
