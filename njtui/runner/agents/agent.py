@@ -119,6 +119,66 @@ def _copy_no_follow(source: str, target: str) -> int:
         os.close(in_fd)
 
 
+def keep_secrets(secrets: dict, log: Callable[[str, str], None]) -> dict[str, str]:
+    """The secrets that are variables (a name and a string value), each also written to a file
+    in the secrets directory ($NJTUI_SECRETS_DIR, a tmpfs in containers); `log(level, text)`
+    says what could not be written. Nothing of them is journaled or echoed."""
+    directory = os.environ.get("NJTUI_SECRETS_DIR")
+    kept = {}
+    for name, value in secrets.items():
+        if not isinstance(name, str) or not isinstance(value, str) or not name.isidentifier():
+            continue
+        kept[name] = value
+        if directory:
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(value)
+            except OSError as exc:
+                log("error", f"cannot write secret file {name}: {exc.strerror}")
+    return kept
+
+
+def release_staged(stage_dir: str | None, exec_id: object) -> None:
+    """A client has stored an execution's files: their staged copies go."""
+    if not stage_dir or not _safe_id(exec_id):
+        return
+    try:
+        names = os.listdir(stage_dir)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(f"{exec_id}."):
+            try:
+                os.unlink(os.path.join(stage_dir, name))
+            except OSError:
+                pass
+
+
+def stage_results(stage_dir: str | None, exec_id: str, before: dict[str, tuple[int, int, int]], log: Callable[[str, str], None]) -> list[dict[str, str]]:
+    """Copies, in `stage_dir`, of the files this cell created or changed under $NJTUI_RESULTS
+    (`before`: the snapshot taken as it started), listed as its `done` lists them."""
+    root = os.environ.get("NJTUI_RESULTS")
+    if not root or not stage_dir or not _safe_id(exec_id):
+        return []
+    changed = sorted(name for name, signature in _results_snapshot().items() if before.get(name) != signature)
+    staged = []
+    for number, name in enumerate(changed):
+        target = f"{exec_id}.{number}"
+        try:
+            os.makedirs(stage_dir, mode=0o700, exist_ok=True)
+            path = os.path.join(stage_dir, target)
+            if os.path.lexists(path):
+                os.unlink(path)
+            _copy_no_follow(os.path.join(root, name), path)
+        except OSError as exc:
+            log("warning", f"could not keep results file {name}: {exc}")
+            continue
+        staged.append({"name": name, "staged": target})
+    return staged
+
+
 class Channel:
     """Numbers every message, journals it, then writes it to the client."""
 
@@ -720,7 +780,7 @@ class Agent:
             elif op == "secrets":
                 self.set_secrets(request.get("env") or {})
             elif op == "release":
-                self.release_files(request.get("exec"))
+                release_staged(self.stage_dir, request.get("exec"))
             elif op == "complete":
                 # On a thread of its own: an attribute lookup in user code may block, and this
                 # reader must stay free to take an interrupt.
@@ -744,57 +804,11 @@ class Agent:
         self.channel.reply({"type": "completion", "id": request.get("id"), "matches": matches, "start": start, "end": cursor})
 
     def set_secrets(self, secrets: dict) -> None:
-        """Secrets become environment variables of the cells and files in the secrets directory
-        ($NJTUI_SECRETS_DIR, a tmpfs in containers). Nothing of them is journaled or echoed."""
-        directory = os.environ.get("NJTUI_SECRETS_DIR")
-        for name, value in secrets.items():
-            if not isinstance(name, str) or not isinstance(value, str) or not name.isidentifier():
-                continue
-            os.environ[name] = value
-            if directory:
-                try:
-                    os.makedirs(directory, mode=0o700, exist_ok=True)
-                    fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-                    with os.fdopen(fd, "w") as handle:
-                        handle.write(value)
-                except OSError as exc:
-                    self.channel.emit("log", level="error", text=f"cannot write secret file {name}: {exc.strerror}")
+        """Secrets become environment variables of the cells (and files: keep_secrets)."""
+        os.environ.update(keep_secrets(secrets, self._log))
 
-    def release_files(self, exec_id: object) -> None:
-        """A client has stored an execution's files: their staged copies go."""
-        if not self.stage_dir or not _safe_id(exec_id):
-            return
-        try:
-            names = os.listdir(self.stage_dir)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith(f"{exec_id}."):
-                try:
-                    os.unlink(os.path.join(self.stage_dir, name))
-                except OSError:
-                    pass
-
-    def _stage_results(self, exec_id: str, before: dict[str, tuple[int, int, int]]) -> list[dict[str, str]]:
-        """Copies of the files this cell created or changed under $NJTUI_RESULTS."""
-        root = os.environ.get("NJTUI_RESULTS")
-        if not root or not self.stage_dir or not _safe_id(exec_id):
-            return []
-        changed = sorted(name for name, signature in _results_snapshot().items() if before.get(name) != signature)
-        staged = []
-        for number, name in enumerate(changed):
-            target = f"{exec_id}.{number}"
-            try:
-                os.makedirs(self.stage_dir, mode=0o700, exist_ok=True)
-                path = os.path.join(self.stage_dir, target)
-                if os.path.lexists(path):
-                    os.unlink(path)
-                _copy_no_follow(os.path.join(root, name), path)
-            except OSError as exc:
-                self.channel.emit("log", level="warning", text=f"could not keep results file {name}: {exc}")
-                continue
-            staged.append({"name": name, "staged": target})
-        return staged
+    def _log(self, level: str, text: str) -> None:
+        self.channel.emit("log", level=level, text=text)
 
     def emit_status(self) -> None:
         self.channel.emit(
@@ -959,7 +973,7 @@ class Agent:
         duration = time.perf_counter() - started
         # Output and files first, then `done`: what the cell did belongs to this execution alone.
         self.capture.drain()
-        files = self._stage_results(exec_id, results_before)
+        files = stage_results(self.stage_dir, exec_id, results_before, self._log)
         extra = {"reason": ENDED_BY.get(self.shutdown_reason, self.shutdown_reason)} if status == "interrupted" and self.shutdown_reason else {}
         with self._ending:
             if self._ended:

@@ -28,7 +28,7 @@ from typing import Any
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
-from agent import ENDED_BY, PROTOCOL, SHUTDOWN_GRACE, Channel, _copy_no_follow, _results_snapshot, _safe_id  # noqa: E402
+from agent import ENDED_BY, PROTOCOL, SHUTDOWN_GRACE, Channel, _results_snapshot, keep_secrets, release_staged, stage_results  # noqa: E402
 
 # The kernel's first kernel_info reply: a kernel that has not answered by then never will.
 KERNEL_READY_TIMEOUT = 120.0
@@ -205,7 +205,7 @@ class Bridge:
             elif op == "secrets":
                 self.take_secrets(request.get("env") or {})
             elif op == "release":
-                self.release_files(request.get("exec"))
+                release_staged(self.stage_dir, request.get("exec"))
             elif op == "complete":
                 # On a thread of its own: the kernel answers when it can, and this reader must
                 # stay free to take an interrupt.
@@ -219,64 +219,17 @@ class Bridge:
 
     def take_secrets(self, secrets: object) -> None:
         """They become the kernel's environment variables (with --await-secrets it starts only
-        once they are here) and files in $NJTUI_SECRETS_DIR. Nothing of them is journaled or
-        echoed."""
+        once they are here) and files in $NJTUI_SECRETS_DIR (keep_secrets)."""
         if not isinstance(secrets, dict):
             return
-        late = self.kernel_launched
-        directory = os.environ.get("NJTUI_SECRETS_DIR")
-        for name, value in secrets.items():
-            if not isinstance(name, str) or not isinstance(value, str) or not name.isidentifier():
-                continue
-            self.secrets[name] = value
-            if directory:
-                try:
-                    os.makedirs(directory, mode=0o700, exist_ok=True)
-                    fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-                    with os.fdopen(fd, "w") as handle:
-                        handle.write(value)
-                except OSError as exc:
-                    self.emit("log", level="error", text=f"cannot write secret file {name}: {exc.strerror}")
-        if late:
+        self.secrets.update(keep_secrets(secrets, self._log))
+        if self.kernel_launched:
             # A process's environment is fixed when it starts.
             self.emit("log", level="warning", text="secrets came after the kernel started: its cells see them as environment variables after a restart")
         self.secrets_arrived.set()
 
-    def release_files(self, exec_id: object) -> None:
-        """A client has stored an execution's files: their staged copies go."""
-        if not _safe_id(exec_id):
-            return
-        try:
-            names = os.listdir(self.stage_dir)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith(f"{exec_id}."):
-                try:
-                    os.unlink(os.path.join(self.stage_dir, name))
-                except OSError:
-                    pass
-
-    def stage_results(self, exec_id: str, before: dict[str, tuple[int, int, int]]) -> list[dict[str, str]]:
-        """Copies of the files this cell created or changed under $NJTUI_RESULTS."""
-        root = os.environ.get("NJTUI_RESULTS")
-        if not root or not _safe_id(exec_id):
-            return []
-        changed = sorted(name for name, signature in _results_snapshot().items() if before.get(name) != signature)
-        staged = []
-        for number, name in enumerate(changed):
-            target = f"{exec_id}.{number}"
-            try:
-                os.makedirs(self.stage_dir, mode=0o700, exist_ok=True)
-                path = os.path.join(self.stage_dir, target)
-                if os.path.lexists(path):
-                    os.unlink(path)
-                _copy_no_follow(os.path.join(root, name), path)
-            except OSError as exc:
-                self.emit("log", level="warning", text=f"could not keep results file {name}: {exc}")
-                continue
-            staged.append({"name": name, "staged": target})
-        return staged
+    def _log(self, level: str, text: str) -> None:
+        self.emit("log", level=level, text=text)
 
     def emit_status(self) -> None:
         with self.lock:
@@ -635,7 +588,7 @@ class Bridge:
         # Then the idle status, after which the kernel sends nothing more for this request.
         with self.changed:
             self.changed.wait_for(lambda: execution.idle_at is not None or self.current is not execution, timeout=PAIRED_MESSAGE_TIMEOUT)
-        files = self.stage_results(execution.exec_id, execution.snapshot)
+        files = stage_results(self.stage_dir, execution.exec_id, execution.snapshot, self._log)
         with self.lock:
             if self.current is not execution:
                 return
