@@ -21,6 +21,7 @@ import pytest
 
 from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.model.settings import Mount
+from njtui.runner.docker_environments import image_exists
 from njtui.runner.paths import notebook_identity
 from njtui.store import save_notebook
 from njtui.store.secrets import SecretStore
@@ -130,16 +131,6 @@ def restart(path: Path, runtime: str) -> None:
 
 def runtime_table(path: Path, runtime: str) -> dict:
     return tomllib.loads(path.read_text())["runtimes"][runtime]
-
-
-def image_exists(client, reference: str) -> bool:
-    import docker
-
-    try:
-        client.images.get(reference)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
 
 
 # -- 1. save → diff → restart → more changes → reset
