@@ -82,18 +82,25 @@ def rich_notebook(tmp_path: Path) -> Path:
     return path
 
 
-def test_every_mime_type_in_a_cell(tmp_path, monkeypatch, snap_compare):
-    monkeypatch.chdir(tmp_path)
-    app = open_app(rich_notebook(tmp_path))
+def stored_output_drawn(app):
+    """A snapshot's run_before: the cell "rich"'s stored execution loaded and drawn, the runner
+    log (its times differ from run to run) empty."""
 
-    async def loaded(pilot):
+    async def drawn(pilot):
         await wait_for(pilot, lambda: app.notebook_screen.loaded.is_set() and app.outputs.get("rich") is not None and app.outputs["rich"].finished, what="the stored output")
         app.runner_log_panel.entries.clear()
         app.runner_log_panel.set_filter(None)
         app.view.refresh_all()
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=loaded)
+    return drawn
+
+
+def test_every_mime_type_in_a_cell(tmp_path, monkeypatch, snap_compare):
+    monkeypatch.chdir(tmp_path)
+    app = open_app(rich_notebook(tmp_path))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=stored_output_drawn(app))
 
 
 def shown_text(output: CellOutput) -> str:
@@ -272,11 +279,4 @@ def test_a_cell_with_one_mime_type(kind, tmp_path, monkeypatch, snap_compare):
     store_execution(path, "rich", "e-rich", messages)
     app = open_app(path)
 
-    async def loaded(pilot):
-        await wait_for(pilot, lambda: app.notebook_screen.loaded.is_set() and app.outputs.get("rich") is not None and app.outputs["rich"].finished, what="the stored output")
-        app.runner_log_panel.entries.clear()
-        app.runner_log_panel.set_filter(None)
-        app.view.refresh_all()
-        await pilot.pause()
-
-    assert snap_compare(app, terminal_size=(100, 30), run_before=loaded)
+    assert snap_compare(app, terminal_size=(100, 30), run_before=stored_output_drawn(app))

@@ -108,6 +108,15 @@ def test_inherited_variables_mark_the_winner():
     assert ("LANG", "C.UTF-8", "image", True) in rows and ("DATA", "/data", "notebook", True) in rows
 
 
+async def settings_opened(pilot) -> RuntimeSettingsScreen:
+    """The selected cell's runtime's settings, opened with `e` as a person does."""
+    await pilot.press("e")
+    await screen_settled(pilot, RuntimeSettingsScreen)
+    screen = pilot.app.screen
+    assert isinstance(screen, RuntimeSettingsScreen)
+    return screen
+
+
 async def test_editing_settings_saves_the_notebook_and_refuses_bad_values(tmp_path):
     notebook = Notebook(runtimes={"py": RuntimeSpec("py", "python", default=True)})
     notebook.cells = [Cell("a", "code", "1\n", "python")]
@@ -115,9 +124,7 @@ async def test_editing_settings_saves_the_notebook_and_refuses_bad_values(tmp_pa
     save_notebook(notebook, path)
     app = open_app(path)
     async with app.run_test(size=(100, 34)) as pilot:
-        await pilot.press("e")
-        await screen_settled(pilot, RuntimeSettingsScreen)
-        screen = app.screen
+        screen = await settings_opened(pilot)
         screen.query_one("TabbedContent").active = "tab-variables"
         await pilot.pause()
         await focus_on(pilot, screen.query_one("#variable-input"))
@@ -149,9 +156,7 @@ async def test_settings_show_restart_to_apply_and_the_real_engine(docker_engine,
     async with app.run_test(size=(110, 34)) as pilot:
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: app.outputs.get("a") is not None and app.outputs["a"].finished, timeout=60, what="the cell")
-        await pilot.press("e")
-        await screen_settled(pilot, RuntimeSettingsScreen)
-        screen = app.screen
+        screen = await settings_opened(pilot)
         await wait_for(pilot, lambda: screen.query_one("#images").row_count > 0, what="the engine's images")
         assert PYTHON_IMAGE in [row.value for row in screen.query_one("#images").rows]
         await wait_for(pilot, lambda: "LANG" in screen.image_env, what="the image's ENV")
@@ -190,9 +195,7 @@ async def test_a_jupyter_runtimes_settings_show_its_kernel_and_save_it_unchanged
     save_notebook(notebook, path)
     app = open_app(path)
     async with app.run_test(size=(100, 34)) as pilot:
-        await pilot.press("e")
-        await screen_settled(pilot, RuntimeSettingsScreen)
-        screen = app.screen
+        screen = await settings_opened(pilot)
         assert "Jupyter kernel ir · r" in str(screen.query_one("#runtime-type").content)
         assert not screen.query("#language")  # the kernel fixes the language
         screen.query_one("#idle_timeout").value = "5m"
@@ -210,9 +213,7 @@ async def test_a_machine_type_unknown_here_is_shown_and_can_be_replaced(tmp_path
     save_notebook(notebook, path)
     app = open_app(path)
     async with app.run_test(size=(100, 34)) as pilot:
-        await pilot.press("e")
-        await screen_settled(pilot, RuntimeSettingsScreen)
-        screen = app.screen
+        screen = await settings_opened(pilot)
         select = screen.query_one("#machine")
         assert select.value == "gpu-large"
         assert any("gpu-large  (not defined on this machine" in str(prompt) for prompt, _ in select._options)
