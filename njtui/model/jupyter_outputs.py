@@ -16,14 +16,11 @@ from typing import Any
 
 from nbformat.v4 import new_output
 
+from njtui.model.output import display_id_of, is_json_mime
+
 # Where a display id's outputs are, across the cells of one notebook: the caller passes one
 # dict through every cell, in order, as nbclient keeps its display id map.
 Displays = dict[str, list[dict[str, Any]]]
-
-
-def _is_json_mime(mime: str) -> bool:
-    """nbformat's rule: these types hold a JSON value, every other one a string."""
-    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
 
 
 def _bundle(value: Any) -> dict[str, Any]:
@@ -35,7 +32,7 @@ def _bundle(value: Any) -> dict[str, Any]:
     for mime, data in value.items():
         if not isinstance(mime, str):
             continue
-        if _is_json_mime(mime):
+        if is_json_mime(mime):
             bundle[mime] = copy.deepcopy(data)
         elif isinstance(data, str):
             bundle[mime] = data
@@ -81,11 +78,6 @@ def _output(event: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _display_id(event: dict[str, Any]) -> str | None:
-    display_id = event.get("display_id")
-    return display_id if isinstance(display_id, str) and display_id else None
-
-
 def outputs_from_events(events: Any, displays: Displays | None = None) -> list[dict[str, Any]]:
     """One execution's outputs in nbformat v4 (dicts as nbformat.v4.new_output makes them), from
     its events in order. `displays`: the display ids of the cells before, shared through a
@@ -105,7 +97,7 @@ def outputs_from_events(events: Any, displays: Displays | None = None) -> list[d
         if not isinstance(event, dict):
             continue
         kind = event.get("type")
-        display_id = _display_id(event)
+        display_id = display_id_of(event)
         if kind == "clear_output":
             if event.get("wait") is True:
                 clear_pending = True

@@ -86,3 +86,14 @@ def bundle_text(data: dict[str, Any]) -> str:
             return value
     kinds = ", ".join(sorted(str(mime) for mime in data)) or "nothing"
     return f"[{kinds}]"
+
+
+def is_json_mime(mime: str) -> bool:
+    """nbformat's rule: these types hold a JSON value, every other one a string."""
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def display_id_of(event: dict[str, Any]) -> str | None:
+    """The display id of a `display`, `update_display` or `result` event, if it has a usable one."""
+    display_id = event.get("display_id")
+    return display_id if isinstance(display_id, str) and display_id else None

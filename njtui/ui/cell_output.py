@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import RenderableType
 
 from njtui.model import ExecutionRecord
-from njtui.model.output import OUTPUT_EVENTS, terminal_safe
+from njtui.model.output import OUTPUT_EVENTS, display_id_of, terminal_safe
 from njtui.model.size import format_size
 from njtui.model.terminal_text import OutputLines, truncate
 from njtui.ui.rich_output import cell_renderable
@@ -81,11 +81,6 @@ def _bundle(message: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     data = message.get("data")
     metadata = message.get("metadata")
     return (data if isinstance(data, dict) else {}), (metadata if isinstance(metadata, dict) else {})
-
-
-def _display_id(message: dict[str, Any]) -> str | None:
-    display_id = message.get("display_id")
-    return display_id if isinstance(display_id, str) and display_id else None
 
 
 class DisplayRegistry:
@@ -242,14 +237,14 @@ class CellOutput:
                 self.clear()
             return
         if kind == "update_display":
-            display_id = _display_id(event)
+            display_id = display_id_of(event)
             if display_id is not None:
                 data, metadata = _bundle(event)
                 self.displays.update(display_id, data, metadata, _time(event), self)
             return
         if kind in ("result", "display"):
             data, metadata = _bundle(event)
-            display_id = _display_id(event)
+            display_id = display_id_of(event)
             if kind == "display" or display_id is not None or set(data) - {"text/plain"}:
                 self._push_rich(RichOutput(kind, data, metadata, display_id, event.get("count"), _time(event)))
                 return

@@ -26,7 +26,7 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from rich.text import Text
 
-from njtui.model.output import terminal_safe
+from njtui.model.output import is_json_mime, terminal_safe
 from njtui.ui import graphics
 from njtui.ui.images import MAX_ROWS, DrawnImage, opened_image
 
@@ -43,10 +43,6 @@ SVG_RASTER_WIDTH = 640  # pixels: far more than half blocks need, enough for a g
 NOTE_STYLE = "dim italic"
 
 
-def is_json_type(mime: str) -> bool:
-    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
-
-
 def is_image_type(mime: str) -> bool:
     return mime in RASTER_TYPES or mime == SVG_TYPE
 
@@ -59,7 +55,7 @@ def chosen_type(data: dict[str, Any], *, images: bool = True) -> str | None:
         if mime in data and (images or not is_image_type(mime)):
             return mime
     for mime in data:
-        if is_json_type(mime):
+        if is_json_mime(mime):
             return mime
     return "text/plain" if "text/plain" in data else None
 
@@ -149,7 +145,7 @@ def html_markdown(html: str) -> str:
 
 def text_renderable(mime: str, value: Any) -> RenderableType:
     """A text type drawn: Markdown, HTML (as Markdown), JSON, or the text itself."""
-    if is_json_type(mime):
+    if is_json_mime(mime):
         return json_renderable(value)
     text = safe_text(value)
     if mime == "text/markdown":
@@ -167,7 +163,7 @@ def mime_renderable(mime: str, value: Any, metadata: dict[str, Any]) -> Renderab
 
 def too_large(mime: str, value: Any) -> bool:
     """Text too long to lay out in a cell (the pager lays it out once, off the UI thread)."""
-    return not is_image_type(mime) and not is_json_type(mime) and len(text_of(value)) > MAX_RENDERED_CHARS
+    return not is_image_type(mime) and not is_json_mime(mime) and len(text_of(value)) > MAX_RENDERED_CHARS
 
 
 class Clipped:
@@ -226,7 +222,7 @@ def cell_renderable(data: dict[str, Any], metadata: dict[str, Any], *, images: b
     renderable = mime_renderable(mime, value, metadata)
     if is_image_type(mime):
         return renderable, MAX_ROWS
-    rows = min(MAX_RICH_ROWS, text_of(value).count("\n") + 1) if not is_json_type(mime) else MAX_RICH_ROWS
+    rows = min(MAX_RICH_ROWS, text_of(value).count("\n") + 1) if not is_json_mime(mime) else MAX_RICH_ROWS
     return Clipped(renderable), rows
 
 
@@ -237,7 +233,7 @@ def pager_parts(data: dict[str, Any], metadata: dict[str, Any]) -> Iterable[tupl
     for mime in order:
         value = data[mime]
         label = terminal_safe(str(mime))
-        if is_image_type(mime) or is_json_type(mime) or mime.startswith("text/"):
+        if is_image_type(mime) or is_json_mime(mime) or mime.startswith("text/"):
             if mime in ("text/markdown", "text/html"):
                 # The source as written, then as drawn: a search finds both.
                 yield f"{label} (source)", Text(safe_text(value).rstrip("\n"))
