@@ -23,7 +23,7 @@ from typing import Any
 
 import njtui
 from njtui.model import RuntimeSpec
-from njtui.runner.agents import AGENTS_DIR, AgentCommand, agent_command_for
+from njtui.runner.agents import AGENTS_DIR, agent_command_for
 from njtui.runner.backend import BackendError
 from njtui.runner.launch import Launch
 from njtui.runner.paths import notebook_identity, runtime_key
@@ -57,7 +57,7 @@ def agent_archive(spec: RuntimeSpec, environment: dict[str, str]) -> bytes:
             entry.mtime = now
             tar.addfile(entry)
         env_file = "".join(f"{variable}={shlex.quote(value)}\n" for variable, value in environment.items()).encode()
-        files = [(f"{AGENT_DIR}/{name}", (AGENTS_DIR / name).read_bytes(), 0o755) for name in _agent(spec).files]
+        files = [(f"{AGENT_DIR}/{name}", (AGENTS_DIR / name).read_bytes(), 0o755) for name in agent_command_for(spec).files]
         for path, data, mode in (*files, (ENV_FILE, env_file, 0o600)):
             entry = tarfile.TarInfo(path.lstrip("/"))
             entry.size = len(data)
@@ -67,15 +67,8 @@ def agent_archive(spec: RuntimeSpec, environment: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def _agent(spec: RuntimeSpec) -> AgentCommand:
-    command = agent_command_for(spec)
-    if command is None:
-        raise BackendError(f"no agent for language {spec.language!r}")
-    return command
-
-
 def agent_command(spec: RuntimeSpec) -> list[str]:
-    command = _agent(spec)
+    command = agent_command_for(spec)
     interpreter = "python3" if command.interpreter == "python" else "bash"
     # `set -a` exports what the file assigns; exec makes the agent the process the init watches.
     # An image without the interpreter ends here with a sentence the runtime's error shows.

@@ -47,8 +47,6 @@ ENDED_RETENTION = 7 * 86400
 
 def agent_command(spec: RuntimeSpec, journal: Path) -> list[str]:
     command = agent_command_for(spec)
-    if command is None:
-        raise BackendError(f"no agent for language {spec.language!r}")
     interpreter: str | None
     if command.interpreter == "python":
         # The interpreter running njtui: a host Python runtime sees the packages of njtui's

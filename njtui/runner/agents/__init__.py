@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from njtui.runner.backend import BackendError
+
 if TYPE_CHECKING:
     from njtui.model import RuntimeSpec
 
@@ -30,8 +32,8 @@ class AgentCommand:
     arguments: tuple[str, ...]
 
 
-def agent_command_for(spec: RuntimeSpec) -> AgentCommand | None:
-    """None: no agent for a native runtime of this language."""
+def agent_command_for(spec: RuntimeSpec) -> AgentCommand:
+    """BackendError for a native runtime of a language no agent speaks."""
     idle = ("--idle-timeout", str(spec.idle_timeout_seconds))
     if spec.is_jupyter:
         # Secrets come over the connection after start; a kernel's environment is fixed when it
@@ -40,5 +42,5 @@ def agent_command_for(spec: RuntimeSpec) -> AgentCommand | None:
         return AgentCommand("python", JUPYTER_BRIDGE, (JUPYTER_BRIDGE, AGENT_SCRIPTS["python"]), ("--kernel", spec.kernel or "", *idle, *awaits))
     script = AGENT_SCRIPTS.get(spec.language)
     if script is None:
-        return None
+        raise BackendError(f"no agent for language {spec.language!r}")
     return AgentCommand("python" if spec.language == "python" else "bash", script, (script,), idle)

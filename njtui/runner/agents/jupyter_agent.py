@@ -143,7 +143,7 @@ class HelloFirst:
 
 
 class Bridge:
-    def __init__(self, channel: Channel | HelloFirst, kernel_name: str, idle_timeout: float, connection_file: str, stage_dir: str) -> None:
+    def __init__(self, channel: HelloFirst, kernel_name: str, idle_timeout: float, connection_file: str, stage_dir: str) -> None:
         self.channel = channel
         self.kernel_name = kernel_name
         self.idle_timeout = idle_timeout
@@ -361,15 +361,11 @@ class Bridge:
         reason = self.shutdown_reason or "shutdown"
         self.end(reason, kill=abandoned, running_done={"status": "interrupted", "reason": ENDED_BY.get(reason, reason)})
 
-    def say_hello(self) -> None:
-        if isinstance(self.channel, HelloFirst):
-            self.channel.say_hello()
-
     def end(self, reason: str, error: bool = False, kill: bool = False, running_done: dict | None = None, status: int = 0) -> None:
         """The bridge's one way out: the running cell's `done` (if it still runs), the queued
         cells' (dropped), the kernel stopped, `exit`, and the process gone. A second caller
         waits here for the exit."""
-        self.say_hello()
+        self.channel.say_hello()
         with self._ending:
             with self.lock:
                 execution, self.current = self.current, None
@@ -520,7 +516,7 @@ class Bridge:
     # -- the main thread: waits for the kernel, then runs cells one at a time
     def serve(self, await_secrets: bool) -> None:
         if await_secrets:
-            self.say_hello()  # the client sends the secrets once it has it
+            self.channel.say_hello()  # the client sends the secrets once it has it
             self.secrets_arrived.wait()
         try:
             self.start_kernel()
@@ -533,7 +529,7 @@ class Bridge:
             return  # else the shutdown thread ends the bridge
         if self.shutdown_reason is not None:
             return
-        self.say_hello()
+        self.channel.say_hello()
         self.last_activity = time.monotonic()
         threading.Thread(target=self.watch_iopub, name="njtui-iopub", daemon=True).start()
         while True:
