@@ -27,11 +27,10 @@ from njtui.model import ExecutionRecord
 from njtui.model.output import OUTPUT_EVENTS, display_id_of, terminal_safe
 from njtui.model.size import format_size
 from njtui.model.terminal_text import OutputLines, truncate
-from njtui.ui.rich_output import cell_renderable
+from njtui.ui.rich_output import cell_renderable, drawn_as_bundle
 
 TAIL_LINES = 30
 MAX_RICH_IN_TAIL = 8
-# Events that add to what the cell shows (the pager needs the store to have the last one seen).
 # Events that end a clear_output(wait=True): the cell empties as the next output comes.
 SHOWING_EVENTS = ("stream", "result", "error", "display")
 MAX_LINE_CHARS = 1000
@@ -242,12 +241,10 @@ class CellOutput:
                 data, metadata = _bundle(event)
                 self.displays.update(display_id, data, metadata, _time(event), self)
             return
-        if kind in ("result", "display"):
+        if kind in ("result", "display") and drawn_as_bundle(event):
             data, metadata = _bundle(event)
-            display_id = display_id_of(event)
-            if kind == "display" or display_id is not None or set(data) - {"text/plain"}:
-                self._push_rich(RichOutput(kind, data, metadata, display_id, event.get("count"), _time(event)))
-                return
+            self._push_rich(RichOutput(kind, data, metadata, display_id_of(event), event.get("count"), _time(event)))
+            return
         self._push_all(self.text.feed_event(event))
 
     def _push_rich(self, entry: RichOutput) -> None:

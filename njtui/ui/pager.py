@@ -26,11 +26,11 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
 from njtui.model import ExecutionRecord
-from njtui.model.output import terminal_safe
+from njtui.model.output import display_id_of, terminal_safe
 from njtui.model.terminal_text import OutputLines
 from njtui.store.results import ResultsStore
 from njtui.ui.pager_view import PagerLine, PagerView, pager_lines
-from njtui.ui.rich_output import pager_parts
+from njtui.ui.rich_output import drawn_as_bundle, pager_parts
 
 PAGER_BATCH = 5000
 # While the store has not caught up with what the notebook already showed (the recorder writes
@@ -40,7 +40,6 @@ CATCH_UP_INTERVAL = 0.2
 CATCH_UP_TRIES = 25
 
 
-RICH_EVENTS = ("result", "display", "update_display")
 DEFAULT_WIDTH = 100
 
 
@@ -56,8 +55,8 @@ class EventLines:
     def feed(self, event: dict[str, Any]) -> list[PagerLine]:
         kind = event.get("type")
         data = event.get("data")
-        if kind in RICH_EVENTS and isinstance(data, dict) and (kind != "result" or set(data) - {"text/plain"} or event.get("display_id")):
-            return [*pager_lines(self.output.close()), *self._bundle(kind, event, data)]
+        if drawn_as_bundle(event):
+            return [*pager_lines(self.output.close()), *self._bundle(str(kind), event, data if isinstance(data, dict) else {})]
         if kind == "clear_output":
             wait = " (wait: when the next output comes)" if event.get("wait") else ""
             return [*pager_lines(self.output.close()), PagerLine("label", f"── clear_output{wait}: the cell shows only what follows ──")]
@@ -65,9 +64,9 @@ class EventLines:
 
     def _bundle(self, kind: str, event: dict[str, Any], data: dict[str, Any]) -> list[PagerLine]:
         metadata = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
-        display_id = event.get("display_id")
+        display_id = display_id_of(event)
         what = {"result": f"Out[{event.get('count')}]" if event.get("count") is not None else "result", "display": "display", "update_display": "update_display"}[kind]
-        if isinstance(display_id, str) and display_id:
+        if display_id is not None:
             what += f" {terminal_safe(display_id)}"
         lines = []
         for label, renderable in pager_parts(data, metadata or {}):

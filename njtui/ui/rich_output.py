@@ -26,7 +26,7 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from rich.text import Text
 
-from njtui.model.output import is_json_mime, terminal_safe
+from njtui.model.output import display_id_of, is_json_mime, terminal_safe
 from njtui.ui import graphics
 from njtui.ui.images import MAX_ROWS, DrawnImage, opened_image
 
@@ -41,6 +41,17 @@ MAX_IMAGE_BASE64 = 16 * 1024 * 1024  # an image output larger than this is not d
 MAX_SVG_CHARS = 2 * 1024 * 1024
 SVG_RASTER_WIDTH = 640  # pixels: far more than half blocks need, enough for a graphics protocol
 NOTE_STYLE = "dim italic"
+
+
+def drawn_as_bundle(event: dict[str, Any]) -> bool:
+    """Whether a `result`, `display` or `update_display` is drawn as its bundle: every display,
+    and a result with more than text/plain or with a display id. A plain result stays the
+    `Out[n]:` text line it was before there were rich outputs."""
+    kind = event.get("type")
+    if kind not in ("result", "display", "update_display"):
+        return False
+    data = event.get("data")
+    return kind != "result" or (isinstance(data, dict) and bool(set(data) - {"text/plain"})) or display_id_of(event) is not None
 
 
 def is_image_type(mime: str) -> bool:
