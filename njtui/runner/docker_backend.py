@@ -41,6 +41,7 @@ from njtui.runner.docker_container import (
     STAGE_DIR,
     agent_archive,
     container_config,
+    remove_container,
     runtime_environment,
 )
 from njtui.runner.docker_engine import docker_client, parse_time
@@ -213,7 +214,7 @@ class DockerBackend(Backend):
                 if mount.kind in ("git", "s3"):
                     self._api(f"{mount.kind} mount at {mount.at}", container.put_archive, "/", fetch_mount(mount, launch.mount_credentials))
         except BaseException:
-            container.remove(force=True, v=True)
+            remove_container(container)
             raise
         return container
 
@@ -248,7 +249,7 @@ class DockerBackend(Backend):
             seen = self._wait_for_hello(container, stream)
         except BaseException:
             try:
-                container.remove(force=True, v=True)
+                remove_container(container)
             except Exception:  # noqa: BLE001
                 pass
             raise
@@ -265,7 +266,7 @@ class DockerBackend(Backend):
         except docker.errors.NotFound:
             return
         if stale.status != "running":
-            stale.remove(force=True, v=True)
+            remove_container(stale)
 
     def _wait_for_hello(self, container, stream: AttachStream) -> builtins.list[dict[str, Any]]:
         """The agent's first messages, up to its hello, read from the attach stream."""
@@ -312,9 +313,7 @@ class DockerBackend(Backend):
                 pass
         forget_mark(container.id)
         try:
-            container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
+            remove_container(container)
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and "already in progress" in str(exc.explanation or ""):
                 return
@@ -438,7 +437,7 @@ class DockerBackend(Backend):
         try:
             container = self.client.containers.get(info.details["container"])
             if container.status != "running":
-                container.remove(force=True, v=True)
+                remove_container(container)
         except docker.errors.NotFound:
             pass
         except Exception:  # noqa: BLE001 - left for the next client

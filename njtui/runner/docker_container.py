@@ -205,3 +205,26 @@ def _labels(notebook_path: str, spec: RuntimeSpec, launch: Launch, key: str) -> 
         LABEL_IDLE: str(spec.idle_timeout_seconds),
         LABEL_SETTINGS: json.dumps(launch.settings, sort_keys=True),
     }
+
+
+# The engine's own passing failure: overlay2 meets a file still being let go of as it deletes a
+# container's layer ("failed to remove root filesystem … directory not empty", seen on a busy
+# machine), and finishes when asked again. Any other failure is said at once.
+_TRANSIENT_REMOVAL = "failed to remove root filesystem"
+REMOVE_TRIES = 5
+
+
+def remove_container(container) -> None:
+    """Removes a container with its anonymous volumes; one already gone is no matter."""
+    import docker
+
+    for attempt in range(REMOVE_TRIES):
+        try:
+            container.remove(force=True, v=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if _TRANSIENT_REMOVAL not in str(exc.explanation or exc) or attempt == REMOVE_TRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))

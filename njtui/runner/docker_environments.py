@@ -21,6 +21,7 @@ from typing import Any
 
 from njtui.runner.backend import BackendError, ProgressCallback
 from njtui.runner.docker_connection import container_file
+from njtui.runner.docker_container import remove_container
 from njtui.runner.env_changes import DELETED, DOCKER_KINDS, DPKG_STATUS, ENGINE_FILES, dpkg_packages, since_save, without_mounts
 from njtui.runner.paths import private_runtime_root
 from njtui.runner.private import private_dir
@@ -176,7 +177,7 @@ def image_file(client, image: str, path: str) -> bytes | None:
     try:
         return container_file(container, path)
     finally:
-        container.remove(force=True, v=True)
+        remove_container(container)
 
 
 def dpkg_before_after(client, container, image: str) -> tuple[dict[str, str], dict[str, str]]:
