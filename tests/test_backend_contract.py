@@ -190,7 +190,7 @@ def test_a_runtime_naming_a_backend_that_is_not_installed_fails_with_what_to_do(
     notebook.runtimes["py"] = RuntimeSpec("py", "python", backend="nowhere", default=True)
     notebook.cells = [Cell(id="c", kind="code", language="python", source="1\n")]
     runner = Runner(tmp_path / "nb.toml", notebook)
-    with pytest.raises(RunnerError, match=r"no backend named 'nowhere' is installed \(installed: docker, host\)"):
+    with pytest.raises(RunnerError, match=r"no backend named 'nowhere' is installed \(installed: docker, host, swarm\)"):
         runner.execute(notebook.cell("c"))
     assert runner.status("py").state == RuntimeState.ERROR
 

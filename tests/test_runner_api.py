@@ -45,7 +45,7 @@ def test_importing_the_protocol_loads_nothing_heavy():
 
 
 def test_every_public_name_resolves_to_the_object_of_its_submodule():
-    from njtui.runner.backend import BackendError
+    from njtui.runner.backend import BackendError, BootCancelled
     from njtui.runner.env_changes import EnvironmentChanges, PackageChange, PathChange, counts_words
     from njtui.runner.environments import EnvironmentReferenceError, LineageStep, VersionRow
     from njtui.runner.events import RuntimeChanged, RuntimeMessage
@@ -70,6 +70,7 @@ def test_every_public_name_resolves_to_the_object_of_its_submodule():
         "LogEntry": LogEntry,
         "RunnerLog": RunnerLog,
         "RunnerError": BackendError,  # one error type, under its public name
+        "BootCancelled": BootCancelled,
         "STOPPED_MID_CELL": STOPPED_MID_CELL,
         "CONTAINER_ONLY": CONTAINER_ONLY,
         "EnvironmentChanges": EnvironmentChanges,

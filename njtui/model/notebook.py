@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from njtui.model.duration import parse_duration
+from njtui.model.engine import SWARM_PREFIX
 from njtui.model.environment import EnvironmentImport, SavedVersion
 from njtui.model.settings import Mount
 
@@ -66,6 +67,9 @@ class RuntimeSpec:
     # The backend that runs it, by its registered name; None: "host" for the host environment,
     # "docker" for an image.
     backend: str | None = None
+    # The Docker engine its container runs on (see model.engine); None: the user's default one.
+    engine: str | None = None
+    engine_tls: str | None = None  # a directory with ca.pem, cert.pem, key.pem, for a tcp:// engine
     default: bool = False
     idle_timeout: str | None = None
     machine: str | None = None  # a machine preset; cpus/memory below override its values
@@ -96,6 +100,10 @@ class RuntimeSpec:
         if self.idle_timeout is None:
             return DEFAULT_IDLE_TIMEOUT
         return parse_duration(self.idle_timeout)
+
+    @property
+    def is_swarm(self) -> bool:
+        return self.engine is not None and self.engine.startswith(SWARM_PREFIX)
 
     @property
     def is_host(self) -> bool:

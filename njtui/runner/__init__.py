@@ -30,6 +30,8 @@ _EXPORTS = {
     "RunnerLog": ("log", "RunnerLog"),
     # The one error the runner raises: a runtime could not be started, reached or stopped.
     "RunnerError": ("backend", "BackendError"),
+    # The RunnerError of a boot a stop gave up on (the runtime is stopped, not failed).
+    "BootCancelled": ("backend", "BootCancelled"),
     # The reason in the `done` of a cell its runtime was stopped in the middle of.
     "STOPPED_MID_CELL": ("protocol", "STOPPED_MID_CELL"),
     # Settings a host runtime does not apply.
@@ -50,6 +52,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from njtui.runner.backend import BackendError as RunnerError
+    from njtui.runner.backend import BootCancelled
     from njtui.runner.env_changes import EnvironmentChanges, PackageChange, PathChange, counts_words
     from njtui.runner.environments import EnvironmentReferenceError, LineageStep, VersionRow
     from njtui.runner.events import RuntimeChanged, RuntimeMessage

@@ -29,6 +29,11 @@ class BackendError(Exception):
     """A runtime could not be started or reached; the message says why in words."""
 
 
+class BootCancelled(BackendError):
+    """A runtime's boot was given up on purpose (a stop while it booted): it is stopped, not failed.
+    A backend's `progress` callback raises it; a backend lets it through."""
+
+
 class BackendUnavailable(BackendError):
     """What a backend needs is not on this machine and nothing configured it (no Docker engine
     where none is set up): listing all runtimes says nothing about it; using it still fails."""

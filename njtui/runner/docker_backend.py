@@ -44,7 +44,7 @@ from njtui.runner.docker_container import (
     remove_container,
     runtime_environment,
 )
-from njtui.runner.docker_engine import docker_client, parse_time
+from njtui.runner.docker_engine import docker_client, engine_client, parse_time
 from njtui.runner.docker_environments import forget_mark
 from njtui.runner.launch import Launch
 from njtui.runner.mounts import fetch as fetch_mount
@@ -67,9 +67,15 @@ __all__ = [
 HELLO_TIMEOUT = 60.0
 
 
-def _unreachable(exc: BaseException) -> BackendError:
+# Set by Swarm on the containers of its services' tasks: those are the swarm backend's runtimes.
+LABEL_SWARM_SERVICE = "com.docker.swarm.service.id"
+
+
+def _unreachable(exc: BaseException, engine: str | None = None) -> BackendError:
     """No engine answering where none is configured (no DOCKER_HOST) is a machine without
     Docker: listing every runtime passes over it; one configured and not answering is a problem."""
+    if engine is not None:
+        return BackendError(f"Docker engine {engine} unreachable: {exc}")
     kind = BackendError if os.environ.get("DOCKER_HOST") else BackendUnavailable
     return kind(f"Docker engine unreachable: {exc}")
 
@@ -80,8 +86,11 @@ class DockerBackend(Backend):
     name = "docker"
     capabilities = frozenset({ORPHANS, WRITE_BACK, IMAGES})
 
-    def __init__(self, client=None) -> None:
+    def __init__(self, client=None, engine: str | None = None, engine_tls: str | None = None) -> None:
         self._client = client
+        # The engine a runtime's `engine` setting names (None: the user's default engine).
+        self.engine = engine
+        self.engine_tls = engine_tls
         self._lock = threading.Lock()
         # The attach stream a runtime was started with, for the first client that connects.
         self._handed_over: dict[str, tuple[AttachStream, list[dict[str, Any]]]] = {}
@@ -90,11 +99,11 @@ class DockerBackend(Backend):
     def client(self):
         with self._lock:
             if self._client is None:
-                client = docker_client()
+                client = docker_client() if self.engine is None else engine_client(self.engine, self.engine_tls)
                 try:
                     client.ping()
                 except Exception as exc:  # noqa: BLE001 - every way of not answering reads the same
-                    raise _unreachable(exc) from None
+                    raise _unreachable(exc, self.engine) from None
                 self._client = client
             return self._client
 
@@ -110,7 +119,7 @@ class DockerBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - connection errors of every kind
             with self._lock:
                 self._client = None
-            raise _unreachable(exc) from None
+            raise _unreachable(exc, self.engine) from None
 
     # -- finding
     def _containers(self, *, running: bool | None, labels: dict[str, str] | None = None) -> list:
@@ -122,8 +131,9 @@ class DockerBackend(Backend):
         # ignore_removed: one removed between the listing and its inspection is not an error.
         containers = self._api("listing runtime containers", self.client.containers.list, all=True, filters=filters, ignore_removed=True)
         # A blank key: a container started by hand from a saved environment, which carries the
-        # runtime's labels blanked (see docker_environments), is not a runtime.
-        return [container for container in containers if container.labels.get(LABEL_KEY)]
+        # runtime's labels blanked (see docker_environments), is not a runtime. A Swarm task's
+        # container is the swarm backend's to list and stop.
+        return [container for container in containers if container.labels.get(LABEL_KEY) and LABEL_SWARM_SERVICE not in container.labels]
 
     def _info(self, container) -> RuntimeInfo:
         labels = container.labels
@@ -143,7 +153,7 @@ class DockerBackend(Backend):
             started_at=parse_time(started),
             alive=container.status == "running",
             pid=state.get("Pid") or None,
-            details={"container": container.id, "name": container.name, "settings": settings},
+            details={"container": container.id, "name": container.name, "settings": settings, "engine": self.engine},
         )
 
     def find(self, notebook_path: str, runtime_id: str) -> RuntimeInfo | None:
@@ -326,6 +336,15 @@ class DockerBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - the engine went away while we asked it
             return f"Docker engine unreachable: {exc}"
 
+    @staticmethod
+    def agent_exit(container) -> dict[str, Any] | None:
+        """The agent's own `exit` message, if its journal ends with one (it ended itself)."""
+        last = None
+        for line in journal_lines(container):
+            last = line
+        message = json.loads(last) if last is not None else None
+        return message if isinstance(message, dict) and message.get("type") == "exit" else None
+
     def _exit_reason(self, container_id: str) -> str:
         import docker
 
@@ -342,13 +361,9 @@ class DockerBackend(Backend):
             return "the connection to the container closed"
         if state.get("OOMKilled"):
             return "killed: out of memory"
-        last = None
-        for line in journal_lines(container):
-            last = line
-        if last is not None:
-            message = json.loads(last)
-            if message.get("type") == "exit":
-                return protocol.exit_words(message)
+        said = self.agent_exit(container)
+        if said is not None:
+            return protocol.exit_words(said)
         code = state.get("ExitCode")
         if state.get("Error"):
             return f"container failed: {state['Error']}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import socket
+import ssl
+import struct
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from njtui.runner import protocol
@@ -43,6 +45,30 @@ def journal_lines(container) -> Iterator[bytes]:
             yield line
 
 
+def _tls_frames(sock: ssl.SSLSocket) -> Iterator[tuple[int, bytes]]:
+    """(stream, data) of each frame of a multiplexed attach stream, read with plain blocking
+    reads: 8 bytes of header (stream, 3 zero bytes, big-endian length), then the data."""
+
+    def exactly(size: int) -> bytes | None:
+        data = b""
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    while True:
+        header = exactly(8)
+        if header is None:
+            return
+        stream, length = header[0], struct.unpack(">L", header[4:])[0]
+        data = exactly(length) if length else b""
+        if data is None:
+            return
+        yield stream, data
+
+
 class AttachStream:
     """The container's stdio through the engine's attach API, as protocol messages. Opened
     before the container starts, it sees every message from `hello` on."""
@@ -52,7 +78,9 @@ class AttachStream:
 
         self.socket = client.api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         self.raw = getattr(self.socket, "_sock", self.socket)
-        self._frames = frames_iter(self.socket, False)
+        # The SDK's reader polls the socket before each read, which waits forever on a TLS
+        # socket (a tcp:// engine) whose next frame was already decrypted into its buffer.
+        self._frames = _tls_frames(self.raw) if isinstance(self.raw, ssl.SSLSocket) else frames_iter(self.socket, False)
         self._pending = b""
 
     def messages(self) -> Iterator[dict[str, Any]]:
@@ -86,6 +114,9 @@ class DockerConnection:
         self._send_lock = threading.Lock()
         self._replay_from: int | None = None
         self._closed = False
+        # Why the container's agent ended, when another backend knows better than its engine
+        # (a Swarm that drained the node).
+        self.explain: Callable[[str], str] = backend.exit_reason
 
     def send(self, request: dict[str, Any]) -> None:
         if request.get("op") == "attach":
@@ -131,7 +162,7 @@ class DockerConnection:
         except Exception:  # noqa: BLE001 - the stream ended: the engine, the container or the network went
             pass
         if not self._closed:
-            yield {"type": protocol.RUNTIME_EXIT, "reason": self.backend.exit_reason(self.container.id)}
+            yield {"type": protocol.RUNTIME_EXIT, "reason": self.explain(self.container.id)}
 
     def close(self) -> None:
         self._closed = True

@@ -20,7 +20,7 @@ from njtui.store.notebook_file import mount_document
 from njtui.store.secrets import SecretStore
 
 # Settings a host runtime cannot apply; the UI says so rather than ignoring them.
-CONTAINER_ONLY = ("machine", "cpus", "memory", "gpus", "mount_cuda", "mounts")
+CONTAINER_ONLY = ("engine", "engine_tls", "machine", "cpus", "memory", "gpus", "mount_cuda", "mounts")
 
 
 @dataclass
@@ -44,6 +44,7 @@ def settings_of(notebook: Notebook, spec: RuntimeSpec) -> dict[str, Any]:
         # Only a Jupyter runtime names its type, so the settings native runtimes started with
         # before there were types compare equal to today's.
         **({"type": spec.type, "kernel": spec.kernel} if spec.is_jupyter else {}),
+        **({"engine": spec.engine} if spec.engine is not None else {}),
         "machine": spec.machine,
         "cpus": spec.cpus,
         "memory": spec.memory,
@@ -64,8 +65,13 @@ def _machine_limits(spec: RuntimeSpec) -> tuple[float | None, int | None, Any]:
     """cpus, memory in bytes and gpus: the runtime's own, else its machine preset's. Presets
     come from the user's machines.toml, which the notebook's loader does not read; they are held
     to the same bounds here."""
-    presets = load_machines() if spec.machine else {}
-    if spec.machine and spec.machine not in presets and not spec.is_host:
+    if spec.is_swarm:
+        # A Swarm's machine types are its nodes' labels, matched by the swarm backend as it
+        # places the runtime; only the runtime's own limits apply.
+        presets: dict[str, dict[str, Any]] = {}
+    else:
+        presets = load_machines() if spec.machine else {}
+    if spec.machine and spec.machine not in presets and not spec.is_host and not spec.is_swarm:
         # Looked up here, where it boots: a notebook from a machine with other presets opens
         # and runs its other runtimes; this one turns red with the choices.
         raise BackendError(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class RuntimeEntry:
     backend: str
     environment: str
     language: str
+    # The engine it runs on, as its runtime's `engine` setting names it; None: the default one.
+    engine: str | None
     # running | booting (in another process) | exited (a container kept for its journal) |
     # what a runtime that did not answer in time is: unknown
     state: str
@@ -61,6 +64,7 @@ class RuntimeEntry:
             backend=info.backend,
             environment=info.environment,
             language=info.language,
+            engine=info.details.get("engine"),
             state=state,
             _handle=(backend, info),
             **details,
@@ -86,6 +90,8 @@ class RuntimeEntry:
         row.update(busy=self.busy, pid=self.pid, idle_for=self.idle_for, uptime=self.uptime)
         if self.exit_reason is not None:
             row["exit_reason"] = self.exit_reason
+        if self.engine is not None:
+            row["engine"] = self.engine
         if self.notebook_missing:
             row["notebook_missing"] = True
         return row
@@ -137,6 +143,57 @@ def _activity(backend: Backend, info: RuntimeInfo, timeout: float) -> dict[str, 
     return dict(answer)
 
 
+class KnownEngines:
+    """The engines of their own that this user's runtimes were booted on (a runtime's `engine`
+    setting), so that listing every runtime looks there too. One is forgotten once a listing
+    finds nothing running on it."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or runtime_root()
+        self.path = self.root / "engines.json"
+
+    def _read(self) -> list[list[Any]]:
+        try:
+            private_root(self.root)
+            known = json.loads(read_private(self.path))
+        except (NotPrivateError, OSError, ValueError):
+            return []
+        return [entry for entry in known if isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, (str, type(None))) for part in entry)] if isinstance(known, list) else []
+
+    def _write(self, known: list[list[Any]]) -> None:
+        try:
+            private_root(self.root)
+            write_private(self.path, json.dumps(known).encode())
+        except (NotPrivateError, OSError):
+            pass  # listing every runtime then misses this engine's: each notebook still finds its own
+
+    def entries(self) -> list[tuple[str, str, str | None]]:
+        """(backend name, engine, TLS directory) of each."""
+        return [(entry[0], entry[1], entry[2]) for entry in self._read()]
+
+    def add(self, backend: str, engine: str, engine_tls: str | None) -> None:
+        known = self._read()
+        if [backend, engine, engine_tls] not in known:
+            self._write([*known, [backend, engine, engine_tls]])
+
+    def forget(self, backend: str, engine: str, engine_tls: str | None) -> None:
+        known = self._read()
+        if [backend, engine, engine_tls] in known:
+            self._write([entry for entry in known if entry != [backend, engine, engine_tls]])
+
+
+def _every_backend(backends: Mapping[str, Backend]) -> Iterator[tuple[str, Callable[[], Backend], tuple[str, str, str | None] | None]]:
+    """(what, a getter, the known engine it is for, if one) for the default backends and those
+    of the engines runtimes were booted on."""
+    for name in backends:
+        yield name, functools.partial(backends.__getitem__, name), None
+    on_engine = getattr(backends, "on_engine", None)
+    if on_engine is None:
+        return
+    for known in KnownEngines().entries():
+        yield f"{known[0]} on {known[1]}", functools.partial(on_engine, *known), known
+
+
 def list_runtimes(backends: Mapping[str, Backend], *, ask: bool = True) -> RuntimeListing:
     """The runtimes njtui processes run on this machine, across notebooks and backends, the
     ones being booted, and the exited containers of notebooks that are gone. With `ask`,
@@ -144,15 +201,17 @@ def list_runtimes(backends: Mapping[str, Backend], *, ask: bool = True) -> Runti
     entries: list[RuntimeEntry] = []
     problems: list[str] = []
     now = time.time()
-    for name in backends:
+    for name, backend_of, known in _every_backend(backends):
         try:
-            backend = backends[name]
+            backend = backend_of()
             live = backend.list()
-        except BackendError as exc:
+        except (BackendError, KeyError) as exc:
             # No engine where none is configured is a machine without Docker: nothing to say.
             if not isinstance(exc, BackendUnavailable):
                 problems.append(f"{name} runtimes not listed: {exc}")
             continue
+        if known is not None and not live:
+            KnownEngines().forget(*known)
         for info in live:
             entries.append(RuntimeEntry.of(backend, info, "running", pid=info.pid, uptime=now - info.started_at, notebook_missing=_notebook_missing(info.notebook)))
         ended: list[RuntimeInfo] = []
@@ -186,6 +245,7 @@ def _booting_entries() -> list[RuntimeEntry]:
                 backend=board.get("backend") or "",
                 environment=board.get("environment") or "",
                 language=board.get("language") or "",
+                engine=board.get("engine"),
                 state="booting",
                 phase=board.get("phase"),
                 progress=progress,

@@ -17,17 +17,17 @@ from typing import Any, TypedDict
 
 from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
 from njtui.runner import protocol
-from njtui.runner.backend import IMAGES, WRITE_BACK, Backend, BackendError, RuntimeInfo
+from njtui.runner.backend import IMAGES, WRITE_BACK, Backend, BackendError, BootCancelled, RuntimeInfo
 from njtui.runner.boot_board import BootBoard
 from njtui.runner.environments import Environments
 from njtui.runner.events import Listener, RunnerEvent, RuntimeChanged, RuntimeMessage
 from njtui.runner.launch import changed_settings, settings_of
 from njtui.runner.launch import resolve as resolve_launch
-from njtui.runner.listing import RuntimeListing, RuntimeStops, list_runtimes, stop_runtimes
+from njtui.runner.listing import KnownEngines, RuntimeListing, RuntimeStops, list_runtimes, stop_runtimes
 from njtui.runner.log import RunnerLog
 from njtui.runner.paths import runtime_key
 from njtui.runner.recorder import Recorder
-from njtui.runner.registry import Backends
+from njtui.runner.registry import Backends, engine_of
 from njtui.runner.session import Completion, RuntimeSession, SessionEnded
 from njtui.runner.state import RuntimeState, RuntimeStatus, stopped_reason
 from njtui.runner.unfinished import Unfinished
@@ -66,6 +66,8 @@ class Runner:
         # stop and a boot under one hold.
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
+        # Runtimes whose boot a stop gave up on: their boot ends at its next progress report.
+        self._cancelling: set[str] = set()
         # Held while a state changes and while any event goes out: listeners get events in the
         # order the changes happened, whichever thread made them.
         self._events_lock = threading.RLock()
@@ -157,6 +159,10 @@ class Runner:
                     # The one this client last saw ended while it was detached from it.
                     self._move(runtime_id, RuntimeState.STOPPED, reason="ended while this client was detached", busy=False)
                 return self._boot(spec, backend)
+            except BootCancelled as exc:
+                self.log.info(runtime_id, str(exc))
+                self._move(runtime_id, RuntimeState.STOPPED, reason=str(exc), phase=None)
+                raise
             except BackendError as exc:
                 reason = str(exc).splitlines()[0]
                 self.log.error(runtime_id, f"failed to start: {exc}")
@@ -172,15 +178,20 @@ class Runner:
 
     def _boot(self, spec: RuntimeSpec, backend: Backend) -> RuntimeSession:
         self._move(spec.id, RuntimeState.BOOTING, phase="Starting", reason=None, backend=backend.name)
-        self.log.info(spec.id, f"booting {spec.language} runtime in {spec.environment_label}")
+        where = f" on {spec.engine}" if spec.engine is not None and not spec.is_host else ""
+        self.log.info(spec.id, f"booting {spec.language} runtime in {spec.environment_label}{where}")
         board_key = runtime_key(self.path, spec.id)
         launch = resolve_launch(self.notebook, spec)
         if backend.supports(IMAGES) and not spec.is_host:
             launch.image = self.environments.boot_image(spec)
+        engine = engine_of(spec)
+        if engine is not None:
+            KnownEngines().add(backend.name, *engine)
         try:
             info = backend.start(self.path, spec, launch, self._boot_progress(spec, backend, board_key))
         finally:
             self.boot_board.clear(board_key)
+            self._cancelling.discard(spec.id)
         session = self._open_session(spec, backend, info, attached=False)
         session.mount_credentials = launch.mount_credentials
         if launch.secrets:
@@ -191,10 +202,12 @@ class Runner:
     def _boot_progress(self, spec: RuntimeSpec, backend: Backend, board_key: str):
         """What a backend calls with each boot phase: the runtime's status, the runner log once
         per phase, and the boot board (`njtui runtimes` in other processes), at most 5 times a second."""
-        board_entry = {"notebook": self.path, "runtime": spec.id, "backend": backend.name, "environment": spec.environment_label, "language": spec.language}
+        board_entry = {"notebook": self.path, "runtime": spec.id, "backend": backend.name, "environment": spec.environment_label, "language": spec.language, "engine": spec.engine}
         last: _LastProgress = {"phase": "Starting", "posted": 0.0}
 
         def progress(phase: str, detail: dict[str, Any]) -> None:
+            if spec.id in self._cancelling:
+                raise BootCancelled("boot cancelled")
             self._move(spec.id, RuntimeState.BOOTING, phase=phase, progress=dict(detail))
             if phase != last["phase"]:
                 self.log.info(spec.id, f"{phase}{' ' + str(detail['image']) if detail.get('image') else ''}")
@@ -211,7 +224,7 @@ class Runner:
         session.open()
         self.sessions[spec.id] = session
         self.log.info(spec.id, f"{'attached to' if attached else 'started'} {backend.name} runtime (pid {info.pid})")
-        self._move(spec.id, RuntimeState.RUNNING, phase=None, progress={}, reason=None, backend=backend.name, pid=info.pid)
+        self._move(spec.id, RuntimeState.RUNNING, phase=None, progress={}, reason=None, backend=backend.name, pid=info.pid, node=info.details.get("node"))
         # Reading starts only once the runtime shows as running, so busy/idle updates land on it.
         session.start_reading()
         self._settle_unfinished(spec.id, info.instance)
@@ -385,6 +398,10 @@ class Runner:
         """Stops a runtime; returns once its end is reported (state, its open cells lost)."""
         spec = self.notebook.runtimes[runtime_id]
         backend = self.backend_for(spec)
+        if self.status(runtime_id).state == RuntimeState.BOOTING:
+            # The boot holds the runtime's lock: it gives up at its next progress report (a
+            # runtime waiting for a Swarm node reports every moment).
+            self._cancelling.add(runtime_id)
         with self._lock(runtime_id):
             session = self.sessions.get(runtime_id)
             info = session.info if session is not None else backend.find(self.path, runtime_id)
@@ -417,11 +434,11 @@ class Runner:
 
     def sync_ended(self) -> None:
         """Records what runtimes of this notebook did after their last client went away."""
-        for name in self.backends:
+        for _, backend_of in self.backends.of_notebook(self.notebook.runtimes.values()):
             try:
-                backend = self.backends[name]
+                backend = backend_of()
                 ended = backend.ended(self.path)
-            except BackendError:
+            except (BackendError, KeyError):
                 continue
             for info in ended:
                 try:

@@ -25,7 +25,8 @@ class RuntimeState(str, Enum):
 # Moves to another state; staying in one (a new phase, busy/idle) is always allowed.
 ALLOWED = {
     RuntimeState.STOPPED: {RuntimeState.BOOTING, RuntimeState.RUNNING, RuntimeState.ERROR},
-    RuntimeState.BOOTING: {RuntimeState.RUNNING, RuntimeState.ERROR},
+    # Stopped from booting: a boot given up on (a Swarm runtime no node could hold).
+    RuntimeState.BOOTING: {RuntimeState.RUNNING, RuntimeState.ERROR, RuntimeState.STOPPED},
     RuntimeState.RUNNING: {RuntimeState.STOPPED, RuntimeState.ERROR},
     RuntimeState.ERROR: {RuntimeState.BOOTING, RuntimeState.RUNNING, RuntimeState.STOPPED},
 }
@@ -46,11 +47,12 @@ class RuntimeStatus:
     idle_since: float | None = None
     backend: str | None = None
     pid: int | None = None
+    node: str | None = None  # the cluster node it runs on (a Swarm runtime)
 
     def moved(self, state: RuntimeState, **changes: Any) -> RuntimeStatus:
         if state != self.state and state not in ALLOWED[self.state]:
             raise TransitionError(f"a runtime cannot go from {self.state.value} to {state.value}")
-        keep: dict[str, Any] = {"backend": self.backend, "pid": self.pid} if state == self.state or state == RuntimeState.RUNNING else {}
+        keep: dict[str, Any] = {"backend": self.backend, "pid": self.pid, "node": self.node} if state == self.state or state == RuntimeState.RUNNING else {}
         base: dict[str, Any] = {"state": state, "since": time.time() if state != self.state else self.since, **keep}
         if state == self.state:
             base.update(busy=self.busy, idle_since=self.idle_since, phase=self.phase, progress=self.progress, reason=self.reason)

@@ -91,6 +91,10 @@ def runtime_document(spec: RuntimeSpec) -> dict[str, Any]:
         table["export"] = spec.export
     if spec.backend is not None:
         table["backend"] = spec.backend
+    if spec.engine is not None:
+        table["engine"] = spec.engine
+    if spec.engine_tls is not None:
+        table["engine_tls"] = spec.engine_tls
     if spec.default:
         table["default"] = True
     if spec.machine is not None:

@@ -26,6 +26,7 @@ from njtui.model import (
     new_cell_id,
     parse_duration,
 )
+from njtui.model.engine import ENGINE_ADVICE, SWARM_PREFIX, EngineError, parse_engine
 from njtui.model.settings import MAX_CPUS, MAX_GPUS, MAX_MEMORY, MIN_CPUS, MIN_MEMORY, MOUNT_KINDS, Mount
 from njtui.model.size import SizeError, parse_size
 from njtui.store.environment_fields import ENVIRONMENT_KEYS, read_environment, read_registry, read_saved
@@ -44,6 +45,8 @@ _RUNTIME_KEYS = (
     "language",
     "environment",
     "backend",
+    "engine",
+    "engine_tls",
     "default",
     "machine",
     "cpus",
@@ -188,6 +191,7 @@ class Validator:
         env = self.variables(where, self.get(table, where, "env", dict, label=label) or {}, label)
         saved_version, versions, export = read_saved(self, where, table, label)
         machine = self.runtime_machine(where, table, label)
+        engine, engine_tls = self.runtime_engine(where, table, label)
         gpus = self.runtime_gpus(where, table, label)
         mount_cuda = self.get(table, where, "mount_cuda", bool, label=label)
         secrets = self.runtime_secrets(where, table, label)
@@ -198,6 +202,8 @@ class Validator:
             name=name or "",
             environment=environment or HOST_ENVIRONMENT,
             backend=backend,
+            engine=engine,
+            engine_tls=engine_tls,
             default=bool(self.get(table, where, "default", bool, label=label)),
             idle_timeout=idle_timeout,
             machine=machine,
@@ -296,6 +302,23 @@ class Validator:
         if machine is not None and not _MACHINE_NAME.fullmatch(machine):
             raise self.fail(where + ("machine",), f"{label} names machine type {show(machine)}, which is not a machine type's name", 'name a preset with letters, digits, ., _ or - (e.g. machine = "gpu-large"), or leave it out and set cpus/memory')
         return machine
+
+    def runtime_engine(self, where: tuple, table: dict, label: str) -> tuple[str | None, str | None]:
+        """Where its container runs, checked as a way of naming an engine only: whether that
+        engine answers, and what a context stands for, are found out where the runtime boots."""
+        engine = self.get(table, where, "engine", str, label=label)
+        if engine is not None:
+            try:
+                parse_engine(engine)
+            except EngineError as exc:
+                raise self.fail(where + ("engine",), f"{label}: engine {exc}", ENGINE_ADVICE) from None
+        engine_tls = self.get(table, where, "engine_tls", str, label=label)
+        self.one_line(where + ("engine_tls",), engine_tls, f"the engine_tls directory of {label}")
+        if engine_tls is not None and not (engine or "").removeprefix(SWARM_PREFIX).startswith("tcp://"):
+            raise self.fail(
+                where + ("engine_tls",), f"{label} has engine_tls but its engine is not a tcp:// URL", 'engine_tls is the TLS material of a tcp:// engine (engine = "tcp://host:2376"); a Docker context carries its own, so remove engine_tls'
+            )
+        return engine, engine_tls
 
     def runtime_gpus(self, where: tuple, table: dict, label: str) -> Any:
         gpus = table.get("gpus")
