@@ -104,18 +104,18 @@ def test_the_runtimes_table_is_drawn_by_rich(tmp_path):
     # Only this test's runtimes: the machine's Docker engine may run others' at the same time.
     listed = own_runtimes(tmp_path)
     assert sorted(row["runtime"] for row in listed) == ["py", "sh"]
-    assert all(list(row) == OLD_JSON_KEYS for row in listed), "--json rows keep their keys"
+    assert all(list(row) == OLD_JSON_KEYS for row in listed), "--json rows keep their keys (an engine's name only where one is set)"
     keys = {row["runtime"]: row["id"] for row in listed}
 
     # A pipe: no colour, one line per runtime however long, for grep and awk.
     piped = njtui("runtimes")
     assert piped.returncode == 0, piped.stderr
     lines = piped.stdout.splitlines()
-    assert lines[0].split() == ["ID", "NOTEBOOK", "RUNTIME", "BACKEND", "STATE", "PID", "IDLE"]
+    assert lines[0].split() == ["ID", "NOTEBOOK", "RUNTIME", "BACKEND", "ENGINE", "STATE", "PID", "IDLE"]
     own = [line for line in lines[1:] if line.split() and line.split()[0] in keys.values()]
     assert len(own) == 2 and "\x1b" not in piped.stdout
     by_runtime = {line.split()[2]: line.split() for line in own}
-    assert by_runtime["py"][0] == keys["py"] and by_runtime["py"][4] == "running"
+    assert by_runtime["py"][0] == keys["py"] and by_runtime["py"][4:6] == ["local", "running"]
     assert by_runtime["sh"][1].endswith("/nbdir/" + "deep-" * 12 + "/nb.toml")  # the escape sequence removed, whole
 
     # A terminal: colours (green for running), within its width, the escape made inert.
@@ -242,3 +242,26 @@ def test_the_tui_keeps_sigpipe_ignored(tmp_path):
         assert sigpipe_ignored(terminal.proc.pid)
     finally:
         terminal.close()
+
+
+def test_the_table_says_which_engine_each_runtime_runs_on(capsys, monkeypatch):
+    """The ENGINE column: "local" for the default engine, else the runtime's `engine` setting as
+    written. The entries are the ones a listing gives (a remote engine's runtimes are tested on the cluster)."""
+    from njtui.commands.runtimes import _print_runtimes_table
+    from njtui.runner import RuntimeEntry
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    common = {"notebook": "/srv/nb.toml", "environment": "njtui/python:3.11", "language": "python", "state": "running"}
+    entries = [
+        RuntimeEntry(key="aaaa1111", runtime="py", backend="docker", engine=None, **common),
+        RuntimeEntry(key="bbbb2222", runtime="gpu", backend="swarm", engine="swarm:njtui-node1", **common),
+        RuntimeEntry(key="cccc3333", runtime="far", backend="docker", engine="ssh://root@10.231.77.12", **common),
+    ]
+    _print_runtimes_table(entries)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "NOTEBOOK", "RUNTIME", "BACKEND", "ENGINE", "STATE", "PID", "IDLE"]
+    assert [line.split()[2:6] for line in lines[1:]] == [
+        ["py", "docker", "local", "running"],
+        ["gpu", "swarm", "swarm:njtui-node1", "running"],
+        ["far", "docker", "ssh://root@10.231.77.12", "running"],
+    ]

@@ -12,6 +12,7 @@ from textual.widgets import OptionList, RichLog
 from textual.widgets.option_list import Option
 
 from njtui.model import Notebook
+from njtui.model.engine import SWARM_PREFIX
 from njtui.model.output import terminal_safe
 from njtui.runner import LogEntry, RuntimeState, RuntimeStatus
 
@@ -49,10 +50,33 @@ def stated_reason(status: RuntimeStatus) -> str | None:
     return reason[len(word) + 1 :].strip() if reason.lower().startswith(word + ":") else reason
 
 
-def runtime_row(runtime_id: str, name: str, environment: str, language: str, cells: int, status: RuntimeStatus, pending: list[str] | None = None, changed: str | None = None, working: str | None = None) -> Text:
+def where_it_runs(engine: str | None, node: str | None = None) -> str | None:
+    """Where a runtime runs, when not on the default engine (which shows nothing, as before
+    engines could be named): "on gpu-box", "on Swarm njtui-node1", "on njtui-node3 of Swarm njtui-node1"."""
+    if engine is None:
+        return None
+    if engine.startswith(SWARM_PREFIX):
+        swarm = f"Swarm {engine[len(SWARM_PREFIX) :]}"
+        return f"on {node} of {swarm}" if node else f"on {swarm}"
+    return f"on {engine}"
+
+
+def runtime_row(
+    runtime_id: str,
+    name: str,
+    environment: str,
+    language: str,
+    cells: int,
+    status: RuntimeStatus,
+    pending: list[str] | None = None,
+    changed: str | None = None,
+    working: str | None = None,
+    where: str | None = None,
+) -> Text:
     """Two lines: state dot, name and state; then environment · language · cells served. Then,
-    when they apply: the download, the reason it stopped, settings waiting for a restart, what
-    an environment action is doing, and "Δ changed" with what changed since it booted."""
+    when they apply: where it runs (on an engine other than the default), what a boot phase is
+    waiting for, the download, the reason it stopped, settings waiting for a restart, what an
+    environment action is doing, and "Δ changed" with what changed since it booted."""
     style = STATE_STYLES[status.state]
     row = Text(no_wrap=True, overflow="ellipsis")
     row.append("● ", style=style)
@@ -67,13 +91,21 @@ def runtime_row(runtime_id: str, name: str, environment: str, language: str, cel
         else:
             row.append("running", style=style)
     elif status.state == RuntimeState.BOOTING:
-        row.append(status.phase or "booting", style=style)
+        phase, _, waiting_on = (status.phase or "booting").partition(": ")
+        row.append(terminal_safe(phase), style=style)
     else:
         row.append(status.state.value, style=style)
     running = status.state == RuntimeState.RUNNING
     if changed and running:
         row.append("  Δ changed", style="bold yellow")
     row.append(f"\n  {environment} · {language} · {cells} cell{'s' if cells != 1 else ''}", style="dim")
+    if where:
+        # A line of its own: an engine's URL is long, and the panel narrow.
+        row.append(f"\n  {terminal_safe(where)}", style="dim")
+    if status.state == RuntimeState.BOOTING and waiting_on:
+        # What the phase waits for ("no suitable node (insufficient resources on 3 nodes)", in
+        # the Swarm's words) gets a line of its own, wrapped, rather than cut off after the name.
+        row.append(f"\n  {terminal_safe(waiting_on)}", style=style)
     if status.state == RuntimeState.BOOTING and status.progress.get("total"):
         done, total = status.progress.get("done") or 0, status.progress["total"]
         row.append(f"\n  {progress_bar(done, total)} {_size(done)}/{_size(total)}", style=style)
@@ -128,7 +160,9 @@ class RuntimesPanel(Vertical):
         listed: list[str] | None = None,
         changed: dict[str, str] | None = None,
         working: dict[str, str] | None = None,
+        nodes: dict[str, str] | None = None,
     ) -> None:
+        """`nodes`: the Swarm node each Swarm runtime landed on, where known."""
         found = self.query(OptionList)
         if not found:
             return  # the app is closing and has removed the list; a late timer or message lands here
@@ -151,6 +185,8 @@ class RuntimesPanel(Vertical):
                 (pending or {}).get(runtime_id),
                 (changed or {}).get(runtime_id),
                 (working or {}).get(runtime_id),
+                # A host runtime runs here whatever its engine says.
+                None if spec.is_host else where_it_runs(spec.engine, (nodes or {}).get(runtime_id)),
             )
             rows.append(Option(row, id=runtime_id))
         options.clear_options()

@@ -78,7 +78,8 @@ class RuntimeActions:
 
     def show_runtimes(self) -> None:
         pending = {rid: self.runner.pending_changes(rid) for rid in self.notebook.runtimes}
-        self.runtimes_panel.show(self.notebook, self.statuses, pending, self.listed_runtimes(), self.env_marks, self.env_work)
+        nodes = {rid: node for rid, spec in self.notebook.runtimes.items() if spec.is_swarm and (node := self.swarm_node(rid))}
+        self.runtimes_panel.show(self.notebook, self.statuses, pending, self.listed_runtimes(), self.env_marks, self.env_work, nodes)
         self.refresh_status_line()
         # A save, a reset or a settings change moves what a runtime boots from: each cell shows
         # it ("tools v2 · bash") at its bottom right.
@@ -88,6 +89,16 @@ class RuntimeActions:
             self._shown_environments = environments
             if not first:
                 self.view.refresh_all()
+
+    def swarm_node(self, runtime_id: str) -> str | None:
+        """The node a Swarm runtime landed on: its boot's "Starting" phase names it, and once
+        it runs, its status does."""
+        status = self.statuses.get(runtime_id)
+        if status is None:
+            return None
+        if status.state == RuntimeState.BOOTING:
+            return status.progress.get("node")
+        return status.node if status.state == RuntimeState.RUNNING else None
 
     # -- what a runtime does
     @work(thread=True, group="runner")

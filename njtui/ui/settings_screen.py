@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Select, Static, Swi
 from textual.worker import get_current_worker
 
 from njtui.model import LANGUAGES, EnvironmentImport, Notebook, RuntimeSpec
+from njtui.model.engine import ENGINE_ADVICE, SWARM_PREFIX, EngineError, EngineRef, parse_engine
 from njtui.model.output import terminal_safe
 from njtui.model.settings import MOUNT_KINDS, Mount
 from njtui.model.size import format_size
@@ -32,7 +33,33 @@ from njtui.store.secrets import SecretStore
 from njtui.ui.environment_provenance import PROVENANCE_BINDINGS, ProvenanceFacts, field_value, has_provenance, layered_variables, load_facts, open_source_notebook, parse_import, provenance_text
 
 ENGINE_CHECK_DELAY = 0.3  # seconds without typing before the environment is checked
-CONTAINER_ONLY_NOTE = "Not applied to host runtimes: mounts, machine type, CPUs, memory, GPUs and CUDA take effect in Docker runtimes only."
+CONTAINER_ONLY_NOTE = "Not applied to host runtimes: engine, mounts, machine type, CPUs, memory, GPUs and CUDA take effect in Docker runtimes only."
+SWARM_MACHINE_HINT = "machine types are the Swarm nodes' njtui.machine labels"
+
+
+def engine_meaning(engine: EngineRef) -> str:
+    """What a valid `engine` setting makes of the runtime, in words."""
+    target = terminal_safe(engine.target)  # a URL may hold any character but a space
+    where = f"the engine of Docker context {target}" if not engine.is_url else f"the engine at {target}"
+    if engine.swarm:
+        return f"✓ a one-replica service of the Swarm whose manager is {where}"
+    if engine.scheme == "tcp":
+        return f"✓ its container runs on {where}, with the TLS material below"
+    return f"✓ its container runs on {where}"
+
+
+def dir_mount_note(spec: RuntimeSpec) -> str:
+    """A directory mount names a directory where the container runs: said where that is not here."""
+    if spec.is_host or spec.engine is None or not any(mount.kind == "dir" for mount in spec.mounts):
+        return ""
+    try:
+        engine = parse_engine(spec.engine)
+    except EngineError:
+        return ""
+    target = terminal_safe(engine.target)
+    if engine.swarm:
+        return f"dir mounts name a directory on the Swarm node the runtime lands on (Swarm {target}), not on this machine"
+    return f"dir mounts name a directory on the machine of engine {target}, not on this one"
 
 
 def inherited_variables(image_env: dict[str, str], notebook_env: dict[str, str], runtime_env: dict[str, str]) -> list[tuple[str, str, str, bool]]:
@@ -67,6 +94,7 @@ class RuntimeSettingsScreen(Screen[bool]):
         self.image_env: dict[str, str] = {}
         self.dirty = False
         self._engine_check: Timer | None = None
+        self.engine_problem: str | None = None  # why the engine field names no engine
         self.facts: ProvenanceFacts | None = None  # where the environment comes from, beyond the spec
 
     # -- layout
@@ -113,18 +141,22 @@ class RuntimeSettingsScreen(Screen[bool]):
             with TabPane("Mounts", id="tab-mounts"):
                 with Vertical():
                     yield Static(self._host_note(), classes="note host-note")
+                    yield Static("", id="mount-engine-note", classes="note")
                     yield DataTable(id="mounts", cursor_type="row")
                     yield Input(placeholder="KIND SOURCE AT [ref=REF] [rw]   e.g.  git https://host/repo.git /src/repo ref=v1.2", id="mount-input")
             with TabPane("Machine", id="tab-machine"):
                 with VerticalScroll():
                     yield Static(self._host_note(), classes="note host-note")
+                    yield Label("Engine: where its container runs (empty: your default Docker engine)")
+                    yield Input(spec.engine or "", placeholder="gpu-box, ssh://user@host, tcp://host:2376, unix:///run/docker.sock, swarm:…", id="engine")
+                    yield Static("", id="engine-setting-status", classes="field-status")
+                    with Vertical(id="engine-tls-row"):
+                        yield Label("Engine TLS: a directory with ca.pem, cert.pem and key.pem")
+                        yield Input(spec.engine_tls or "", placeholder="e.g. ~/.docker/tls/gpu-box", id="engine_tls")
                     yield Label("Machine type")
-                    presets = load_machines()
-                    options = [(f"{name}  ({values.get('cpus')} CPUs, {values.get('memory')}{', ' + str(values['gpus']) + ' GPU' if values.get('gpus') else ''})", name) for name, values in sorted(presets.items())]
-                    if spec.machine and spec.machine not in presets:
-                        # Named by a notebook from elsewhere: kept until another is picked.
-                        options.append((f"{terminal_safe(spec.machine)}  (not defined on this machine: pick another)", spec.machine))
-                    yield Select([("custom", "")] + options, value=spec.machine or "", allow_blank=False, id="machine")
+                    yield Static(SWARM_MACHINE_HINT, id="swarm-machine-hint", classes="field-status")
+                    yield Select(self._machine_options(spec.machine), value=spec.machine or "", allow_blank=False, id="machine")
+                    yield Input(spec.machine or "", placeholder="a njtui.machine label of the Swarm's nodes, e.g. gpu", id="swarm-machine")
                     yield Label("CPUs (overrides the machine type)")
                     yield Input("" if spec.cpus is None else str(spec.cpus), placeholder="e.g. 1.5", id="cpus")
                     yield Label("Memory (overrides the machine type)")
@@ -148,9 +180,60 @@ class RuntimeSettingsScreen(Screen[bool]):
     def _host_note(self) -> str:
         return CONTAINER_ONLY_NOTE if self.spec.is_host else ""
 
+    @staticmethod
+    def _machine_options(machine: str | None) -> list[tuple[str, str]]:
+        presets = load_machines()
+        options = [(f"{name}  ({values.get('cpus')} CPUs, {values.get('memory')}{', ' + str(values['gpus']) + ' GPU' if values.get('gpus') else ''})", name) for name, values in sorted(presets.items())]
+        if machine and machine not in presets:
+            # Named by a notebook from elsewhere, or a Swarm's label: kept until another is picked.
+            options.append((f"{terminal_safe(machine)}  (not defined on this machine: pick another)", machine))
+        return [("custom", ""), *options]
+
+    def _show_engine(self) -> None:
+        """The engine field's verdict, and what depends on the engine: the TLS directory (a
+        tcp:// engine's), the machine type (a Swarm's node labels, or this machine's presets)
+        and what a dir mount names."""
+        spec = self.spec
+        status = self.query_one("#engine-setting-status", Static)
+        field = self.query_one("#engine", Input)
+        engine: EngineRef | None = None
+        self.engine_problem = None
+        if spec.engine is not None:
+            try:
+                engine = parse_engine(spec.engine)
+            except EngineError as exc:
+                self.engine_problem = f"engine {exc}"
+        field.set_class(self.engine_problem is not None, "-invalid")
+        if self.engine_problem is not None:
+            # Refused even for a host runtime: the notebook file would not load.
+            status.update(Text(f"✗ {self.engine_problem}; {ENGINE_ADVICE}", style="bold red"))
+        elif spec.is_host:
+            status.update(Text("does not apply: a host runtime runs on this machine", style="dim"))
+        elif engine is None:
+            status.update(Text("your default Docker engine (DOCKER_HOST, else the current context)", style="dim"))
+        else:
+            status.update(Text(engine_meaning(engine), style="green"))
+        tcp = engine is not None and engine.scheme == "tcp"
+        self.query_one("#engine-tls-row").display = tcp
+        # A Swarm's choices are known only to its manager, which the UI does not ask.
+        swarm = engine is not None and engine.swarm and not spec.is_host
+        self.query_one("#swarm-machine-hint").display = swarm
+        self.query_one("#swarm-machine").display = swarm
+        select = self.query_one("#machine", Select)
+        if select.display == swarm:
+            select.display = not swarm
+            if not swarm:
+                # Back from a Swarm: a label typed there is one of the choices.
+                select.set_options(self._machine_options(spec.machine))
+                select.value = spec.machine or ""
+            else:
+                self.query_one("#swarm-machine", Input).value = spec.machine or ""
+        self._show_mount_note()
+
     def on_mount(self) -> None:
         for note in self.query(".host-note"):
             note.display = self.spec.is_host
+        self._show_engine()
         variables = self.query_one("#variables", DataTable)
         variables.add_columns("name", "value", "from", "")
         secrets = self.query_one("#secrets", DataTable)
@@ -259,6 +342,13 @@ class RuntimeSettingsScreen(Screen[bool]):
         mounts.clear()
         for index, mount in enumerate(self.spec.mounts):
             mounts.add_row(mount.kind, mount.source, mount.ref or "", mount.at, "read-only" if mount.read_only else "read-write", key=str(index))
+        self._show_mount_note()
+
+    def _show_mount_note(self) -> None:
+        note = self.query_one("#mount-engine-note", Static)
+        text = dir_mount_note(self.spec)
+        note.update(text)
+        note.display = bool(text)
 
     # -- editing
     def _error(self, message: str) -> None:
@@ -324,7 +414,7 @@ class RuntimeSettingsScreen(Screen[bool]):
 
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
-        if event.input.id in ("name", "environment", "idle_timeout", "cpus", "memory", "gpus"):
+        if event.input.id in ("name", "environment", "idle_timeout", "cpus", "memory", "gpus", "engine", "engine_tls", "swarm-machine"):
             self._field_changed(event.input.id, event.value)
 
     def _field_changed(self, field: str, value: str) -> None:
@@ -353,6 +443,17 @@ class RuntimeSettingsScreen(Screen[bool]):
             spec.memory = value or None
         elif field == "gpus":
             spec.gpus = None if not value else int(value) if value.isdigit() else [part.strip() for part in value.split(",") if part.strip()]
+        elif field in ("engine", "engine_tls"):
+            if field == "engine":
+                spec.engine = value or None
+            # Kept in the field while the engine is edited; in the notebook only for a tcp:// engine.
+            tls = self.query_one("#engine_tls", Input).value.strip()
+            spec.engine_tls = tls or None if (spec.engine or "").removeprefix(SWARM_PREFIX).startswith("tcp://") else None
+            self._show_engine()
+        elif field == "swarm-machine":
+            if (value or None) == spec.machine:
+                return  # filled in as the Swarm's field was shown: not an edit
+            spec.machine = value or None
         self.dirty = True
         self._error("")
 
@@ -435,6 +536,10 @@ class RuntimeSettingsScreen(Screen[bool]):
         return edit_notebook(self.notebook, edit, self.path)
 
     def action_save(self) -> None:
+        if self.engine_problem is not None:
+            self._error(f"not saved: {self.engine_problem}")
+            self.query_one(TabbedContent).active = "tab-machine"
+            return
         if getattr(self, "environment_ok", True) is False:
             self._error(f"environment: {self.query_one('#environment-status', Static).content}")
             self.query_one(TabbedContent).active = "tab-general"
