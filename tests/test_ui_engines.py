@@ -34,13 +34,13 @@ class UnaskedEnginesRunner(Runner):
     def attach_running(self) -> None:
         return None
 
-    def local_images(self):
+    def local_images(self, engine=None, engine_tls=None):
         return [{"reference": "njtui/bash:5", "size": 117_000_000, "created": 0}, {"reference": "njtui/python:3.11", "size": 161_000_000, "created": 0}]
 
-    def image_env(self, environment):
+    def image_env(self, environment, engine=None, engine_tls=None):
         return {"PATH": "/usr/local/bin:/usr/bin:/bin"} if environment != "host" else {}
 
-    def check_environment(self, environment):
+    def check_environment(self, environment, engine=None, engine_tls=None):
         return "this machine" if environment == "host" else "on this engine"
 
 

@@ -29,13 +29,13 @@ FIXED_IMAGES = [
 
 
 class FixedEngineRunner(Runner):
-    def local_images(self):
+    def local_images(self, engine=None, engine_tls=None):
         return FIXED_IMAGES
 
-    def image_env(self, environment):
+    def image_env(self, environment, engine=None, engine_tls=None):
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "svg"} if environment != "host" else {}
 
-    def check_environment(self, environment):
+    def check_environment(self, environment, engine=None, engine_tls=None):
         return "this machine" if environment == "host" else "on this engine"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
+from njtui.model.engine import SWARM_PREFIX, parse_engine
 from njtui.runner import protocol
 from njtui.runner.backend import IMAGES, WRITE_BACK, Backend, BackendError, BootCancelled, RuntimeInfo
 from njtui.runner.boot_board import BootBoard
@@ -296,8 +297,12 @@ class Runner:
             self.log.error(spec.id, f"could not write back to S3: {exc}")
 
     # -- environments, for the settings screen (the UI asks here, never the engine)
-    def _images(self) -> Backend | None:
-        """The backend that runs image environments, if any is installed."""
+    def _images(self, engine: str | None = None, engine_tls: str | None = None) -> Backend | None:
+        """The backend that runs image environments, if any is installed: on `engine` when a
+        runtime names one (a Swarm's images are asked of its manager's engine)."""
+        if engine is not None:
+            target = parse_engine(engine).target if engine.startswith(SWARM_PREFIX) else engine
+            return self.backends.on_engine("docker", target, engine_tls)
         for name in self.backends:
             try:
                 backend = self.backends[name]
@@ -307,24 +312,24 @@ class Runner:
                 return backend
         return None
 
-    def local_images(self) -> list[dict[str, Any]]:
-        backend = self._images()
+    def local_images(self, engine: str | None = None, engine_tls: str | None = None) -> list[dict[str, Any]]:
+        backend = self._images(engine, engine_tls)
         return backend.local_images() if backend is not None else []
 
-    def check_environment(self, environment: str) -> str:
+    def check_environment(self, environment: str, engine: str | None = None, engine_tls: str | None = None) -> str:
         if environment == "host":
             return "this machine"
-        backend = self._images()
+        backend = self._images(engine, engine_tls)
         if backend is None:
             raise BackendError("no installed backend runs images")
         return backend.check_image(environment)
 
-    def image_env(self, environment: str) -> dict[str, str]:
-        backend = self._images()
-        if environment == "host" or backend is None:
+    def image_env(self, environment: str, engine: str | None = None, engine_tls: str | None = None) -> dict[str, str]:
+        if environment == "host":
             return {}
         try:
-            return backend.image_env(environment)
+            backend = self._images(engine, engine_tls)
+            return backend.image_env(environment) if backend is not None else {}
         except BackendError:
             return {}
 

@@ -246,14 +246,25 @@ class RuntimeSettingsScreen(Screen[bool]):
         self.load_engine_facts(self.spec.environment)
         self.load_provenance()
 
+    def _images_engine(self) -> tuple[str | None, str | None]:
+        """The engine the runtime's images are on (as edited, not yet saved); None: the default."""
+        if self.spec.engine is None:
+            return None, None
+        try:
+            parse_engine(self.spec.engine)
+        except EngineError:
+            return None, None
+        return self.spec.engine, self.spec.engine_tls
+
     @work(thread=True, exclusive=True, group="settings-engine")
     def load_engine_facts(self, environment: str | EnvironmentImport) -> None:
         """Images, the image's ENV and whether the reference resolves (an import: pinned to
         the image its version names): asked of the runner off the UI thread (an engine may be
         slow or away)."""
         problem: str | None
+        engine, engine_tls = self._images_engine()
         try:
-            images = self.runner.local_images()
+            images = self.runner.local_images(engine, engine_tls)
         except Exception as exc:  # noqa: BLE001 - shown, not fatal
             images, problem = [], str(exc)
         else:
@@ -266,10 +277,10 @@ class RuntimeSettingsScreen(Screen[bool]):
                 status, ok = f"✓ {resolved.label()}: pinned (below: to what)", True
             else:
                 reference = environment
-                status, ok = f"✓ {environment}: {self.runner.check_environment(environment)}", True
+                status, ok = f"✓ {environment}: {self.runner.check_environment(environment, engine, engine_tls)}", True
         except Exception as exc:  # noqa: BLE001
             reference, status, ok = "", f"✗ {exc}", False
-        image_env = self.runner.image_env(reference) if reference else {}
+        image_env = self.runner.image_env(reference, engine, engine_tls) if reference else {}
         if not get_current_worker().is_cancelled:  # a newer reference is being checked
             self.app.call_from_thread(self._engine_facts, images, problem, image_env, status, ok, resolved)
 
