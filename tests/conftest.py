@@ -215,3 +215,22 @@ def njtui(*args: str, cwd: Path | None = None, timeout: float = 120, check: bool
 @pytest.fixture
 def run_cli():
     return njtui
+
+
+@pytest.fixture
+def moto_server():
+    """A real S3 API (moto's server mode) on loopback."""
+    import shutil
+
+    from tests.helpers import free_loopback_port, wait_until_serving
+
+    binary = shutil.which("moto_server", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if binary is None:
+        pytest.skip("moto_server is not installed (the dev extras install it)")
+    port = free_loopback_port()
+    server = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(server, url)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)

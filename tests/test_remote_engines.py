@@ -165,8 +165,8 @@ def test_one_run_spans_the_host_an_ssh_engine_a_tls_engine_and_two_swarm_machine
     for labels in (gpu_service.attrs["Spec"]["Labels"], gpu_container.labels):
         assert labels["org.njtui.runtime"] == "gpu" and labels[LABEL_KEY] and labels["org.njtui.version"]
     # `njtui runtimes` lists them all, each with where it runs, and stops them.
-    listed = {row["runtime"]: row.get("engine") for row in own_runtimes(path)}
-    assert listed == {"here": None, "ssh": "njtui-node2", "tls": on_cluster.tcp_url(), "small": SWARM, "gpu": SWARM}
+    listed = {row["runtime"]: (row.get("engine"), row.get("node")) for row in own_runtimes(path)}
+    assert listed == {"here": (None, None), "ssh": ("njtui-node2", None), "tls": (on_cluster.tcp_url(), None), "small": (SWARM, "njtui-node2"), "gpu": (SWARM, "njtui-node3")}
     assert len(stop_own_runtimes(path)) == 5
     assert on_cluster.placements(path) == {}
     assert manager.services.list(filters={"label": f"{LABEL_NOTEBOOK}={path.resolve()}"}) == []
@@ -341,3 +341,42 @@ def test_a_remote_runtime_has_secrets_results_interrupt_restart_and_idle_shutdow
     finally:
         runner.stop_all()
         runner.detach()
+
+
+@pytest.mark.parametrize("engine", ["njtui-node2", SWARM])
+def test_git_and_s3_mounts_reach_a_remote_runtime_and_s3_changes_go_back(on_cluster, moto_server, tmp_path, engine):
+    """The mounts are fetched on this machine and uploaded through the engine's API, so the
+    remote machine needs no access to the repository or the bucket. (Its `dir` mounts name its
+    own directories: the cluster's nodes share this machine's file system, so that is not
+    tested here.)"""
+    import boto3
+
+    from njtui.model.settings import Mount
+    from njtui.store.secrets import SecretStore
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "VERSION").write_text("v1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id="testing-key", aws_secret_access_key="testing-secret")
+    s3.create_bucket(Bucket="lab")
+    s3.put_object(Bucket="lab", Key="runs/input.txt", Body=b"from the bucket\n")
+    store = SecretStore()
+    store.set("s3-key", "testing-key")
+    store.set("s3-secret", "testing-secret")
+    mounts = [
+        Mount("git", f"file://{repo}", "/src/repo", ref="main"),
+        Mount("s3", "s3://lab/runs", "/data", read_only=False, extra={"endpoint": moto_server, "access_key_id": "s3-key", "secret_access_key": "s3-secret"}),
+    ]
+    path = notebook_file(
+        tmp_path,
+        {"py": {"language": "python", "environment": PYTHON_IMAGE, "engine": engine, "mounts": mounts}},
+        [("rw", "py", "open('/data/output.txt', 'w').write('written remotely\\n')\nprint(open('/src/repo/VERSION').read() + open('/data/input.txt').read(), end='')\n")],
+    )
+    result = njtui("run", str(path), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert streams_by_cell(events(result)) == {"rw": "v1\nfrom the bucket\n"}
+    assert s3.get_object(Bucket="lab", Key="runs/output.txt")["Body"].read() == b"written remotely\n"
+    stop_own_runtimes(path)

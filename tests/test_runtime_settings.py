@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from njtui.runner.launch import resolve
 from njtui.store import load_notebook, save_notebook
 from njtui.store.secrets import SecretStore
 from tests.conftest import PYTHON_IMAGE, njtui
-from tests.helpers import free_loopback_port, stop_own_runtimes, wait_until_serving
+from tests.helpers import stop_own_runtimes
 
 SECRET_VALUE = "s3cr3t-" + hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:20]
 
@@ -270,21 +269,6 @@ def test_dir_and_git_mounts(docker_engine, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result_of(result, "read") == repr(("a,b\n1,2\n", "v1\n", False))
     stop_own_runtimes(path)
-
-
-@pytest.fixture
-def moto_server():
-    """A real S3 API (moto's server mode) on loopback."""
-    binary = shutil.which("moto_server", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    if binary is None:
-        pytest.skip("moto_server is not installed (the dev extras install it)")
-    port = free_loopback_port()
-    server = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(server, url)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
 
 
 @pytest.mark.docker

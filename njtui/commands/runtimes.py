@@ -81,7 +81,8 @@ def _print_runtimes_table(entries) -> None:
     table.add_column("RUNTIME", no_wrap=True)
     table.add_column("BACKEND", no_wrap=True)
     # "local": the engine DOCKER_HOST or the current context names (or this machine, for a host
-    # runtime); else the runtime's `engine` setting as written, so it can be grepped for.
+    # runtime); else the runtime's `engine` setting as written, so it can be grepped for, and a
+    # Swarm runtime's node.
     table.add_column("ENGINE", no_wrap=True)
     table.add_column("STATE", no_wrap=True)
     table.add_column("PID", no_wrap=True, justify="right")
@@ -97,7 +98,7 @@ def _print_runtimes_table(entries) -> None:
             notebook,
             safe(entry.runtime),
             safe(entry.backend),
-            safe(entry.engine or "local"),
+            safe((entry.engine or "local") + (f" ({entry.node})" if entry.node else "")),
             Text(safe(state), style=_STATE_STYLES.get("busy" if entry.busy else entry.state, "red")),
             str(entry.pid or "-"),
             idle,

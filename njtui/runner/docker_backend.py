@@ -220,13 +220,18 @@ class DockerBackend(Backend):
             raise BackendError(f"image not found: {launch.image or spec.environment}") from None
         container = self.client.containers.get(created["Id"])
         try:
-            for mount in spec.mounts:
-                if mount.kind in ("git", "s3"):
-                    self._api(f"{mount.kind} mount at {mount.at}", container.put_archive, "/", fetch_mount(mount, launch.mount_credentials))
+            self.put_mounts(container, spec, launch)
         except BaseException:
             remove_container(container)
             raise
         return container
+
+    def put_mounts(self, container, spec: RuntimeSpec, launch: Launch) -> None:
+        """The git and S3 mounts' files, fetched here and copied onto the container's volumes
+        (the engine's machine needs no access to the repository or the bucket)."""
+        for mount in spec.mounts:
+            if mount.kind in ("git", "s3"):
+                self._api(f"{mount.kind} mount at {mount.at}", container.put_archive, "/", fetch_mount(mount, launch.mount_credentials))
 
     def start(self, notebook_path: str, spec: RuntimeSpec, launch: Launch, progress: ProgressCallback | None = None) -> RuntimeInfo:
         import docker

@@ -52,6 +52,7 @@ class RuntimeEntry:
     # Its notebook is not at its path any more (moved or deleted): no client will come back for
     # it, so an exited one would stay forever unless stopped.
     notebook_missing: bool = False
+    node: str | None = None  # the cluster node it runs on (a Swarm runtime)
     _handle: tuple[Backend, RuntimeInfo] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -65,6 +66,7 @@ class RuntimeEntry:
             environment=info.environment,
             language=info.language,
             engine=info.details.get("engine"),
+            node=info.details.get("node"),
             state=state,
             _handle=(backend, info),
             **details,
@@ -92,6 +94,8 @@ class RuntimeEntry:
             row["exit_reason"] = self.exit_reason
         if self.engine is not None:
             row["engine"] = self.engine
+        if self.node is not None:
+            row["node"] = self.node
         if self.notebook_missing:
             row["notebook_missing"] = True
         return row

@@ -233,6 +233,7 @@ class SwarmBackend(Backend):
             if progress:
                 progress("Uploading", {"done": 0, "total": len(archive), "what": "agent"})
             node._api("uploading the agent", container.put_archive, "/", archive)
+            node.put_mounts(container, spec, launch)
             node._api("starting the agent", container.put_archive, "/", _ready_archive())
             if progress:
                 progress("Uploading", {"done": len(archive), "total": len(archive), "what": "agent"})
