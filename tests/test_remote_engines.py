@@ -380,3 +380,51 @@ def test_git_and_s3_mounts_reach_a_remote_runtime_and_s3_changes_go_back(on_clus
     assert streams_by_cell(events(result)) == {"rw": "v1\nfrom the bucket\n"}
     assert s3.get_object(Bucket="lab", Key="runs/output.txt")["Body"].read() == b"written remotely\n"
     stop_own_runtimes(path)
+
+
+@pytest.fixture
+def bridge_registry(on_cluster, tmp_path_factory):
+    """A real Docker registry on this machine's end of the cluster's bridge (the nodes take it
+    as plain HTTP, as engines take one on loopback), for an image a node must download."""
+    import shutil
+    import socket
+
+    from tests.helpers import wait_until_serving
+
+    binary = shutil.which("docker-registry")
+    assert binary is not None, "docker-registry is not installed (scripts/provision installs it)"
+    address = on_cluster.description["subnet"].rsplit(".", 1)[0] + ".1"
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        port = probe.getsockname()[1]
+    home = tmp_path_factory.mktemp("bridge-registry")
+    (home / "config.yml").write_text(f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\nhttp:\n  addr: {address}:{port}\n")
+    server = subprocess.Popen([binary, "serve", str(home / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_serving(server, f"http://{address}:{port}/v2/", timeout=15)
+    yield f"{address}:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_booting_on_a_remote_engine_shows_the_download_with_its_bytes(on_cluster, bridge_registry, tmp_path):
+    from njtui.runner.runner import RuntimeChanged
+    from tests.helpers import push_image_only_the_registry_has
+
+    reference = f"{bridge_registry}/njtui-test/remote-big:{tmp_path.name[-12:].lower().replace('_', '-')}"
+    push_image_only_the_registry_has(on_cluster.client("node1"), PYTHON_IMAGE, reference, megabytes=20)
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": reference, "engine": "njtui-node3"}}, [("a", "py", "print('pulled')")])
+    runner = Runner(path, _load(path))
+    seen = Recorder()
+    runner.subscribe(seen)
+    try:
+        runner.ensure("py")
+        downloading = [e.status for e in seen if isinstance(e, RuntimeChanged) and e.status.phase == "Downloading"]
+        assert downloading, [e.status.phase for e in seen if isinstance(e, RuntimeChanged)]
+        assert max(status.progress.get("total") or 0 for status in downloading) >= 20_000_000
+        assert any(0 < (status.progress.get("done") or 0) for status in downloading)
+        assert any("Downloading" in entry.text for entry in runner.log.history)
+        assert on_cluster.client("node3").images.get(reference), "pulled by the runtime's engine"
+    finally:
+        runner.stop_all()
+        runner.detach()
+        on_cluster.client("node3").images.remove(reference, force=True)
