@@ -158,6 +158,13 @@ def test_one_run_spans_the_host_an_ssh_engine_a_tls_engine_and_two_swarm_machine
     assert [c.labels["org.njtui.runtime"] for c in on_cluster.containers_of("node2", path) if "com.docker.swarm.service.id" not in c.labels] == ["ssh"]
     assert [c.labels["org.njtui.runtime"] for c in on_cluster.containers_of("node3", path) if "com.docker.swarm.service.id" not in c.labels] == ["tls"]
     assert [c for c in docker_engine.containers.list(all=True, filters={"label": LABEL_KEY}) if c.labels.get(LABEL_NOTEBOOK) == str(path.resolve())] == []
+    # Each Swarm runtime is found as itself, every time: the engine keeps one of two label
+    # filters on the same label at random, so a wrong query finds another runtime now and then.
+    from njtui.runner.swarm_backend import SwarmBackend
+
+    swarm = SwarmBackend(engine=SWARM)
+    assert {swarm.find(str(path), runtime).runtime_id for runtime in ("small", "gpu") * 10} == {"small", "gpu"}
+    assert all(swarm.find(str(path), runtime).runtime_id == runtime for runtime in ("small", "gpu") * 10)
     # The service and its container carry a local runtime's labels.
     manager = on_cluster.client("node1")
     (gpu_service,) = [s for s in manager.services.list(filters={"label": f"{LABEL_NOTEBOOK}={path.resolve()}"}) if s.attrs["Spec"]["Labels"]["org.njtui.runtime"] == "gpu"]

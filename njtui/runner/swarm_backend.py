@@ -44,6 +44,11 @@ _STARTING = ("new", "allocated", "pending", "assigned", "accepted", "preparing",
 _ENDED = ("complete", "shutdown", "failed", "rejected", "orphaned", "remove")
 
 
+def _labelled(service: dict[str, Any], wanted: dict[str, str | None]) -> bool:
+    labels = service.get("Spec", {}).get("Labels") or {}
+    return all(labels.get(name) if value is None else labels.get(name) == value for name, value in wanted.items())
+
+
 def _task_order(task: dict[str, Any]) -> str:
     return task.get("CreatedAt", "")
 
@@ -73,8 +78,13 @@ class SwarmBackend(Backend):
         return self.manager._api(what, call, *args, **kwargs)
 
     def _services(self, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        filters = {"label": [LABEL_KEY] + [f"{name}={value}" for name, value in (labels or {}).items()]}
-        return self._api(f"listing the services of Swarm {self.engine}", self.manager.client.api.services, filters=filters)
+        """The runtimes' services, with these label values. The engine turns a service listing's
+        label filters into one map by label name, so a filter on a label's presence and one on
+        its value (the same name) leave either one at random: the values are checked here too."""
+        wanted = {LABEL_KEY: None, **(labels or {})}
+        filters = {"label": [name if value is None else f"{name}={value}" for name, value in wanted.items()]}
+        services = self._api(f"listing the services of Swarm {self.engine}", self.manager.client.api.services, filters=filters)
+        return [service for service in services if _labelled(service, wanted)]
 
     def _tasks(self, service_id: str) -> list[dict[str, Any]]:
         tasks = self._api("listing the service's tasks", self.manager.client.api.tasks, filters={"service": service_id})
