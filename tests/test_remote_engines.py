@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -435,3 +436,29 @@ def test_booting_on_a_remote_engine_shows_the_download_with_its_bytes(on_cluster
         runner.stop_all()
         runner.detach()
         on_cluster.client("node3").images.remove(reference, force=True)
+
+
+def test_the_app_under_tmux_runs_a_cell_on_a_swarm_node_and_says_where(on_cluster, tmp_path):
+    from tests.test_ui_tmux import Tmux
+
+    path = notebook_file(
+        tmp_path,
+        {"gpu": {"language": "python", "environment": PYTHON_IMAGE, "engine": SWARM, "machine": "gpu", "gpus": 1}},
+        [("a", "gpu", "import os\nprint('gpus:', os.environ['NJTUI_GPUS'])")],
+    )
+    tmux = Tmux(tmp_path / "tmux.sock", width=120, height=32)
+    try:
+        tmux.start(f"{sys.executable} -m njtui {path.name}; echo NJTUI-EXITED $?; sleep 600", tmp_path)
+        tmux.wait_for(r"Runtimes")
+        tmux.keys("C-n")
+        screen = tmux.wait_for(r"\[1\] ✓ ok", timeout=120)
+        assert re.search(r"gpus: GPU-fake-\d", screen), screen
+        screen = tmux.wait_for(r"on njtui-node3 of Swarm", timeout=30)
+        tmux.press("C-q", until=r"Unsaved changes")  # Ctrl+N on the last cell added one
+        tmux.keys("d")
+        screen = tmux.wait_for(r"NJTUI-EXITED 0")
+        assert "left 1 runtime running (gpu)" in screen.replace("\n", "")
+        assert on_cluster.placements(path) == {"gpu": "njtui-node3"}
+    finally:
+        tmux.kill()
+        stop_own_runtimes(path)
