@@ -181,8 +181,11 @@ class NotebookScreen(FileSync, RuntimeActions, EnvironmentActions, CellRuns, Fin
 
     def refresh_status_line(self) -> None:
         """With the runtimes panel hidden, one line says what each runtime is doing."""
-        line = self.query_one("#status-line", Static)
-        hidden = not (self.query_one("#sidebar").display and self.runtimes_panel.display)
+        lines, sidebars = self.query("#status-line").results(Static), self.query("#sidebar")
+        line = next(lines, None)
+        if line is None or not sidebars:
+            return  # the screen is closing and has removed them; a late worker's result lands here
+        hidden = not (sidebars.first().display and self.runtimes_panel.display)
         line.display = hidden
         if not hidden:
             return
