@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream import cell_code, expected_chars
+from stream import StreamedChars, cell_code, expected_chars
 
 from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.runner import Runner, RuntimeMessage
@@ -161,18 +161,12 @@ def measure_stream(executor: Executor, megabytes: int, runs: int) -> dict[str, l
     code, expected = cell_code(megabytes), expected_chars(megabytes)
     samples: dict[str, list[float]] = {LOCAL: [], TCP: []}
     for _, side in interleaved(runs, LOCAL, TCP):
-        received = 0
-
-        def count(message: dict) -> None:
-            nonlocal received
-            if message["type"] == "stream":
-                received += len(message["text"])
-
+        count = StreamedChars()
         started = time.perf_counter()
         executor.run(side, code, on_message=count)
         samples[side].append(time.perf_counter() - started)
-        if received != expected:
-            raise SystemExit(f"runtime {side} delivered {received} of {expected} characters")
+        if count.received != expected:
+            raise SystemExit(f"runtime {side} delivered {count.received} of {expected} characters")
     return samples
 
 

@@ -29,6 +29,17 @@ def expected_chars(megabytes: int) -> int:
     return megabytes * 1_000_000 // (len(LINE) + 1) * (len(LINE) + 1)
 
 
+class StreamedChars:
+    """Counts the characters a cell streams, as a runner's `on_message`."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def __call__(self, message: dict) -> None:
+        if message["type"] == "stream":
+            self.received += len(message["text"])
+
+
 def measure_njtui(megabytes: int, runs: int, environment: str) -> float:
     code, expected = cell_code(megabytes), expected_chars(megabytes)
     with scratch_runner(environment=environment) as (runner, notebook):
@@ -36,18 +47,12 @@ def measure_njtui(megabytes: int, runs: int, environment: str) -> float:
         executor.run("1+1")  # boot outside the measurement
         seconds = []
         for _ in range(runs):
-            received = 0
-
-            def count(message: dict) -> None:
-                nonlocal received
-                if message["type"] == "stream":
-                    received += len(message["text"])
-
+            count = StreamedChars()
             started = time.perf_counter()
             executor.run(code, on_message=count)
             seconds.append(time.perf_counter() - started)
-            if received != expected:
-                raise SystemExit(f"njtui delivered {received} of {expected} characters")
+            if count.received != expected:
+                raise SystemExit(f"njtui delivered {count.received} of {expected} characters")
     return statistics.median(seconds)
 
 

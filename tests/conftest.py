@@ -146,17 +146,14 @@ def loopback_registry(docker_engine, tmp_path_factory):
     """A real Docker registry on loopback, for images the engine must download."""
     import shutil
 
-    from tests.helpers import free_loopback_port, wait_until_serving
+    from tests.helpers import free_loopback_port, start_registry
 
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.skip("docker-registry is not installed (scripts/provision installs it)")
-    port = free_loopback_port()
-    home = tmp_path_factory.mktemp("registry")
-    (home / "config.yml").write_text(f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    server = subprocess.Popen([binary, "serve", str(home / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until_serving(server, f"http://127.0.0.1:{port}/v2/", timeout=15)
-    yield f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{free_loopback_port()}"
+    server = start_registry(binary, tmp_path_factory.mktemp("registry"), address)
+    yield address
     server.terminate()
     server.wait(timeout=10)
 

@@ -123,6 +123,26 @@ def wait_until_serving(server: subprocess.Popen, url: str, timeout: float = 20.0
             time.sleep(0.1)
 
 
+def start_registry(binary: str, home: Path, address: str) -> subprocess.Popen:
+    """A real Docker registry (the `docker-registry` program) serving `address` (host:port) from
+    `home`, once it answers."""
+    (home / "config.yml").write_text(f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n")
+    server = subprocess.Popen([binary, "serve", str(home / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_serving(server, f"http://{address}/v2/", timeout=15)
+    return server
+
+
+def git_repository(repo: Path, version: str) -> list[str]:
+    """A git repository at `repo` whose one commit has a file VERSION holding `version`; the
+    git command that works in it, for further commits."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "VERSION").write_text(version)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    return git
+
+
 def push_image_only_the_registry_has(client, base_image: str, reference: str, megabytes: int) -> None:
     """An image with a layer of its own (random bytes, so nothing compresses it away) pushed to a
     registry and removed locally: booting it makes the engine download it."""

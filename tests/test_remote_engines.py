@@ -24,7 +24,7 @@ from njtui.runner.docker_container import LABEL_KEY, LABEL_NOTEBOOK
 from njtui.store import save_notebook
 from njtui.store.results import ResultsStore
 from tests.conftest import BASH_IMAGE, PYTHON_IMAGE, REPO, njtui
-from tests.helpers import Recorder, own_runtimes, stop_own_runtimes, wait_until
+from tests.helpers import Recorder, git_repository, own_runtimes, stop_own_runtimes, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -363,11 +363,7 @@ def test_git_and_s3_mounts_reach_a_remote_runtime_and_s3_changes_go_back(on_clus
     from njtui.store.secrets import SecretStore
 
     repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "VERSION").write_text("v1\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    git_repository(repo, "v1\n")
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id="testing-key", aws_secret_access_key="testing-secret")
     s3.create_bucket(Bucket="lab")
     s3.put_object(Bucket="lab", Key="runs/input.txt", Body=b"from the bucket\n")
@@ -397,19 +393,16 @@ def bridge_registry(on_cluster, tmp_path_factory):
     import shutil
     import socket
 
-    from tests.helpers import wait_until_serving
+    from tests.helpers import start_registry
 
     binary = shutil.which("docker-registry")
     assert binary is not None, "docker-registry is not installed (scripts/provision installs it)"
-    address = on_cluster.description["subnet"].rsplit(".", 1)[0] + ".1"
+    bridge = on_cluster.description["subnet"].rsplit(".", 1)[0] + ".1"
     with socket.socket() as probe:
-        probe.bind((address, 0))
-        port = probe.getsockname()[1]
-    home = tmp_path_factory.mktemp("bridge-registry")
-    (home / "config.yml").write_text(f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {home / 'data'}\nhttp:\n  addr: {address}:{port}\n")
-    server = subprocess.Popen([binary, "serve", str(home / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until_serving(server, f"http://{address}:{port}/v2/", timeout=15)
-    yield f"{address}:{port}"
+        probe.bind((bridge, 0))
+        address = f"{bridge}:{probe.getsockname()[1]}"
+    server = start_registry(binary, tmp_path_factory.mktemp("bridge-registry"), address)
+    yield address
     server.terminate()
     server.wait(timeout=10)
 

@@ -18,7 +18,7 @@ from njtui.runner.launch import resolve
 from njtui.store import load_notebook, save_notebook
 from njtui.store.secrets import SecretStore
 from tests.conftest import PYTHON_IMAGE, njtui
-from tests.helpers import stop_own_runtimes
+from tests.helpers import git_repository, stop_own_runtimes
 
 SECRET_VALUE = "s3cr3t-" + hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:20]
 
@@ -248,11 +248,7 @@ def test_dir_and_git_mounts(docker_engine, tmp_path):
     data.mkdir()
     (data / "input.csv").write_text("a,b\n1,2\n")
     repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "VERSION").write_text("v1\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    git = git_repository(repo, "v1\n")
     subprocess.run([*git, "tag", "v1"], check=True)
     (repo / "VERSION").write_text("v2\n")
     subprocess.run([*git, "commit", "-qam", "two"], check=True)
