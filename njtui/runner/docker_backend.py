@@ -311,6 +311,19 @@ class DockerBackend(Backend):
             return DockerConnection(self, container, *handed)
         return DockerConnection(self, container)
 
+    def shut_down(self, container, timeout: float) -> None:
+        """Asks a running container's agent to end (its cell ends as stopped) and waits up to
+        `timeout` for it; whatever happens, the caller removes the container after."""
+        if container.status != "running":
+            return
+        try:
+            connection = DockerConnection(self, container)
+            connection.send({"op": "shutdown"})
+            container.wait(timeout=timeout)
+            connection.close()
+        except Exception:  # noqa: BLE001 - it is removed after either way
+            pass
+
     def stop(self, info: RuntimeInfo, timeout: float = 5.0) -> None:
         import docker
 
@@ -318,14 +331,7 @@ class DockerBackend(Backend):
             container = self.client.containers.get(info.details["container"])
         except docker.errors.NotFound:
             return
-        if container.status == "running":
-            try:
-                connection = DockerConnection(self, container)
-                connection.send({"op": "shutdown"})
-                container.wait(timeout=timeout)
-                connection.close()
-            except Exception:  # noqa: BLE001 - it is removed below either way
-                pass
+        self.shut_down(container, timeout)
         forget_mark(container.id)
         try:
             remove_container(container)

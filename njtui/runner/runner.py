@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
-from njtui.model.engine import SWARM_PREFIX, parse_engine
+from njtui.model.engine import parse_engine
 from njtui.runner import protocol
 from njtui.runner.backend import IMAGES, WRITE_BACK, Backend, BackendError, BootCancelled, RuntimeInfo
 from njtui.runner.boot_board import BootBoard
@@ -179,13 +179,12 @@ class Runner:
 
     def _boot(self, spec: RuntimeSpec, backend: Backend) -> RuntimeSession:
         self._move(spec.id, RuntimeState.BOOTING, phase="Starting", reason=None, backend=backend.name)
-        where = f" on {spec.engine}" if spec.engine is not None and not spec.is_host else ""
-        self.log.info(spec.id, f"booting {spec.language} runtime in {spec.environment_label}{where}")
+        engine = engine_of(spec)
+        self.log.info(spec.id, f"booting {spec.language} runtime in {spec.environment_label}{f' on {engine[0]}' if engine else ''}")
         board_key = runtime_key(self.path, spec.id)
         launch = resolve_launch(self.notebook, spec)
         if backend.supports(IMAGES) and not spec.is_host:
             launch.image = self.environments.boot_image(spec)
-        engine = engine_of(spec)
         if engine is not None:
             KnownEngines().add(backend.name, *engine)
         try:
@@ -301,8 +300,7 @@ class Runner:
         """The backend that runs image environments, if any is installed: on `engine` when a
         runtime names one (a Swarm's images are asked of its manager's engine)."""
         if engine is not None:
-            target = parse_engine(engine).target if engine.startswith(SWARM_PREFIX) else engine
-            return self.backends.on_engine("docker", target, engine_tls)
+            return self.backends.on_engine("docker", parse_engine(engine).target, engine_tls)
         for name in self.backends:
             try:
                 backend = self.backends[name]

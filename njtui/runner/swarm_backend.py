@@ -259,7 +259,6 @@ class SwarmBackend(Backend):
         """The service's task once it runs. Until then the boot phase says what Swarm says."""
         import docker
 
-        said = None
         while True:
             try:
                 tasks = self.manager.client.api.tasks(filters={"service": service_id})
@@ -278,11 +277,9 @@ class SwarmBackend(Backend):
                 raise BackendError(f"Swarm could not start the runtime{where}: {status.get('Err') or status.get('Message') or state}")
             reason = status.get("Err") or status.get("Message") or state
             phase = f"Waiting for a node: {reason}" if state == "pending" else "Scheduling"
-            if progress and phase != said:
-                said = phase
+            if progress:
+                # Every poll, not only on a change: it is where a stop cancels the wait.
                 progress(phase, {"task": state})
-            elif progress:
-                progress(phase, {"task": state})  # lets a stop cancel the wait
             time.sleep(POLL)  # Swarm offers no event for a task's change that a client can wait on per service
 
     def _remove_service(self, service_id: str) -> None:
@@ -339,13 +336,8 @@ class SwarmBackend(Backend):
         if info.details.get("container") and info.alive:
             try:
                 node = self._node_of(info)
-                container = node.client.containers.get(info.details["container"])
-                if container.status == "running":
-                    connection = DockerConnection(node, container)
-                    connection.send({"op": "shutdown"})
-                    container.wait(timeout=timeout)
-                    connection.close()
-            except Exception:  # noqa: BLE001 - the service is removed below either way
+                node.shut_down(node.client.containers.get(info.details["container"]), timeout)
+            except Exception:  # noqa: BLE001 - its node is gone: the service is removed below either way
                 pass
         self._remove_service(info.details["service"])
 
