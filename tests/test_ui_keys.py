@@ -273,6 +273,28 @@ async def test_quit_with_unsaved_changes_asks(tmp_path):
     assert len(load_notebook(path).cells) == 4
 
 
+async def test_an_edit_saved_before_the_screen_hears_of_it_leaves_nothing_unsaved(tmp_path):
+    # Typed fast (d d, then Ctrl+S), the save can run before the view's Edited message reaches
+    # the screen: the file already holds the deletion, so quitting must not ask to save it.
+    path = three_cells(tmp_path)
+    app = open_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        app.view.action_delete_cell()  # posts Edited, which waits in the screen's queue
+        assert app.notebook_screen.save()
+        await pilot.pause()
+        assert not app.notebook_screen.dirty
+        await pilot.press("a")
+        assert app.notebook_screen.dirty  # a later edit still counts
+        await pilot.press("z", "ctrl+q")
+        assert isinstance(app.screen, SavePromptScreen)
+        await pilot.press("d")
+    assert ids_in(path) == ["c2", "c3"]
+
+
+def ids_in(path) -> list[str]:
+    return [cell.id for cell in load_notebook(path).cells]
+
+
 async def test_help_and_palette(tmp_path):
     app = open_app(three_cells(tmp_path))
     async with app.run_test(size=SIZE) as pilot:

@@ -13,6 +13,7 @@ from njtui.model import Notebook
 from njtui.store import StoreError
 from njtui.store.merge import describe_summary
 from njtui.store.notebook_file import NotebookFile
+from njtui.store.notebook_layout import notebook_document
 from njtui.store.recovery import Recovery, RecoveryJournal, find_recovery
 from njtui.ui.screens import ConflictScreen, RecoveryScreen
 from njtui.ui.settings_screen import RuntimeSettingsScreen
@@ -49,7 +50,11 @@ class FileSync:
         def call_later(self, callback: Any, *args: Any) -> bool: ...
 
     def mark_dirty(self) -> None:
-        """Something a person changed is not saved yet: it is journaled at once."""
+        """Something a person changed is not saved yet: it is journaled at once. An edit's
+        message can arrive after a save that already wrote the edit (`d d` then Ctrl+S, typed
+        fast): a clean notebook that reads as the file does stays clean."""
+        if not self.dirty and notebook_document(self.notebook) == self.notebook_file.base:
+            return
         self.dirty = True
         self.journal.record(self.notebook)
 
@@ -106,8 +111,6 @@ class FileSync:
             return
         if recovery is None:
             return
-        from njtui.store.notebook_layout import notebook_document
-
         if notebook_document(recovery.notebook) == notebook_document(self.notebook):
             self.journal.discard()  # the file already holds it
             return
