@@ -73,9 +73,9 @@ def test_error_cells_end_insert_then_markdown_and_delete(tmux, tmp_path):
     cells = [(f"e{i}", "python", f"raise ValueError('boom {i}')\n") for i in range(8)]
     make_notebook(tmp_path, cells, name="errors.toml")
     start(tmux, tmp_path, "errors.toml")
-    tmux.keys("R")  # run all
-    tmux.wait_for(r"boom 7", timeout=120)
-    tmux.keys("G", "G", "G", "b", "m")
+    tmux.keys("R", "G")  # run all, then to the last cell
+    tmux.wait_for(r"ValueError: boom 7", timeout=120)  # its traceback: every cell has ended
+    tmux.keys("G", "b", "m")
     tmux.wait_for(r"empty markdown cell")
     tmux.keys("d", "d")
     screen = tmux.wait_for(r"boom 7")
