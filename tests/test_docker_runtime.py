@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -193,6 +194,47 @@ def test_a_long_cell_is_not_cut_off_by_the_idle_timeout(docker_engine, tmp_path)
     result = njtui("run", str(path), "--json")
     assert result.returncode == 0
     assert next(e for e in events(result) if e["event"] == "result")["data"]["text/plain"] == "'survived'"
+
+
+def test_a_runtime_moved_while_it_runs_runs_where_it_is_until_it_restarts(docker_engine, tmp_path):
+    """Its environment edited from the host to an image while it runs: another njtui process
+    finds it where it runs (not a second one beside it), says the edit waits for a restart, and
+    a restart stops it there and boots it where its settings say, in either direction."""
+    from njtui.runner import Runner
+    from njtui.store import load_notebook
+
+    # A container has a host name of its own (this machine may itself be a container).
+    where = f"import socket; print('host' if socket.gethostname() == {socket.gethostname()!r} else 'container')\n"
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": "host"}}, [("a", "py", "x = 'kept'\n" + where)])
+    first = njtui("run", str(path))
+    assert first.returncode == 0 and "host\n" in first.stdout, first.stdout + first.stderr
+    notebook = load_notebook(path)
+    notebook.runtimes["py"].environment = PYTHON_IMAGE
+    save_notebook(notebook, path)
+    notebook.cells[0].source = "print(x)\n" + where
+    save_notebook(notebook, path)
+
+    again = njtui("run", str(path))
+    assert again.returncode == 0 and "kept\nhost\n" in again.stdout, again.stdout + again.stderr
+    assert "already running, with the settings it started with; changed since: environment" in again.stderr
+    assert [row["backend"] for row in own_runtimes(tmp_path)] == ["host"]
+    assert containers_of(docker_engine, path) == []
+
+    runner = Runner(path, load_notebook(path))
+    try:
+        runner.attach_running()
+        assert runner.pending_changes("py") == ["environment"]
+        assert runner.restart("py").backend.name == "docker"
+        assert [row["backend"] for row in own_runtimes(tmp_path)] == ["docker"]
+        # Back, in the same process: the restart stops the container its session is on.
+        runner.notebook.runtimes["py"].environment = "host"
+        assert runner.restart("py").backend.name == "host"
+        assert [row["backend"] for row in own_runtimes(tmp_path)] == ["host"]
+        assert containers_of(docker_engine, path) == []
+    finally:
+        runner.stop_all()
+        runner.detach()
+    assert own_runtimes(tmp_path) == []
 
 
 # -- faults: each produced for real, each a red state with its reason and a log line

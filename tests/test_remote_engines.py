@@ -200,6 +200,33 @@ def test_an_unreachable_engine_is_red_with_its_reason_and_the_others_run(on_clus
     stop_own_runtimes(path)
 
 
+def test_a_runtime_moved_to_a_swarm_while_it_runs_stays_on_its_engine_until_restarted(on_cluster, tmp_path):
+    """Its `engine` edited from node3's to the Swarm while it runs: the next `njtui run` finds it
+    on node3 (its state there, no second runtime), says the edit waits for a restart; the
+    restart stops it on node3 and places it on the Swarm node its machine type names."""
+    path = notebook_file(tmp_path, {"py": {"language": "python", "environment": PYTHON_IMAGE, "engine": "njtui-node3"}}, [("a", "py", "x = 'kept'\n")])
+    assert njtui("run", str(path)).returncode == 0
+    assert len(on_cluster.containers_of("node3", path)) == 1
+    notebook = _load(path)
+    notebook.runtimes["py"].engine = SWARM
+    notebook.runtimes["py"].machine = "small"
+    notebook.cells[0].source = "print(x)\n"
+    save_notebook(notebook, path)
+
+    again = njtui("run", str(path))
+    assert again.returncode == 0 and again.stdout == "kept\n", again.stdout + again.stderr
+    assert "already running, with the settings it started with; changed since: engine, machine" in again.stderr
+    assert on_cluster.placements(path) == {}
+    runner = Runner(path, _load(path))
+    try:
+        runner.restart("py")
+        assert on_cluster.placements(path) == {"py": "njtui-node2"}
+        assert [c for c in on_cluster.containers_of("node3", path) if c.status == "running"] == []
+    finally:
+        runner.stop_all()
+        runner.detach()
+
+
 def test_a_machine_type_no_swarm_node_has_is_red_with_the_choices(on_cluster, tmp_path):
     path = notebook_file(tmp_path, {"big": {"language": "bash", "environment": BASH_IMAGE, "engine": SWARM, "machine": "gpu-large"}}, [("a", "big", "echo never")])
     runner = Runner(path, _load(path))

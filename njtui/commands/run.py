@@ -23,6 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     events: queue.Queue = queue.Queue()
     runner.subscribe(events.put)
     failures = 0
+    told_of_changes: set[str] = set()
     interrupted = False
     ctrl_c = CtrlC()
     try:
@@ -38,6 +39,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if not args.keep_going:
                     break
                 continue
+            if spec.id not in told_of_changes:
+                told_of_changes.add(spec.id)
+                _tell_of_pending_changes(runner, spec.id, printer)
             status, interrupted_now = _follow(runner, events, exec_id, cell, spec.id, label, printer, ctrl_c)
             interrupted = interrupted or interrupted_now
             if interrupted:
@@ -53,6 +57,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _tell_of_pending_changes(runner, runtime_id: str, printer) -> None:
+    """A runtime found running was started before its settings were edited: this run uses the
+    settings it started with, which a user who just edited them must be told."""
+    changes = runner.pending_changes(runtime_id)
+    session = runner.sessions.get(runtime_id)
+    if changes and session is not None:
+        printer.note(f"njtui: {runtime_id}: already running, with the settings it started with; changed since: {', '.join(changes)}, which apply when it restarts (njtui runtimes stop {session.info.key}, then run again)")
 
 
 class CtrlC:

@@ -147,6 +147,28 @@ def _activity(backend: Backend, info: RuntimeInfo, timeout: float) -> dict[str, 
     return dict(answer)
 
 
+def _read_record(root: Path, path: Path) -> Any:
+    """A private JSON record of this user's runtimes; None when it is missing, unreadable or
+    not private (then it is as if nothing was recorded)."""
+    try:
+        private_root(root)
+        return json.loads(read_private(path))
+    except (NotPrivateError, OSError, ValueError):
+        return None
+
+
+def _write_record(root: Path, path: Path, record: Any) -> None:
+    try:
+        private_root(root)
+        write_private(path, json.dumps(record).encode())
+    except (NotPrivateError, OSError):
+        pass  # a record that can't be kept costs only what it is for (its users say what)
+
+
+def _is_placement(entry: Any) -> bool:
+    return isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and all(isinstance(part, (str, type(None))) for part in entry[1:])
+
+
 class KnownEngines:
     """The engines of their own that this user's runtimes were booted on (a runtime's `engine`
     setting), so that listing every runtime looks there too. One is forgotten once a listing
@@ -157,19 +179,8 @@ class KnownEngines:
         self.path = self.root / "engines.json"
 
     def _read(self) -> list[list[Any]]:
-        try:
-            private_root(self.root)
-            known = json.loads(read_private(self.path))
-        except (NotPrivateError, OSError, ValueError):
-            return []
-        return [entry for entry in known if isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, (str, type(None))) for part in entry)] if isinstance(known, list) else []
-
-    def _write(self, known: list[list[Any]]) -> None:
-        try:
-            private_root(self.root)
-            write_private(self.path, json.dumps(known).encode())
-        except (NotPrivateError, OSError):
-            pass  # listing every runtime then misses this engine's: each notebook still finds its own
+        known = _read_record(self.root, self.path)
+        return [entry for entry in known if _is_placement(entry) and entry[1] is not None] if isinstance(known, list) else []
 
     def entries(self) -> list[tuple[str, str, str | None]]:
         """(backend name, engine, TLS directory) of each."""
@@ -178,12 +189,52 @@ class KnownEngines:
     def add(self, backend: str, engine: str, engine_tls: str | None) -> None:
         known = self._read()
         if [backend, engine, engine_tls] not in known:
-            self._write([*known, [backend, engine, engine_tls]])
+            # Missed by listings if it can't be written: each notebook still finds its own.
+            _write_record(self.root, self.path, [*known, [backend, engine, engine_tls]])
 
     def forget(self, backend: str, engine: str, engine_tls: str | None) -> None:
         known = self._read()
         if [backend, engine, engine_tls] in known:
-            self._write([entry for entry in known if entry != [backend, engine, engine_tls]])
+            _write_record(self.root, self.path, [entry for entry in known if entry != [backend, engine, engine_tls]])
+
+
+# (backend name, engine, TLS directory): where a runtime runs; engine None: the backend's own.
+Placement = tuple[str, str | None, str | None]
+
+
+class Placements:
+    """Where this user last booted each runtime, by runtime key. A runtime whose `engine` or
+    environment is edited while it runs keeps running where it is until it is restarted (as
+    any setting does): a later njtui process finds it, and stops it, there rather than booting
+    a second one beside it."""
+
+    LIMIT = 1000  # the oldest are let go: one that old has long shut itself down when idle
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or runtime_root()
+        self.path = self.root / "placements.json"
+
+    def _read(self) -> dict[str, list[Any]]:
+        record = _read_record(self.root, self.path)
+        return {key: entry for key, entry in record.items() if isinstance(key, str) and _is_placement(entry)} if isinstance(record, dict) else {}
+
+    def get(self, key: str) -> Placement | None:
+        entry = self._read().get(key)
+        return (entry[0], entry[1], entry[2]) if entry is not None else None
+
+    def record(self, key: str, placement: Placement) -> None:
+        placements = self._read()
+        if placements.get(key) == list(placement):
+            return
+        placements.pop(key, None)  # re-added last: the newest stay
+        placements[key] = list(placement)
+        _write_record(self.root, self.path, dict(list(placements.items())[-self.LIMIT :]))
+
+    def forget(self, key: str, placement: Placement) -> None:
+        placements = self._read()
+        if placements.get(key) == list(placement):
+            del placements[key]
+            _write_record(self.root, self.path, placements)
 
 
 def _every_backend(backends: Mapping[str, Backend]) -> Iterator[tuple[str, Callable[[], Backend], tuple[str, str, str | None] | None]]:

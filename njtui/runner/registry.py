@@ -78,6 +78,12 @@ def engine_of(spec: RuntimeSpec) -> tuple[str, str | None] | None:
     return spec.engine, spec.engine_tls
 
 
+def placement_of(spec: RuntimeSpec) -> tuple[str, str | None, str | None]:
+    """Where `spec` runs as its settings say: (backend name, engine, TLS directory)."""
+    engine = engine_of(spec)
+    return (backend_name(spec), *(engine or (None, None)))
+
+
 class Backends(Mapping[str, Backend]):
     """The backends a runner uses, by name, each made on first use.
 
@@ -113,13 +119,16 @@ class Backends(Mapping[str, Backend]):
         return len(set(self._made) | set(self._factories))
 
     def for_spec(self, spec: RuntimeSpec) -> Backend:
-        name = backend_name(spec)
-        engine = engine_of(spec)
+        name, engine, engine_tls = placement_of(spec)
         try:
-            return self[name] if engine is None else self.on_engine(name, *engine)
+            return self.at(name, engine, engine_tls)
         except KeyError:
             known = ", ".join(sorted(self)) or "none"
             raise BackendError(f"runtime {spec.id}: no backend named {name!r} is installed (installed: {known}); fix `backend` in [runtimes.{spec.id}] or install the package that provides it") from None
+
+    def at(self, name: str, engine: str | None, engine_tls: str | None) -> Backend:
+        """The backend of a placement (see `placement_of`)."""
+        return self[name] if engine is None else self.on_engine(name, engine, engine_tls)
 
     def on_engine(self, name: str, engine: str, engine_tls: str | None = None) -> Backend:
         """Backend `name` for runtimes on `engine` (made once per engine)."""
@@ -141,18 +150,17 @@ class Backends(Mapping[str, Backend]):
         self._on_engines[key] = backend
         return backend
 
-    def of_notebook(self, specs: Iterable[RuntimeSpec]) -> Iterator[tuple[str, Callable[[], Backend]]]:
+    def of_notebook(self, specs: Iterable[RuntimeSpec], also: Iterable[tuple[str, str | None, str | None]] = ()) -> Iterator[tuple[str, Callable[[], Backend]]]:
         """(what, a getter of the backend) for every backend that may hold runtimes of a notebook
-        with these runtimes: the default ones, and those of the engines its runtimes name. The
+        with these runtimes: the default ones, those of the engines its runtimes name, and
+        those of the placements `also` (where runtimes were booted before an edit). The
         getter raises BackendError for one that cannot be had (no engine there)."""
         for name in self:
             yield name, functools.partial(self.__getitem__, name)
         seen: set[tuple[str, str, str | None]] = set()
-        for spec in specs:
-            engine = engine_of(spec)
-            if engine is None:
-                continue
-            key = (backend_name(spec), *engine)
+        on_engines = [(backend_name(spec), *engine) for spec in specs if (engine := engine_of(spec)) is not None]
+        on_engines += [(name, engine, engine_tls) for name, engine, engine_tls in also if engine is not None]
+        for key in on_engines:
             if key not in seen:
                 seen.add(key)
                 yield f"{key[0]} on {key[1]}", functools.partial(self.on_engine, *key)

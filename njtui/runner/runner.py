@@ -24,11 +24,11 @@ from njtui.runner.environments import Environments
 from njtui.runner.events import Listener, RunnerEvent, RuntimeChanged, RuntimeMessage
 from njtui.runner.launch import changed_settings, settings_of
 from njtui.runner.launch import resolve as resolve_launch
-from njtui.runner.listing import KnownEngines, RuntimeListing, RuntimeStops, list_runtimes, stop_runtimes
+from njtui.runner.listing import KnownEngines, Placement, Placements, RuntimeListing, RuntimeStops, list_runtimes, stop_runtimes
 from njtui.runner.log import RunnerLog
 from njtui.runner.paths import runtime_key
 from njtui.runner.recorder import Recorder
-from njtui.runner.registry import Backends, engine_of
+from njtui.runner.registry import Backends, engine_of, placement_of
 from njtui.runner.session import Completion, RuntimeSession, SessionEnded
 from njtui.runner.state import RuntimeState, RuntimeStatus, stopped_reason
 from njtui.runner.unfinished import Unfinished
@@ -77,6 +77,7 @@ class Runner:
         # session's replay of the same instance passes on only what comes after.
         self.seen_seq: dict[tuple[str, str | None], int] = {}
         self.boot_board = BootBoard()
+        self.placements = Placements()
         # Saving, comparing, resetting, exporting and importing environments (`njtui env`).
         self.environments = Environments(self)
 
@@ -126,8 +127,7 @@ class Runner:
         self.sync_ended()
         for spec in self.notebook.runtimes.values():
             try:
-                backend = self.backend_for(spec)
-                info = backend.find(self.path, spec.id)
+                backend, info = self._find(spec)
             except BackendError as exc:
                 self.log.warning(spec.id, str(exc))
                 continue
@@ -146,8 +146,7 @@ class Runner:
             self._wait_for_end_of(session)
             spec = self.notebook.runtimes[runtime_id]
             try:
-                backend = self.backend_for(spec)
-                info = backend.find(self.path, spec.id)
+                backend, info = self._find(spec)
                 if info is not None:
                     try:
                         return self._open_session(spec, backend, info, attached=True)
@@ -159,7 +158,7 @@ class Runner:
                 if self.status(runtime_id).state == RuntimeState.RUNNING:
                     # The one this client last saw ended while it was detached from it.
                     self._move(runtime_id, RuntimeState.STOPPED, reason="ended while this client was detached", busy=False)
-                return self._boot(spec, backend)
+                return self._boot(spec, self.backend_for(spec))
             except BootCancelled as exc:
                 self.log.info(runtime_id, str(exc))
                 self._move(runtime_id, RuntimeState.STOPPED, reason=str(exc), phase=None)
@@ -169,6 +168,34 @@ class Runner:
                 self.log.error(runtime_id, f"failed to start: {exc}")
                 self._move(runtime_id, RuntimeState.ERROR, reason=reason, phase=None)
                 raise
+
+    def _placed_elsewhere(self, spec: RuntimeSpec) -> Placement | None:
+        """Where this runtime was last booted, if not where its settings place it now."""
+        placed = self.placements.get(runtime_key(self.path, spec.id))
+        return placed if placed is not None and placed != placement_of(spec) else None
+
+    def _find(self, spec: RuntimeSpec) -> tuple[Backend, RuntimeInfo | None]:
+        """The backend a runtime runs on, and the runtime if it runs: where its settings place
+        it, else where it was last booted. One whose engine or environment was edited while it
+        ran goes on running there until it restarts (as after any edit, which then shows as
+        one to apply); booting a second one beside it would leave the first running unseen."""
+        backend = self.backend_for(spec)
+        info = backend.find(self.path, spec.id)
+        placed = self._placed_elsewhere(spec) if info is None else None
+        if placed is None:
+            return backend, info
+        where = f"{placed[0]} on {placed[1]}" if placed[1] is not None else f"the {placed[0]} backend"
+        try:
+            earlier = self.backends.at(*placed)
+            earlier_info = earlier.find(self.path, spec.id)
+        except (BackendError, KeyError) as exc:
+            self.log.warning(spec.id, f"it was last booted on {where}, which can't be asked whether it still runs there ({exc}); `njtui runtimes` lists it once that engine answers; going by its settings now")
+            return backend, None
+        if earlier_info is None:
+            self.placements.forget(runtime_key(self.path, spec.id), placed)
+            return backend, None
+        self.log.info(spec.id, f"still running on {where}, where it was booted; its settings place it elsewhere now: restart it to move it")
+        return earlier, earlier_info
 
     @staticmethod
     def _wait_for_end_of(session: RuntimeSession | None) -> None:
@@ -192,6 +219,7 @@ class Runner:
         finally:
             self.boot_board.clear(board_key)
             self._cancelling.discard(spec.id)
+        self.placements.record(board_key, placement_of(spec))
         session = self._open_session(spec, backend, info, attached=False)
         session.mount_credentials = launch.mount_credentials
         if launch.secrets:
@@ -400,14 +428,14 @@ class Runner:
     def stop(self, runtime_id: str) -> None:
         """Stops a runtime; returns once its end is reported (state, its open cells lost)."""
         spec = self.notebook.runtimes[runtime_id]
-        backend = self.backend_for(spec)
         if self.status(runtime_id).state == RuntimeState.BOOTING:
             # The boot holds the runtime's lock: it gives up at its next progress report (a
             # runtime waiting for a Swarm node reports every moment).
             self._cancelling.add(runtime_id)
         with self._lock(runtime_id):
             session = self.sessions.get(runtime_id)
-            info = session.info if session is not None else backend.find(self.path, runtime_id)
+            # Stopped where it runs, which its settings may no longer say (edited since it started).
+            backend, info = (session.backend, session.info) if session is not None else self._find(spec)
             if info is None:
                 return
             self.log.info(runtime_id, "stopping")
@@ -437,7 +465,8 @@ class Runner:
 
     def sync_ended(self) -> None:
         """Records what runtimes of this notebook did after their last client went away."""
-        for _, backend_of in self.backends.of_notebook(self.notebook.runtimes.values()):
+        elsewhere = [placed for spec in self.notebook.runtimes.values() if (placed := self._placed_elsewhere(spec)) is not None]
+        for _, backend_of in self.backends.of_notebook(self.notebook.runtimes.values(), also=elsewhere):
             try:
                 backend = backend_of()
                 ended = backend.ended(self.path)
