@@ -12,7 +12,7 @@ from njtui.ui.app import NotebookApp
 from njtui.ui.cell import CellEditor
 from njtui.ui.pager import PagerScreen
 from njtui.ui.screens import ConfirmScreen, HelpScreen, PickerScreen, SavePromptScreen
-from tests.helpers import make_notebook, open_app, wait_for
+from tests.helpers import make_notebook, open_app, wait_for, wait_until
 
 SIZE = (100, 40)
 
@@ -396,16 +396,36 @@ async def test_a_cell_printing_200000_lines_keeps_the_app_answering(tmp_path):
 
 
 async def test_reopening_shows_a_cell_still_running_with_its_unattended_output(tmp_path):
-    path = make_notebook(tmp_path, [("slow", "python", "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n")])
+    # The cell goes on only when the test says so (files it waits for), so a loaded machine
+    # cannot finish it before the second app attaches, nor before the first one has quit.
+    detached, printed, finish = tmp_path / "detached", tmp_path / "printed", tmp_path / "finish"
+    code = (
+        "import os, time\n"
+        "def wait_for(path):\n"
+        "    while not os.path.exists(path):\n"
+        "        time.sleep(0.02)\n"
+        "for i in range(3):\n"
+        "    print('tick', i, flush=True)\n"
+        f"wait_for({str(detached)!r})\n"
+        "for i in range(3, 20):\n"
+        "    print('tick', i, flush=True)\n"
+        f"open({str(printed)!r}, 'w').close()\n"
+        f"wait_for({str(finish)!r})\n"
+        "for i in range(20, 30):\n"
+        "    print('tick', i, flush=True)\n"
+    )
+    path = make_notebook(tmp_path, [("slow", "python", code)])
     first = open_app(path)
     async with first.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: any(line == ("stdout", "tick 2") for line in output_of(first, "slow").visible_lines()), what="some ticks")
         await pilot.press("ctrl+q")  # leaves the runtime running the cell
-    time.sleep(0.8)  # ticks printed while nobody is attached
+    detached.touch()
+    wait_until(printed.exists, timeout=60, what="ticks printed while nobody is attached")
     second = open_app(path)
     async with second.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: output_of(second, "slow") is not None and output_of(second, "slow").status == "running", what="the cell shown running")
+        finish.touch()
         await wait_for(pilot, lambda: finished(second, "slow"), what="the cell to finish while attached")
         output = output_of(second, "slow")
         assert output.status == "ok"
