@@ -97,7 +97,7 @@ def _test_containers(basetemp: Path) -> list:
         import docker
 
         client = docker.from_env()
-        containers = client.containers.list(all=True, filters={"label": "org.njtui.key"})
+        containers = client.containers.list(all=True, filters={"label": "org.njtui.key"}, ignore_removed=True)
     except Exception:  # noqa: BLE001 - no engine: nothing to clean
         return []
     prefix = str(basetemp.resolve())

@@ -103,6 +103,13 @@ def session_image_label() -> str:
     return f"{TEST_IMAGE_LABEL}={os.getpid()}"
 
 
+def listed_images(client, **options) -> list[dict]:
+    """The engine's image summaries (Id, RepoTags, Labels, Created), as one listing call gives
+    them. `client.images.list` inspects each image after listing them, and fails when another
+    program (another test worker) removes one in between."""
+    return client.api.images(**options)
+
+
 def free_loopback_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

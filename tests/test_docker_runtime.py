@@ -43,7 +43,7 @@ def events(result) -> list[dict]:
 
 
 def containers_of(client, path: Path, all: bool = True) -> list:
-    return [c for c in client.containers.list(all=all, filters={"label": LABEL_KEY}) if c.labels.get(LABEL_NOTEBOOK) == str(path.resolve())]
+    return [c for c in client.containers.list(all=all, filters={"label": LABEL_KEY}, ignore_removed=True) if c.labels.get(LABEL_NOTEBOOK) == str(path.resolve())]
 
 
 def test_python_runtime_in_a_container_keeps_state_and_is_labelled(docker_engine, tmp_path):

@@ -26,7 +26,7 @@ import pytest
 from njtui.model import environment_repository
 from njtui.runner.docker_environments import FLATTEN_AT
 from tests.conftest import BASH_IMAGE, PYTHON_IMAGE, njtui
-from tests.helpers import PrivateDockerd, free_loopback_port, load_images, session_image_label, stop_own_runtimes, stop_private_dockerd, wait_until
+from tests.helpers import PrivateDockerd, free_loopback_port, listed_images, load_images, session_image_label, stop_own_runtimes, stop_private_dockerd, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -53,7 +53,7 @@ def cell(cell_id: str, source: str, runtime: str | None = None) -> str:
 def env_tags(client, path: Path) -> list[str]:
     """Every tag on the engine naming one of the notebook's saved versions, local or for a registry."""
     marker = environment_repository(path.stem, "x").rsplit("/", 1)[1][: -len("-x")]
-    return sorted(tag for image in client.images.list() for tag in image.tags if f"/{marker}-" in tag)
+    return sorted(tag for image in listed_images(client) for tag in image["RepoTags"] or [] if f"/{marker}-" in tag)
 
 
 def assert_fault(result: subprocess.CompletedProcess, status: int, *phrases: str, path: Path, before: bytes) -> str:
@@ -210,7 +210,7 @@ def test_a_digest_the_registry_does_not_have(docker_engine, tmp_path, cleanup_sa
     before = path.read_bytes()
     message = assert_fault(njtui("run", str(path)), 1, f"image not found: {reference}", "the registry does not have this exact image", path=path, before=before)
     assert "export it again, or choose another environment" in message
-    assert not [tag for image in docker_engine.images.list() for tag in image.tags if tag.startswith(loopback_registry)]
+    assert not [tag for image in listed_images(docker_engine) for tag in image["RepoTags"] or [] if tag.startswith(loopback_registry)]
 
 
 def test_a_version_saved_on_another_engine_and_not_exported(docker_engine, tmp_path, cleanup_saved):

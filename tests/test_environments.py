@@ -27,7 +27,7 @@ from njtui.store import save_notebook
 from njtui.store.secrets import SecretStore
 from tests.conftest import BASH_IMAGE, PYTHON_IMAGE, njtui
 from tests.env_fixtures import DEB_NAME, DEB_VERSION, WHEEL_NAME, packages_directory, pip_install, saved_contents, wheel_file
-from tests.helpers import own_runtimes, stop_own_runtimes
+from tests.helpers import listed_images, own_runtimes, stop_own_runtimes
 
 pytestmark = pytest.mark.docker
 
@@ -58,18 +58,18 @@ def remove_saved_images(client, under: Path) -> None:
     prefix = str(under.resolve()) + os.sep
 
     def ours() -> list:
-        images = client.images.list(all=True, filters={"label": "org.njtui.env.notebook"})
-        return [image for image in images if (image.labels.get("org.njtui.env.notebook") or "").startswith(prefix)]
+        images = listed_images(client, all=True, filters={"label": "org.njtui.env.notebook"})
+        return [image for image in images if ((image["Labels"] or {}).get("org.njtui.env.notebook") or "").startswith(prefix)]
 
     for _ in range(5):  # a version saved from another is its child: newest first, then again
-        left = sorted(ours(), key=lambda image: image.attrs.get("Created", ""), reverse=True)
+        left = sorted(ours(), key=lambda image: image["Created"], reverse=True)
         if not left:
             return
         for image in left:
-            for tag in image.tags:
+            for tag in image["RepoTags"] or []:
                 subprocess.run(["docker", "rmi", "--force", tag], capture_output=True)
-            subprocess.run(["docker", "rmi", "--force", image.id], capture_output=True)
-    assert not ours(), f"saved images left behind: {[image.tags or image.id for image in ours()]}"
+            subprocess.run(["docker", "rmi", "--force", image["Id"]], capture_output=True)
+    assert not ours(), f"saved images left behind: {[image['RepoTags'] or image['Id'] for image in ours()]}"
 
 
 def notebook_file(path: Path, runtimes: list[RuntimeSpec], cells: list[tuple[str, str, str]], **settings) -> Path:

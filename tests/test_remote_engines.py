@@ -64,7 +64,7 @@ class Cluster:
         return placed
 
     def containers_of(self, name: str, notebook: Path) -> list:
-        return [c for c in self.client(name).containers.list(all=True, filters={"label": LABEL_KEY}) if c.labels.get(LABEL_NOTEBOOK) == str(notebook.resolve())]
+        return [c for c in self.client(name).containers.list(all=True, filters={"label": LABEL_KEY}, ignore_removed=True) if c.labels.get(LABEL_NOTEBOOK) == str(notebook.resolve())]
 
     def set_availability(self, name: str, availability: str) -> None:
         manager = self.client("node1")
@@ -104,7 +104,7 @@ def on_cluster(cluster, tmp_path):
         if service.attrs["Spec"]["Labels"].get(LABEL_NOTEBOOK, "").startswith(prefix):
             service.remove()
     for name in ("node1", "node2", "node3"):
-        for container in cluster.client(name).containers.list(all=True, filters={"label": LABEL_KEY}):
+        for container in cluster.client(name).containers.list(all=True, filters={"label": LABEL_KEY}, ignore_removed=True):
             if container.labels.get(LABEL_NOTEBOOK, "").startswith(prefix) and "com.docker.swarm.service.id" not in container.labels:
                 container.remove(force=True, v=True)
 
@@ -158,7 +158,7 @@ def test_one_run_spans_the_host_an_ssh_engine_a_tls_engine_and_two_swarm_machine
     assert on_cluster.placements(path) == {"small": "njtui-node2", "gpu": "njtui-node3"}
     assert [c.labels["org.njtui.runtime"] for c in on_cluster.containers_of("node2", path) if "com.docker.swarm.service.id" not in c.labels] == ["ssh"]
     assert [c.labels["org.njtui.runtime"] for c in on_cluster.containers_of("node3", path) if "com.docker.swarm.service.id" not in c.labels] == ["tls"]
-    assert [c for c in docker_engine.containers.list(all=True, filters={"label": LABEL_KEY}) if c.labels.get(LABEL_NOTEBOOK) == str(path.resolve())] == []
+    assert [c for c in docker_engine.containers.list(all=True, filters={"label": LABEL_KEY}, ignore_removed=True) if c.labels.get(LABEL_NOTEBOOK) == str(path.resolve())] == []
     # Each Swarm runtime is found as itself, every time: the engine keeps one of two label
     # filters on the same label at random, so a wrong query finds another runtime now and then.
     from njtui.runner.swarm_backend import SwarmBackend

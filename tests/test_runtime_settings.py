@@ -126,7 +126,7 @@ def test_a_secret_is_an_env_var_and_a_file_and_nowhere_else(docker_engine, tmp_p
     result = njtui("run", str(path), "--json")
     assert result.returncode == 0, result.stderr
     assert result_of(result, "use") == repr([expected, expected])
-    (container,) = [c for c in docker_engine.containers.list(filters={"label": "org.njtui.runtime=py"}) if c.labels["org.njtui.notebook"] == str(path.resolve())]
+    (container,) = [c for c in docker_engine.containers.list(filters={"label": "org.njtui.runtime=py"}, ignore_removed=True) if c.labels["org.njtui.notebook"] == str(path.resolve())]
     secret = SECRET_VALUE.encode()
     assert secret not in json.dumps(container.attrs).encode(), "not in docker inspect"
     assert secret not in path.read_bytes(), "not in the notebook file"
@@ -168,7 +168,7 @@ def test_cpu_and_memory_limits_and_out_of_memory(docker_engine, tmp_path):
         [("small", "1\n"), ("hog", "print('allocating', flush=True)\nblocks = [bytearray(64 << 20) for _ in range(16)]\n")],
     )
     assert njtui("run", str(path), "--cell", "small").returncode == 0
-    (container,) = [c for c in docker_engine.containers.list(filters={"label": "org.njtui.runtime=py"}) if c.labels["org.njtui.notebook"] == str(path.resolve())]
+    (container,) = [c for c in docker_engine.containers.list(filters={"label": "org.njtui.runtime=py"}, ignore_removed=True) if c.labels["org.njtui.notebook"] == str(path.resolve())]
     assert container.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000 and container.attrs["HostConfig"]["Memory"] == 256_000_000
     result = njtui("run", str(path), "--cell", "hog", "--json")
     done = events(result)[-1]
@@ -217,7 +217,7 @@ def test_mount_cuda_mounts_the_toolkit_and_sets_the_paths(docker_engine, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     out = "".join(e["text"] for e in events(result) if e["event"] == "stream" and e["name"] == "stdout").splitlines()
     assert out[0] == "/usr/local/cuda/bin/nvcc" and out[1].startswith("/usr/local/cuda/lib64") and "nvcc" in out[2].lower()
-    (container,) = [c for c in docker_engine.containers.list(filters={"label": "org.njtui.runtime=sh"}) if c.labels["org.njtui.notebook"] == str(path.resolve())]
+    (container,) = [c for c in docker_engine.containers.list(filters={"label": "org.njtui.runtime=sh"}, ignore_removed=True) if c.labels["org.njtui.notebook"] == str(path.resolve())]
     assert f"{toolkit.resolve()}:/usr/local/cuda:ro" in container.attrs["HostConfig"]["Binds"]
     stop_own_runtimes(path)
 

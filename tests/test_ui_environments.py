@@ -24,7 +24,7 @@ from njtui.ui.panels import runtime_row
 from njtui.ui.screens import ConfirmScreen
 from njtui.ui.settings_screen import RuntimeSettingsScreen
 from tests.conftest import BASH_IMAGE
-from tests.helpers import focus_on, freeze_ui_clock, open_app, screen_settled, steady_cursors, stop_own_runtimes, wait_for
+from tests.helpers import focus_on, freeze_ui_clock, listed_images, open_app, screen_settled, steady_cursors, stop_own_runtimes, wait_for
 from tests.test_ui_settings import FixedEngineRunner
 
 NOW = 1_764_000_000.0  # 2025-11-24 16:00:00 UTC
@@ -208,8 +208,8 @@ async def test_keys_are_in_help_and_the_palette(env_app):
 
 
 def _remove_saved_images(client, repository: str) -> None:
-    for image in client.images.list(name=repository):
-        for tag in image.tags:
+    for image in listed_images(client, name=repository):
+        for tag in image["RepoTags"] or []:
             try:
                 client.images.remove(tag, force=True)
             except Exception:  # noqa: BLE001 - gone already

@@ -556,7 +556,7 @@ class Environments:
         filter also matches containers of every image built on it: a runtime running v2 would
         hold v1."""
         try:
-            containers = client.containers.list(all=True, filters={"ancestor": image})
+            containers = client.containers.list(all=True, filters={"ancestor": image}, ignore_removed=True)
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"the containers using {image[:19]} cannot be listed: {engine.words(exc)}") from None
         return [container.name for container in containers if container.attrs.get("Image") == image]
