@@ -59,7 +59,7 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.delenv("NO_COLOR", raising=False)
     # A terminal's size comes from the terminal a test makes (tmux, a pty, Pilot), never from
-    # the environment: pytest-xdist's workers inherit COLUMNS=80 and LINES=24, which Rich
+    # the environment: a shell's COLUMNS and LINES (pytest-xdist's workers have 80x24), which Rich
     # obeys (an app in a wider tmux window drawn 80 wide, a piped table cut to 80).
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.delenv("LINES", raising=False)

@@ -1,9 +1,8 @@
 """Random key sequences on random notebooks, through Pilot: no exception, the selected cell on
 screen after every key, and the saved file equal to the notebook in the app.
 
-The examples are shared out over SHARDS tests, which scripts/test runs side by side (they are
-the longest CPU-bound part of the suite). One app runs for all of a shard's examples (starting
-one per example would cost most of the time); each example opens its notebook in a fresh NotebookScreen, which also checks that a screen's timers
+One app runs for all examples (starting one per example would cost most of the time); each
+example opens its notebook in a fresh NotebookScreen, which also checks that a screen's timers
 and subscriptions end with it. The notebooks' code cells share one host Python runtime, so runs
 happen for real while the keys go on.
 """
@@ -27,7 +26,6 @@ from njtui.ui.cell import CellEditor
 from tests.helpers import stop_own_runtimes
 
 EXAMPLES = int(os.environ.get("NJTUI_KEY_EXAMPLES", "500"))
-SHARDS = 2
 # Most examples take their notebook in as a change on disk; every so often a fresh screen opens it.
 FRESH_SCREEN_EVERY = 20
 SIZES = [(80, 24), (100, 40), (60, 20), (200, 60)]
@@ -149,11 +147,8 @@ class AppHost:
             self.loop.close()
 
 
-@pytest.mark.timeout(1800)  # 250 examples: several minutes, more on a loaded machine
-@pytest.mark.parametrize("shard", range(SHARDS))
-def test_random_key_sequences_keep_work_and_selection(tmp_path, monkeypatch, shard):
-    # Each shard draws its own examples: Hypothesis seeds every run afresh (no database here).
-    shard_examples = -(-EXAMPLES // SHARDS)
+@pytest.mark.timeout(1800)  # 500 examples: several minutes, more on a loaded machine
+def test_random_key_sequences_keep_work_and_selection(tmp_path, monkeypatch):
     path = tmp_path / "keys.toml"
     save_notebook(notebook_of([("code", 1)]), path)
     app = NotebookApp(path, load_notebook(path), Runner(path, load_notebook(path)))
@@ -197,7 +192,7 @@ def test_random_key_sequences_keep_work_and_selection(tmp_path, monkeypatch, sha
         assert notebook_document(load_notebook(path)) == notebook_document(app.notebook)
         clean = True
 
-    @settings(max_examples=shard_examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(shape=CELLS, steps=STEPS)
     def one_example(shape, steps):
         nonlocal examples
@@ -215,4 +210,4 @@ def test_random_key_sequences_keep_work_and_selection(tmp_path, monkeypatch, sha
             host.stop()
         finally:
             stop_own_runtimes(tmp_path)
-    assert examples >= shard_examples
+    assert examples >= EXAMPLES
