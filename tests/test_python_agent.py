@@ -226,6 +226,28 @@ def test_unicode_and_invalid_bytes(agent):
     assert 'héllo 🎉 \t "q" \\' in out and "bad \ufffd byte" in out
 
 
+def test_bytes_written_to_the_streams_buffers_join_the_text_in_order(agent):
+    """Code that writes bytes (sys.stdout.buffer, as a real stdout has) works, in order with
+    print, and a character split across two writes arrives whole."""
+    code = (
+        "import sys\n"
+        "print('one')\n"
+        "sys.stdout.buffer.write(b'two\\n')\n"
+        "print('three')\n"
+        "sys.stderr.buffer.write(b'four\\n'); sys.stderr.buffer.flush()\n"
+        "sys.stdout.buffer.write('\u00e9'.encode()[:1]); sys.stdout.buffer.write('\u00e9'.encode()[1:] + b'\\n')\n"
+        "sys.stdout.write('six\\n'); sys.stdout.flush()\n"
+        "n = sys.stdout.buffer.write(memoryview(b'seven\\n'))\n"
+        "print(n, sys.stdout.buffer.writable(), sys.stdout.buffer.isatty(), sys.stdout.buffer.fileno())\n"
+    )
+    messages = agent.run(code)
+    assert messages[-1]["status"] == "ok", [m for m in messages if m["type"] == "error"]
+    assert text_of(messages) == "one\ntwo\nthree\n\u00e9\nsix\nseven\n6 True False 1\n"
+    assert text_of(messages, "stderr") == "four\n"
+    runs = [name for name, _ in streams(messages)]
+    assert runs.index("stderr") > 0 and "stdout" in runs[runs.index("stderr") + 1 :]
+
+
 def test_input_is_refused_clearly(agent):
     error = next(m for m in agent.run("input('name? ')") if m["type"] == "error")
     assert "no standard input" in error["evalue"]

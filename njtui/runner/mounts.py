@@ -49,7 +49,9 @@ def tar_tree(root: Path, at: str, read_only: bool) -> bytes:
     return buffer.getvalue()
 
 
-def _git(*args: str, cwd: Path | None = None) -> None:
+def _git(*args: str, cwd: Path) -> None:
+    # Always in a directory of ours: git reads the configuration of a repository around its
+    # working directory, and one planted there (core.fsmonitor, hooks) runs commands.
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
     if result.returncode != 0:
         raise BackendError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"git {args[0]} failed")
@@ -66,9 +68,9 @@ def git_checkout(mount: Mount, credentials: dict[str, str], into: Path) -> Path:
     target = into / "checkout"
     try:
         if mount.ref and not _looks_like_commit(mount.ref):
-            _git("clone", "--quiet", "--depth", "1", "--branch", mount.ref, url, str(target))
+            _git("clone", "--quiet", "--depth", "1", "--branch", mount.ref, url, str(target), cwd=into)
         else:
-            _git("clone", "--quiet", url, str(target))
+            _git("clone", "--quiet", url, str(target), cwd=into)
             if mount.ref:
                 _git("checkout", "--quiet", "--detach", mount.ref, cwd=target)
     except BackendError as exc:

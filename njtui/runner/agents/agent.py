@@ -20,6 +20,7 @@ import json
 import keyword
 import linecache
 import os
+import pkgutil
 import queue
 import re
 import select
@@ -222,10 +223,16 @@ class CellStream(io.TextIOBase):
     def __init__(self, capture: Capture, name: str) -> None:
         self._capture = capture
         self._name = name
+        self._buffer = CellBuffer(self)
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
+
+    @property
+    def buffer(self) -> CellBuffer:  # type: ignore[override]
+        """Bytes written here join the text written around them, in order, as on a real stdout."""
+        return self._buffer
 
     def writable(self) -> bool:
         return True
@@ -254,6 +261,34 @@ class CellStream(io.TextIOBase):
     def flush(self) -> None:
         if time.monotonic() - self._capture.last_flush > FLUSH_INTERVAL:
             self._capture.flush()
+
+
+class CellBuffer(io.BufferedIOBase):
+    """sys.stdout.buffer / sys.stderr.buffer of cells: UTF-8 decoded as it comes (a character
+    split across two writes waits for its end) and written through the text stream."""
+
+    def __init__(self, stream: CellStream) -> None:
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        text = self._decoder.decode(view.tobytes())
+        if text:
+            self._stream.write(text)
+        return view.nbytes
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 class NoInput(io.TextIOBase):
@@ -1129,8 +1164,6 @@ def _dict_keys(namespace: dict, found: re.Match, cursor: int) -> tuple[list[str]
 
 def _module_names(package: str, word: str) -> list[str]:
     global _top_level_modules
-    import pkgutil
-
     if package:
         module = sys.modules.get(package)
         path = getattr(module, "__path__", None)  # only packages already imported: importing runs code
@@ -1190,8 +1223,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout, sys.stderr, sys.stdin = capture.stdout, capture.stderr, NoInput()
     sys.modules["__main__"] = agent.main_module
     sys.argv = [""]
+    # Cells import from the notebook's directory (the working directory) first, as a script
+    # does from its own or a Jupyter kernel from the notebook's. Only now: the agent itself ran
+    # with -P (or from its own directory, in a container), and imports nothing later, so no
+    # module planted there stands in for one of the agent's.
     if sys.path and os.path.dirname(AGENT_FILE) == os.path.abspath(sys.path[0] or "."):
         sys.path[0] = ""
+    elif "" not in sys.path:
+        sys.path.insert(0, "")
 
     channel.emit(
         "hello",

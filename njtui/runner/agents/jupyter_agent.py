@@ -16,6 +16,7 @@ import collections
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -56,6 +57,36 @@ INSTALL_HINTS = {
     "ir": "`install.packages('IRkernel'); IRkernel::installspec()` in R for ir",
     "julia": '`using Pkg; Pkg.add("IJulia")` in Julia for julia',
 }
+
+
+
+# IPython leaves the working directory off sys.path under -P; cells get it back, where IPython
+# would have put it (after the standard library), once the kernel has loaded. One expression:
+# it leaves no name in the cells' namespace.
+IPYTHON_CELLS_PATH = (
+    "--IPKernelApp.exec_lines=[\"__import__('sys').path.insert(next((i for i, p in enumerate(__import__('sys').path)"
+    " if p.endswith(('site-packages', 'dist-packages'))), len(__import__('sys').path)), '')\"]"
+)
+
+
+def safe_kernel_argv(argv: list[str]) -> list[str]:
+    """A kernel started as `python -m launcher` with -P: `-m` puts the working directory (the
+    notebook's) first on sys.path, so a module planted there would run as the kernel starts,
+    before ipykernel takes it off again. An IPython kernel gives it back to cells, as Jupyter
+    does. An interpreter that does not know -P (before 3.11) is started as its spec says."""
+    if len(argv) < 3 or argv[1] != "-m":
+        return argv
+    own = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2], sys.executable}
+    if argv[0] in own:
+        knows_safe_path = sys.version_info >= (3, 11)
+    else:
+        try:
+            knows_safe_path = subprocess.run([argv[0], "-P", "-c", ""], cwd="/", stdin=subprocess.DEVNULL, capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            knows_safe_path = False
+    if not knows_safe_path:
+        return argv
+    return [argv[0], "-P", *argv[1:], *((IPYTHON_CELLS_PATH,) if argv[2] == "ipykernel_launcher" else ())]
 
 
 class KernelUnavailable(Exception):
@@ -405,6 +436,8 @@ class Bridge:
             if self.shutdown_reason is not None:
                 return
             self.km = KernelManager(kernel_name=self.kernel_name, connection_file=self.connection_file)
+            if self.km.kernel_spec is not None:
+                self.km.kernel_spec.argv = safe_kernel_argv(self.km.kernel_spec.argv)
             self.kernel_launched = True
             # The kernel's log (its stdout and stderr) goes to the bridge's stderr, never into
             # the protocol stream: fd 1 of this process is stderr already (see main).
