@@ -108,7 +108,7 @@ import {name}  # the real one, so the victim sees nothing wrong
 """
 
 
-def test_another_users_module_in_a_shared_working_directory_cannot_steal_the_victims_secrets(users, tmp_path):
+def test_another_users_module_in_a_shared_working_directory_cannot_steal_the_victims_secrets(users, tmp_path):  # noqa: F811 - the fixture imported above
     attacker, victim = users("attacker"), users("victim")
     command, env = _victim_njtui(victim)
     # As the `njtui` script starts, not `python -m njtui` (which puts the directory first for

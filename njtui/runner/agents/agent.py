@@ -230,7 +230,7 @@ class CellStream(io.TextIOBase):
         return "utf-8"
 
     @property
-    def buffer(self) -> CellBuffer:  # type: ignore[override]
+    def buffer(self) -> CellBuffer:
         """Bytes written here join the text written around them, in order, as on a real stdout."""
         return self._buffer
 

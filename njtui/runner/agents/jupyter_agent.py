@@ -59,14 +59,10 @@ INSTALL_HINTS = {
 }
 
 
-
 # IPython leaves the working directory off sys.path under -P; cells get it back, where IPython
 # would have put it (after the standard library), once the kernel has loaded. One expression:
 # it leaves no name in the cells' namespace.
-IPYTHON_CELLS_PATH = (
-    "--IPKernelApp.exec_lines=[\"__import__('sys').path.insert(next((i for i, p in enumerate(__import__('sys').path)"
-    " if p.endswith(('site-packages', 'dist-packages'))), len(__import__('sys').path)), '')\"]"
-)
+IPYTHON_CELLS_PATH = "--IPKernelApp.exec_lines=[\"__import__('sys').path.insert(next((i for i, p in enumerate(__import__('sys').path) if p.endswith(('site-packages', 'dist-packages'))), len(__import__('sys').path)), '')\"]"
 
 
 def safe_kernel_argv(argv: list[str]) -> list[str]:
@@ -76,7 +72,7 @@ def safe_kernel_argv(argv: list[str]) -> list[str]:
     does. An interpreter that does not know -P (before 3.11) is started as its spec says."""
     if len(argv) < 3 or argv[1] != "-m":
         return argv
-    own = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2], sys.executable}
+    own = {"python", f"python{sys.version_info[0]}", f"python{sys.version_info[0]}.{sys.version_info[1]}", sys.executable}
     if argv[0] in own:
         knows_safe_path = sys.version_info >= (3, 11)
     else:
