@@ -248,7 +248,7 @@ class Runner:
         return progress
 
     def _open_session(self, spec: RuntimeSpec, backend: Backend, info: RuntimeInfo, *, attached: bool) -> RuntimeSession:
-        session = RuntimeSession(self, spec, backend, info)
+        session = RuntimeSession(self, spec, backend, info, booted=not attached)
         session.open()
         self.sessions[spec.id] = session
         self.log.info(spec.id, f"{'attached to' if attached else 'started'} {backend.name} runtime (pid {info.pid})")
@@ -288,24 +288,20 @@ class Runner:
         if self.sessions.get(session.spec.id) is session:
             del self.sessions[session.spec.id]
 
-    def collect_files(self, backend: Backend, info: RuntimeInfo, record: ExecutionRecord, done: dict[str, Any]) -> None:
-        """The files an execution wrote to /results (or $NJTUI_RESULTS) go to the results store:
+    def store_files(self, backend: Backend, info: RuntimeInfo, record: ExecutionRecord, done: dict[str, Any]) -> list[dict[str, Any]]:
+        """Stores the files an execution wrote to /results (or $NJTUI_RESULTS) with its record:
         the copies its agent staged before `done`, so a later cell's writes are never taken
-        for this one's. Once stored, the agent may let its copies go."""
+        for this one's; the entries stored. Raises OSError when the store cannot take them, and
+        BackendError when the runtime's engine does not hand them over (the recorder stops, and
+        records the `done` again from the journal, files and all); the agent lets its copies go
+        only once the store has them (Recorder, `release`)."""
         staged = done.get("files")
         if not staged:
-            return
-        try:
-            files = self.store.save_files(record, backend.collect_files(info, staged))
-        except (BackendError, OSError) as exc:
-            self.log.warning(info.runtime_id, f"could not collect /results of cell {record.cell}: {exc}")
-            return
-        session = self.sessions.get(info.runtime_id)
-        if session is not None and session.info.key == info.key and session.info.instance == info.instance:
-            session.send({"op": "release", "exec": record.exec_id})
+            return []
+        files = self.store.save_files(record, backend.collect_files(info, staged))
         if files:
             self.log.info(info.runtime_id, f"collected {len(files)} file{'s' if len(files) != 1 else ''} from /results of cell {record.cell}")
-            self._emit(RuntimeMessage(info.runtime_id, {"seq": None, "exec": record.exec_id, "type": "files", "files": files, "version": record.version, "t": time.time()}))
+        return files
 
     def write_back_mounts(self, session: RuntimeSession) -> None:
         """After a cell: read-write S3 mounts send their changed files back to the bucket."""
@@ -481,17 +477,20 @@ class Runner:
                     self.log.warning(info.runtime_id, f"could not record the ended runtime: {exc}")
 
     def _record_ended(self, backend: Backend, info: RuntimeInfo) -> None:
-        recorder = Recorder(self.store, info.key, info.runtime_id)
+        recorder = Recorder(self.store, info.key, info.runtime_id, store_files=lambda record, done: self.store_files(backend, info, record, done))
         if not recorder.try_activate():
             if recorder.failure is not None:
                 self.log.error(info.runtime_id, f"{recorder.failure}: the ended runtime's outputs are not recorded; its journal is kept for the next try")
             return
         try:
-            recorder.bind(info.instance)
+            # A store that never recorded it (deleted since) does not take its past back.
+            recorder.bind(info.instance, history=lambda: backend.journal(info), ended=True)
             for message in backend.journal(info):
                 finished = recorder.handle(message)
-                if finished is not None:
-                    self.collect_files(backend, info, finished, message)
+                if not recorder.active:
+                    break
+                if finished is not None and finished.files:
+                    self._emit(RuntimeMessage(info.runtime_id, {"seq": None, "exec": finished.record.exec_id, "type": "files", "files": finished.files, "version": finished.record.version, "t": time.time()}))
             recorder.close_open(info.exit_reason or "the runtime ended")
         finally:
             recorder.release()

@@ -4,6 +4,10 @@ A session's reader thread turns the runtime's messages into runner events and re
 the results store (see `recorder`); when the runtime ends it reports why and ends every cell
 still open with a `lost` done. It also carries completion requests: their answers come on the
 same stream, without a seq, and go to the caller waiting for them, not to the subscribers.
+
+A `done` goes to the subscribers only once the store has the execution, record and /results
+files, whichever client recorded it (`_held`): a client that reports a cell finished, and exits,
+leaves it recorded. One whose store writes fail reports the cell not ok, with the reason.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,15 +24,32 @@ from njtui.runner import protocol
 from njtui.runner.backend import Backend, BackendError, Connection, RuntimeInfo
 from njtui.runner.events import RuntimeMessage
 from njtui.runner.listing import StopNotes
-from njtui.runner.recorder import Recorder, numbered
+from njtui.runner.recorder import Finished, Recorder, numbered
 
 if TYPE_CHECKING:
+    from njtui.runner.log import RunnerLog
     from njtui.runner.runner import Runner
 
 RECORDER_RETRY_INTERVAL = 1.0
 # After write errors the store is retried less and less often, up to this: each try replays the
 # journal from the cursor, wasted work while the disk is still full.
 RECORDER_RETRY_MAX = 30.0
+# While a `done` waits for another client to record it, the store's cursor is looked at this
+# often (from the first, growing to the second): the recording client saves it right after.
+HELD_POLL_MIN = 0.005
+HELD_POLL_MAX = 0.05
+# A `done` another client has not recorded, with no progress of the store's cursor for this
+# long, is reported not ok (that client may be suspended): its journal keeps it.
+HELD_STALL = 60.0
+# At the runtime's end, how long `done`s wait for the client recording it to record them.
+HELD_END_WAIT = 5.0
+# Why a `done` went out not ok: the store had not got it when ...
+NOT_RECORDED_DETACHED = "not recorded yet: this client let go before the results store had it; the runtime's journal keeps it (`njtui show` records it)"
+NOT_RECORDED_STALLED = "not recorded yet: the client recording this runtime has recorded nothing for a minute; the runtime's journal keeps it (`njtui show` records it once that client lets go)"
+NOT_RECORDED_ENDED = "not recorded: the runtime ended before the client recording it had recorded this; its journal is kept (`njtui show` records it)"
+# How a `done` was recorded (_verdict): by this client, or another.
+_RECORDED = "recorded"
+_RECORDED_ELSEWHERE = "recorded elsewhere"
 
 
 # The agent's answer to a `complete` request, and its answer to a request with an id that it
@@ -67,6 +89,26 @@ def _completion_of(reply: dict[str, Any], code: str) -> Completion | None:
     return Completion([match for match in matches if isinstance(match, str)], start, end)
 
 
+# Output with exec null (a background process or thread writing after its cell ended,
+# docs/protocol.md "Output capture") is no cell's: it shows in the runner log, at most this much
+# of one message (the runtime's journal keeps all of it).
+BACKGROUND_LOG_LINES = 20
+BACKGROUND_LOG_CHARS = 500
+
+
+def _log_background_output(log: RunnerLog, runtime_id: str, message: dict[str, Any]) -> None:
+    text = message.get("text")
+    if not isinstance(text, str) or not text:
+        return
+    name = "stderr" if message.get("name") == "stderr" else "stdout"
+    lines = text.splitlines()
+    for line in lines[:BACKGROUND_LOG_LINES]:
+        cut = f"… ({len(line) - BACKGROUND_LOG_CHARS} more characters)" if len(line) > BACKGROUND_LOG_CHARS else ""
+        log.write(runtime_id, f"background {name}: {line[:BACKGROUND_LOG_CHARS]}{cut}", "output")
+    if len(lines) > BACKGROUND_LOG_LINES:
+        log.write(runtime_id, f"background {name}: … {len(lines) - BACKGROUND_LOG_LINES} more lines (in the runtime's journal)", "output")
+
+
 def _refuses_completion(log: dict[str, Any]) -> bool:
     """Whether an agent's `log` message is its refusal of a `complete` request: an agent from
     before completions (and before `unsupported` answers) answers an op it does not know with a
@@ -86,12 +128,23 @@ class _Waiting:
 class RuntimeSession:
     """One client's attachment to one running runtime."""
 
-    def __init__(self, runner: Runner, spec: RuntimeSpec, backend: Backend, info: RuntimeInfo) -> None:
+    def __init__(self, runner: Runner, spec: RuntimeSpec, backend: Backend, info: RuntimeInfo, *, booted: bool = False) -> None:
         self.runner = runner
         self.spec = spec
         self.backend = backend
         self.info = info
-        self.recorder = Recorder(runner.store, info.key, spec.id)
+        # This client booted the runtime just now: its journal holds nothing older than us.
+        self.booted = booted
+        self.recorder = Recorder(runner.store, info.key, spec.id, store_files=self._store_files, release=self._release_staged)
+        # How far this client's recorder recorded this instance's journal (done seqs up to it
+        # are in the store), kept when its recorder lets go.
+        self._own_upto = 0
+        # Fresh `done`s (and their cell) not passed on yet: the store does not have them yet.
+        self._held: list[tuple[dict[str, Any], str | None]] = []
+        self._held_lock = threading.Lock()
+        self._held_delay = HELD_POLL_MIN
+        # The store's cursor seq last seen while waiting, and since when it has not moved.
+        self._held_progress: tuple[int, float] = (0, 0.0)
         self.last_seq = runner.seen_seq.get((spec.id, info.instance), 0)
         self.open_execs: dict[str, str] = {}  # exec id → cell id, for executions not yet done
         self.running_exec: str | None = None
@@ -135,7 +188,8 @@ class RuntimeSession:
         self._opened_at = time.time()
         with self._recording:
             if self.recorder.try_activate():
-                self.recorder.bind(self.info.instance)
+                self.recorder.bind(self.info.instance, history=None if self.booted else self._journal)
+                self._note_recorded()
             if self.recorder.active:
                 since = self.recorder.since()
             else:
@@ -262,6 +316,8 @@ class RuntimeSession:
                 continue
             fresh = message["seq"] > self.last_seq
             done = message.get("type") == "done"
+            exec_id = message.get("exec")
+            cell = self.open_execs.get(exec_id) if done and fresh and isinstance(exec_id, str) else None
             if fresh:
                 # Numbered before anyone sees it: the listeners, the store and other clients
                 # get the notebook's count (the recorder numbers what it records the same way).
@@ -272,19 +328,21 @@ class RuntimeSession:
                 if not done:
                     self.runner._emit(RuntimeMessage(self.spec.id, message))
             # Recorded after the listeners have it, so file writes stay off the latency path; a
-            # `done` goes out once recorded, with its /results files stored, as its status must
-            # say whether the store has it all.
+            # `done` goes out once the store has it, /results files and all (by this client or
+            # another), as its status must say whether the store has it all.
             finished = self._record(message)
             if finished is not None:
-                self.runner.collect_files(self.backend, self.info, finished, message)
+                self._files_stored(finished)
             if fresh and done:
-                self.runner._emit(RuntimeMessage(self.spec.id, self._as_recorded(message)))
+                self._hold(message, cell)
             if done:
                 with self._recording:
                     self.recorder.flush()
                     self._after_recording()
                     unrecorded = not self.recorder.active
                 self._watch_if(unrecorded)
+            if self._held:
+                self._settle_held()
             if finished is not None:
                 self.runner.write_back_mounts(self)
         if said is not None:
@@ -296,9 +354,10 @@ class RuntimeSession:
             exit_reason, crashed = stopped_by, False
         self._ended(exit_reason, crashed)
 
-    def _record(self, message: dict[str, Any]) -> ExecutionRecord | None:
+    def _record(self, message: dict[str, Any]) -> Finished | None:
         with self._recording:
             finished = self.recorder.handle(message)
+            self._note_recorded()
             if self.recorder.behind and self._replay_from != self.recorder.since():
                 self._request_replay()
             if self.recorder.failure is not None and self.recorder.active and not self.recorder.behind and self.recorder.cursor.get("seq", 0) >= self.last_seq:
@@ -317,14 +376,100 @@ class RuntimeSession:
             self._watcher = threading.Thread(target=self._watch_recording, name=f"njtui-recording-{self.spec.id}", daemon=True)
             self._watcher.start()
 
-    def _as_recorded(self, done: dict[str, Any]) -> dict[str, Any]:
-        """A `done` as the listeners get it: not ok while this client's writes to the store fail."""
-        with self._recording:
-            failure = self.recorder.failure
-            if failure is None or (self.recorder.active and self.recorder.cursor.get("seq", 0) >= done["seq"]):
-                return done
-        status = done.get("status", "ok")
-        return {**done, "status": "error" if status == "ok" else status, "reason": f"{failure} (the runtime's journal keeps the output)"}
+    def _note_recorded(self) -> None:
+        """(Under the recording lock.) Keeps how far this client's recorder has recorded."""
+        if self.recorder.active and self.recorder.cursor.get("instance") == self.info.instance:
+            self._own_upto = max(self._own_upto, self.recorder.recorded_seq)
+
+    def _journal(self) -> Iterator[dict[str, Any]]:
+        return self.backend.journal(self.info)
+
+    def _store_files(self, record: ExecutionRecord, done: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.runner.store_files(self.backend, self.info, record, done)
+
+    def _release_staged(self, exec_id: str) -> None:
+        """The store has the execution's files: the agent may let its staged copies go."""
+        try:
+            self.send({"op": "release", "exec": exec_id})
+        except (BackendError, OSError):
+            pass  # the connection is going: the runtime's end takes the copies with it
+
+    def _files_stored(self, finished: Finished) -> None:
+        """Tells the listeners which /results files the store has for an execution."""
+        record, files = finished.record, finished.files
+        if files:
+            self.runner._emit(RuntimeMessage(self.spec.id, {"seq": None, "exec": record.exec_id, "type": "files", "files": files, "version": record.version, "t": time.time()}))
+
+    def _hold(self, done: dict[str, Any], cell: str | None) -> None:
+        """A fresh `done` waits until the store has its execution (_settle_held)."""
+        with self._held_lock:
+            if not self._held:
+                self._held_delay = HELD_POLL_MIN
+                self._held_progress = (0, time.monotonic())
+            self._held.append((done, cell))
+        self._settle_held()
+        if self._held:
+            self._watch_if(True)
+
+    def _verdict(self, seq: int) -> str | None:
+        """(Under the recording lock.) Whether the store has the execution whose `done` is `seq`:
+        _RECORDED (by this client), _RECORDED_ELSEWHERE, the failure that keeps this client
+        from recording it, or None: not yet."""
+        if self._own_upto >= seq:
+            return _RECORDED
+        cursor = self.runner.store.cursor(self.info.key)
+        if cursor.get("instance") == self.info.instance and cursor.get("seq", 0) >= seq:
+            return _RECORDED_ELSEWHERE
+        return self.recorder.failure
+
+    def _settle_held(self, ending: str | None = None) -> None:
+        """Passes on the held `done`s the store has, in order: as they are when recorded, not ok
+        with the reason when this client's writes fail; with `ending`, all of them (why the
+        rest went out unrecorded)."""
+        with self._held_lock:
+            while self._held:
+                done, cell = self._held[0]
+                with self._recording:
+                    verdict = self._verdict(done["seq"])
+                if verdict is None:
+                    if ending is None:
+                        return
+                    verdict = ending
+                self._held.pop(0)
+                self._pass_on(done, cell, verdict)
+
+    def _pass_on(self, done: dict[str, Any], cell: str | None, verdict: str) -> None:
+        if verdict == _RECORDED_ELSEWHERE and cell:
+            # The recording client stored its files: this client's listeners hear of them too.
+            try:
+                record = self.runner.store.find_exec(cell, done["exec"])
+                if record is not None:
+                    self._files_stored(Finished(record, self.runner.store.files(record)))
+            except (OSError, ValueError):
+                pass
+        if verdict not in (_RECORDED, _RECORDED_ELSEWHERE):
+            status = done.get("status", "ok")
+            reason = verdict if verdict.startswith("not recorded") else f"{verdict} (the runtime's journal keeps the output, and the runtime its /results files, until the store takes them: `njtui show` or the next run records them)"
+            done = {**done, "status": "error" if status == "ok" else status, "reason": reason}
+        self.runner._emit(RuntimeMessage(self.spec.id, done))
+
+    def _held_wait(self) -> float:
+        """How long the watcher waits before it looks again: briefly while `done`s wait for the
+        store (reporting them not ok once another client has recorded nothing for HELD_STALL),
+        else the retry pacing of a failed store."""
+        if not self._held or self.recorder.failure is not None:
+            return self._retry_delay
+        cursor = self.runner.store.cursor(self.info.key)
+        seq = cursor.get("seq", 0) if cursor.get("instance") == self.info.instance else 0
+        now = time.monotonic()
+        if seq != self._held_progress[0]:
+            self._held_progress = (seq, now)
+            self._held_delay = HELD_POLL_MIN
+        elif now - self._held_progress[1] > HELD_STALL:
+            self._settle_held(ending=NOT_RECORDED_STALLED)
+        delay = self._held_delay
+        self._held_delay = min(self._held_delay * 2, HELD_POLL_MAX)
+        return delay
 
     def _request_replay(self) -> None:
         """The journal from the cursor on: what this client has not recorded comes again."""
@@ -369,10 +514,14 @@ class RuntimeSession:
             if self.closed.is_set():
                 return
             self._unrecorded.clear()
-            if self._maybe_take_recording() or self._recorded_elsewhere():
+            settled = self._maybe_take_recording() or self._recorded_elsewhere()
+            if self._held:
+                self._settle_held()
+            # Recording here now, the reader passes on what is held as it records it.
+            if settled and (not self._held or self.recorder.active):
                 continue
             self._unrecorded.set()
-            if self.closed.wait(self._retry_delay):
+            if self.closed.wait(self._held_wait()):
                 return
 
     def _maybe_take_recording(self) -> bool:
@@ -386,7 +535,8 @@ class RuntimeSession:
             if self.recorder.failure is not None and time.monotonic() - self.recorder.failed_at < self._retry_delay:
                 return False
             if self.recorder.try_activate():
-                self.recorder.bind(self.info.instance)
+                self.recorder.bind(self.info.instance, history=self._journal)
+                self._note_recorded()
             if self.recorder.active:
                 self._request_replay()
             self._after_recording()
@@ -452,6 +602,8 @@ class RuntimeSession:
             self.runner._update(self.spec.id, busy=busy, idle_since=idle_since)
         elif kind == "exit":
             self.runner.log.info(self.spec.id, f"agent exiting: {message.get('reason')}")
+        elif kind == "stream" and exec_id is None:
+            _log_background_output(self.runner.log, self.spec.id, message)
         elif kind == "log":
             if _refuses_completion(message):
                 # Asked by njtui, not by the user: no error of the runtime's to log.
@@ -480,13 +632,23 @@ class RuntimeSession:
         for exec_id, cell in open_execs.items():
             self.runner._emit(RuntimeMessage(self.spec.id, {"seq": None, "exec": exec_id, "type": "done", "status": "lost", "reason": lost, "meta": {"cell": cell}, "t": time.time()}))
         self._unrecorded.set()  # the watcher sees `closed` and stops
-        with self._recording:
-            recorded = self._record_rest_of_journal()
-            self.recorder.close_open(reason)
-            recorded = recorded and self.recorder.active
-            self.recorder.release()
-            recorded = recorded and self.recorder.failure is None
-            self._after_recording()
+        # `done`s still held wait (a little) for the client recording them, or for its lock.
+        deadline = time.monotonic() + HELD_END_WAIT
+        delay = HELD_POLL_MIN
+        while True:
+            with self._recording:
+                recorded = self._record_rest_of_journal()
+                self.recorder.close_open(reason)
+                recorded = recorded and self.recorder.active
+                self.recorder.release()
+                recorded = recorded and self.recorder.failure is None
+                self._after_recording()
+            self._settle_held()
+            if recorded or not self._held or time.monotonic() > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, HELD_POLL_MAX)
+        self._settle_held(ending=NOT_RECORDED_ENDED)
         # Before `finished`: a restart, or a boot after this end, waits for it, so what is
         # discarded is this runtime's, never its successor's.
         if recorded:
@@ -500,7 +662,8 @@ class RuntimeSession:
         if not self.recorder.active:
             if not self.recorder.try_activate():
                 return False
-            self.recorder.bind(self.info.instance)
+            self.recorder.bind(self.info.instance, history=self._journal)
+            self._note_recorded()
             if not self.recorder.active:
                 return False
         if self.recorder.cursor.get("seq", 0) >= self.last_seq and not self.recorder.behind:
@@ -509,10 +672,11 @@ class RuntimeSession:
         try:
             for message in self.backend.journal(self.info):
                 finished = self.recorder.handle(message)
+                self._note_recorded()
                 if not self.recorder.active:
                     return False
                 if finished is not None:
-                    self.runner.collect_files(self.backend, self.info, finished, message)
+                    self._files_stored(finished)
         except (BackendError, OSError, ValueError) as exc:
             self.runner.log.warning(self.spec.id, f"could not read the journal of the ended runtime: {exc}")
             return False
@@ -536,4 +700,7 @@ class RuntimeSession:
             self.recorder.release()
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5)
+        # What the store does not have yet goes out, said to be not recorded: this client
+        # will not see it recorded.
+        self._settle_held(ending=NOT_RECORDED_DETACHED)
         self.finished.set()

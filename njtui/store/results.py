@@ -352,6 +352,14 @@ class ResultsStore(ResultFiles, ExecutionCounts):
                 return cursor
         return {}
 
+    def has_cursor(self, runtime_key: str) -> bool:
+        """Whether this store has ever recorded the runtime (a cursor file for it, whatever is
+        in it): a store that has not is new, or was deleted since, and its journal's past is
+        not this store's."""
+        if not self._is_real_dir("cursors"):
+            return False
+        return os.path.lexists(self._cursor_path(runtime_key, ".jsonl"))
+
     def save_cursor(self, runtime_key: str, cursor: dict[str, Any]) -> None:
         self._real_dir("cursors")
         path = self._cursor_path(runtime_key, ".jsonl")
