@@ -265,3 +265,36 @@ def test_the_table_says_which_engine_each_runtime_runs_on(capsys, monkeypatch):
         ["gpu", "swarm", "swarm:njtui-node1", "running"],
         ["far", "docker", "ssh://root@10.231.77.12", "running"],
     ]
+
+
+def test_a_remembered_engine_that_is_gone_is_said_once_and_then_forgotten(tmp_path, monkeypatch):
+    from njtui.runner.listing import KnownEngines, Placements
+    from njtui.runner.runner import Runner
+    from njtui.store import load_notebook
+
+    # The Docker context gone-ctx was removed after a runtime booted there: the docker CLI's
+    # configuration has no context of that name (nor any other).
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    path = make_notebook(tmp_path, [("c", "python", "print('ran')\n")])
+    key = runtime_key(path, "py")
+    placement = ("docker", "gone-ctx", None)
+    # What booting there remembered (Runner._boot): where to look when listing, and where it runs.
+    KnownEngines().add(*placement)
+    Placements().record(key, placement)
+
+    listed = njtui("runtimes")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr
+    assert listed.stderr.count("no Docker context named 'gone-ctx'") == 1, listed.stderr
+    again = njtui("runtimes")
+    assert again.returncode == 0 and "gone-ctx" not in again.stderr, again.stderr
+    assert KnownEngines().entries() == [] and Placements().get(key) is None
+    assert "njtui forgets that engine and the runtimes it placed there" in listed.stderr
+
+    # A client opening the notebook says it once too (its runner log), and forgets it.
+    Placements().record(key, placement)
+    for expected in (1, 0):
+        runner = Runner(path, load_notebook(path))
+        runner.attach_running()
+        said = [entry.text for entry in runner.log.history if "gone-ctx" in entry.text]
+        assert len(said) == expected, said
+        assert Placements().get(key) is None

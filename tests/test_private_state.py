@@ -29,6 +29,7 @@ import pytest
 from njtui.model import Cell, Notebook, RuntimeSpec
 from njtui.runner.paths import runtime_key
 from njtui.store import save_notebook
+from njtui.store.results import ResultsStore
 from njtui.store.secrets import SecretStore
 from tests.conftest import PYTHON_IMAGE, REPO, njtui
 from tests.helpers import make_notebook, own_runtimes
@@ -120,25 +121,102 @@ def plant_link(tmp_path, runtime_root, name, **settings) -> tuple:
     return path, runtime_dir, target, snapshot(target)
 
 
-@pytest.mark.parametrize("name", ["alive.lock", "relay.log", "agent.log"])
-def test_a_symlink_planted_as_a_file_the_relay_opens_is_refused(tmp_path, isolated_env, name):
+PLANTED_NAMES = ["alive.lock", "relay.log", "agent.log", "info.json", "relay.json", "exit.json"]
+
+
+@pytest.mark.parametrize("name", PLANTED_NAMES)
+def test_a_runtime_dir_njtui_did_not_make_is_never_used_nor_its_links_followed(tmp_path, isolated_env, name):
     path, runtime_dir, target, before = plant_link(tmp_path, isolated_env, name)
     result = njtui("run", str(path))
-    assert result.returncode == 1 and "ran" not in result.stdout
-    assert "Traceback" not in result.stderr
-    assert f"{runtime_dir / name} is not private: it is a symbolic link; remove it" in result.stderr, result.stderr
-    assert snapshot(target) == before, "nothing was written through the link"
-
-
-@pytest.mark.parametrize("name", ["info.json", "relay.json", "exit.json"])
-def test_a_symlink_planted_as_a_file_njtui_replaces_is_replaced_not_followed(tmp_path, isolated_env, name):
-    path, runtime_dir, target, before = plant_link(tmp_path, isolated_env, name, idle_timeout="3s")
-    result = njtui("run", str(path))
     assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
-    wait_for_relay_exit(runtime_dir)  # the idle timeout: exit.json is written as the relay ends
     assert snapshot(target) == before, "nothing was written through the link"
-    replaced = (runtime_dir / name).lstat()
-    assert stat.S_ISREG(replaced.st_mode) and stat.S_IMODE(replaced.st_mode) == 0o600
+    made = runtime_dir.lstat()
+    assert stat.S_ISDIR(made.st_mode) and stat.S_IMODE(made.st_mode) == 0o700
+    assert not (runtime_dir / name).is_symlink(), "made afresh: what was planted is gone"
+
+
+def relay_dir(tmp_path: Path, made_here: bool = True) -> Path:
+    """A runtime directory as njtui makes one (0700, its info.json naming it), for the relay."""
+    directory = tmp_path / "rt"
+    directory.mkdir(mode=0o700)
+    info = directory.stat()
+    dir_id = f"{info.st_dev}:{info.st_ino}" if made_here else f"{info.st_dev}:{info.st_ino + 1}"
+    (directory / "info.json").write_text(json.dumps({"dir_id": dir_id}))
+    return directory
+
+
+def relay_answer(directory: Path) -> str:
+    """What the relay (njtui.runner.hostd) answers on its ready pipe when started on `directory`."""
+    read_fd, write_fd = os.pipe()
+    agent = [sys.executable, "-c", 'import sys; print(\'{"seq":1,"type":"hello"}\', flush=True); sys.stdin.read()']
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "njtui.runner.hostd", "--dir", str(directory), "--socket", str(directory / "sock"), "--ready-fd", str(write_fd), "--", *agent],
+        pass_fds=(write_fd,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    os.close(write_fd)
+    with os.fdopen(read_fd) as ready:
+        answer = ready.readline().strip()
+    if answer == "ok":
+        os.killpg(relay.pid, signal.SIGKILL)  # its agent reads the end of its input, and ends
+    relay.wait(timeout=60)
+    return answer
+
+
+@pytest.mark.parametrize("name", ["alive.lock", "agent.log"])
+def test_the_relay_refuses_a_symlink_planted_as_a_file_it_opens(tmp_path, name):
+    # The second line: a runtime directory njtui made holds only what njtui and its agents put
+    # there, but the relay still opens its files without following links.
+    directory = relay_dir(tmp_path)
+    target = tmp_path / "target"
+    target.write_bytes(TARGET_TEXT)
+    (directory / name).symlink_to(target)
+    answer = relay_answer(directory)
+    assert answer == f"error {directory / name} is not private: it is a symbolic link; remove it (rm {directory / name})", answer
+    assert target.read_bytes() == TARGET_TEXT
+
+
+def test_the_relay_refuses_a_runtime_dir_that_is_not_the_one_njtui_made(tmp_path):
+    directory = relay_dir(tmp_path, made_here=False)
+    answer = relay_answer(directory)
+    assert answer.startswith(f"error {directory} is not private: it is not the directory njtui made for this runtime"), answer
+    assert sorted(p.name for p in directory.iterdir()) == ["info.json"], "nothing made in it"
+
+
+def test_a_runtime_dir_re_created_by_something_else_is_never_taken_for_a_runtime(tmp_path, isolated_env):
+    # What an agent's `mkdir -p` (or a cell) leaves when it re-creates a runtime directory that
+    # njtui removed: private as njtui makes it, holding what looks like a runtime's files.
+    path = make_notebook(tmp_path, [("c", "python", "print('first-output')\n")])
+    key = runtime_key(path, "py")
+    runtime_dir = isolated_env / key
+    assert njtui("run", str(path)).stdout == "first-output\n"
+    info, journal = (runtime_dir / "info.json").read_bytes(), (runtime_dir / "journal.jsonl").read_bytes()
+    (row,) = own_runtimes(path)
+    assert njtui("runtimes", "stop", row["id"]).returncode == 0
+    wait_for_relay_exit(runtime_dir)
+    exec_id = ResultsStore(path).latest("c").exec_id
+    shutil.rmtree(runtime_dir)
+
+    runtime_dir.mkdir(mode=0o700)
+    # What an earlier njtui wrote there, less the name of the directory it was written in.
+    (runtime_dir / "info.json").write_text(json.dumps({k: v for k, v in json.loads(info).items() if k != "dir_id"}))
+    (runtime_dir / "journal.jsonl").write_bytes(journal.replace(exec_id.encode(), b"planted-exec").replace(b"first-output", b"planted-output"))
+    lock = os.open(runtime_dir / "alive.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # held, as a live relay holds it
+    try:
+        assert own_runtimes(path) == [], "not listed as a runtime"
+    finally:
+        os.close(lock)
+
+    result = njtui("run", str(path))
+    assert result.returncode == 0 and result.stdout == "first-output\n", result.stderr
+    store = ResultsStore(path)
+    assert [store.load("c", version).exec_id for version in store.versions("c")] == [exec_id, store.latest("c").exec_id]
+    assert "planted-exec" not in {store.load("c", version).exec_id for version in store.versions("c")}, "its journal was not recorded"
+    assert json.loads((runtime_dir / "info.json").read_text())["dir_id"] == f"{runtime_dir.stat().st_dev}:{runtime_dir.stat().st_ino}"
 
 
 def test_a_runtime_dir_that_is_a_symlink_is_refused(tmp_path, isolated_env):
@@ -152,6 +230,25 @@ def test_a_runtime_dir_that_is_a_symlink_is_refused(tmp_path, isolated_env):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{runtime_dir} is not private: it is a symbolic link to {elsewhere}" in result.stderr, result.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def test_directories_made_on_the_way_to_another_are_private(tmp_path, monkeypatch, request):
+    # mkdir -p (os.makedirs, Path.mkdir(parents=True)) would make these with the umask's mode.
+    previous = os.umask(0o022)
+    request.addfinalizer(lambda: os.umask(previous))
+    root = tmp_path / "made" / "on-the-way" / "rt"
+    monkeypatch.setenv("NJTUI_RUNTIME_DIR", str(root))
+    config = tmp_path / "config-above" / "config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    path = make_notebook(tmp_path, [("c", "python", "print('ran')\n")])
+    result = njtui("run", str(path))
+    assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
+    SecretStore().set("token", SECRET)
+    extracted = tmp_path / "out-above" / "out"
+    assert njtui("results", str(path), "c", "--extract", str(extracted)).returncode == 0
+    modes = {str(d.relative_to(tmp_path)): stat.S_IMODE(d.stat().st_mode) for d in (root.parent.parent, root.parent, root, config.parent, config, config / "njtui", extracted.parent)}
+    assert modes == dict.fromkeys(modes, 0o700), modes
+    assert stat.S_IMODE(extracted.stat().st_mode) == 0o755, "what was asked for gets the umask's mode: it is meant to be shared"
 
 
 # -- the secret store
@@ -448,7 +545,8 @@ def _pid_range(count: int) -> tuple[int, int]:
     return last + 1, min(last + 1 + count, pid_max)
 
 
-SQUATS = ["root open to all", "root of the attacker", "cell file fed by the attacker", "socket dir open to all"]
+# "closed": the attacker's root is 0700, so the victim may not even look inside it.
+SQUATS = ["root open to all", "root of the attacker", "root of the attacker, closed", "cell file fed by the attacker", "socket dir open to all"]
 
 
 @pytest.mark.parametrize("squat", SQUATS)
@@ -470,7 +568,7 @@ def test_a_victim_refuses_runtime_directories_an_attacker_made_first(users, squa
     else:
         links = {"alive.lock": victim.targets["alive"], "info.json": victim.targets["info"], "relay.log": victim.targets["relay-log"], "agent.log": victim.targets["agent-log"]}
         plan.update(
-            mode=0o777 if squat == "root open to all" else 0o755,
+            mode={"root open to all": 0o777, "root of the attacker": 0o755}.get(squat, 0o700),
             links={name: str(target) for name, target in links.items()},
             cell_pids=_pid_range(3000),
             cell_target=str(victim.targets["cell"]),
@@ -505,6 +603,13 @@ def test_a_victim_refuses_runtime_directories_an_attacker_made_first(users, squa
     seen = _attacker_sees(attacker, interpreter, attacked, attacker.home)
     assert not [path for path, text in seen["read"].items() if SECRET in text], "the attacker read the secret"
     assert seen["connected"] == []
+    if attacked == root:
+        # Listing and stopping runtimes say the same, and fail, whatever the squat's mode.
+        for command in (["runtimes"], ["runtimes", "--json"], ["runtimes", "stop", "--all"], ["runtimes", "stop", victim.keys()[0]]):
+            answer = victim.njtui(*command)
+            assert "Traceback" not in answer.stderr, (command, answer.stderr)
+            assert f"host runtimes not listed: {root} is not private: it belongs to {attacker.name} (uid {attacker.uid})" in answer.stderr, (command, answer.stderr)
+            assert answer.returncode == 1, (command, answer.returncode, answer.stderr)
 
 
 def test_without_a_squat_the_victim_makes_private_directories_the_attacker_cannot_enter(users):

@@ -2,6 +2,8 @@
 
 - A results directory is committed and shared: `njtui results --extract` writes only inside its
   directory whatever the manifest says, and no store reader follows names or links planted there.
+- A store in a directory someone else can write: a subdirectory swapped for a link while njtui
+  writes never takes a write outside the store (directories are used by descriptor).
 - A write error to the store (a full disk, a read-only file system) fails the cell with the
   error as its reason, loses nothing (the runtime's journal keeps it), and `njtui show`, or the
   same client once the store takes writes again, records it from the journal.
@@ -13,7 +15,9 @@ they produce, never on a fixed sleep.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from njtui.model import ExecutionRecord
 from njtui.runner.host import HostBackend
 from njtui.runner.log import LogEntry, RunnerLog
 from njtui.runner.paths import runtime_key
@@ -278,6 +283,127 @@ def test_store_readers_do_not_trust_names_or_links_from_disk(tmp_path):
 
 
 # -- write errors: a full disk, a read-only file system
+
+
+# -- a store in a directory someone else can write: its subdirectories swapped for links
+
+
+# Swaps each pair of names (a directory of the store and a link to outside it) with
+# renameat2(RENAME_EXCHANGE), over and over: one atomic step, so there is always a directory
+# or a link under each name, never nothing. "ready" once each pair was swapped; on SIGTERM it
+# puts every pair back as it found it and prints how many swaps it made.
+SWAPPER = r"""
+import ctypes, os, platform, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+if hasattr(libc, "renameat2"):
+    renameat2 = libc.renameat2
+else:  # glibc before 2.28: the system call itself
+    number = {"x86_64": 316, "aarch64": 276}[platform.machine()]
+    renameat2 = lambda *args: libc.syscall(number, *args)
+pairs = [(a.encode(), b.encode()) for a, b in zip(sys.argv[1::2], sys.argv[2::2])]
+swapped = [0] * len(pairs)
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+
+def swap(index):
+    a, b = pairs[index]
+    if renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+    swapped[index] += 1
+
+for index in range(len(pairs)):
+    swap(index)
+print("ready", flush=True)
+while not stop:
+    for index in range(len(pairs)):
+        swap(index)
+for index, count in enumerate(swapped):
+    if count % 2:
+        swap(index)
+print(sum(swapped), flush=True)
+"""
+
+SWAP_TRIES = 1000
+
+
+def test_a_subdirectory_swapped_for_a_link_mid_write_never_takes_a_write_outside_the_store(tmp_path):
+    path = make_notebook(tmp_path, [("c1", "python", "print(1)\n")])
+    store = ResultsStore(path)
+    same = b"the same content each time\n"
+    shared = hashlib.sha256(same).hexdigest()[:2]
+    outside = tmp_path / "outside"
+    # Each swapped directory, and what the link that takes its place points to: a directory
+    # outside the store, where every write through the link would land.
+    swapped = [("cells", "c1"), ("blobs", "incoming"), ("blobs", shared), ("cursors",)]
+    pairs = []
+    for parts in swapped:
+        store._real_dir(*parts)
+        real = store.root.joinpath(*parts)
+        target = outside / "-".join(parts)
+        target.mkdir(parents=True)
+        link = real.with_name(real.name + "-swap")
+        link.symlink_to(target)
+        pairs += [str(real), str(link)]
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, *pairs], stdout=subprocess.PIPE, text=True)
+    refused = 0
+    try:
+        assert swapper.stdout.readline() == "ready\n"
+        for attempt in range(SWAP_TRIES):
+            refused += _write_once(store, attempt, same)
+    finally:
+        swapper.send_signal(signal.SIGTERM)
+        output, _ = swapper.communicate(timeout=60)
+    assert swapper.returncode == 0 and int(output) > 0
+    written = [str(p.relative_to(outside)) for p in outside.rglob("*") if not p.is_dir()]
+    assert written == [], f"written outside the store through a swapped link: {written[:10]}"
+    assert refused > 0, "the swaps never met a write: the race was not run"
+    # The store is whole afterwards, and takes writes as before.
+    _record(store, "after", SWAP_TRIES)
+    assert store.latest("c1").exec_id == "after" and stored_text(store, "c1") == f"try {SWAP_TRIES}\n"
+
+
+def _record(store: ResultsStore, exec_id: str, attempt: int) -> None:
+    """An execution recorded in two goes: begun and left (a client that went away), then found
+    again by its id, reopened by its path, and finished."""
+    writer = store.begin("c1", exec_id, "py", status="running", started_at=time.time())
+    writer.add({"seq": 1, "type": "stream", "name": "stdout", "text": f"try {attempt}\n"})
+    writer.flush()
+    writer.abandon()
+    again = store.begin("c1", exec_id, "py")
+    again.add({"seq": 2, "type": "status", "state": "idle"})
+    again.finish(status="ok", ended_at=time.time())
+
+
+def _write_once(store: ResultsStore, attempt: int, same: bytes) -> int:
+    """One try of each kind of write the store makes: how many were refused (a link where a
+    directory was, met on the way: refused, never written through)."""
+    exec_id = f"e{attempt}"
+    steps = [
+        functools.partial(store.execution_count, exec_id, "c1"),
+        functools.partial(_record, store, exec_id, attempt),
+        functools.partial(_save_files, store, exec_id, {"same.txt": same, "own.txt": f"try {attempt}\n".encode()}),
+        functools.partial(store.save_cursor, "key1", {"seq": attempt, "instance": "i", "open": {}}),
+        functools.partial(_lock_and_release, store),
+    ]
+    refused = 0
+    for step in steps:
+        try:
+            step()
+        except OSError:
+            refused += 1
+    return refused
+
+
+def _save_files(store: ResultsStore, exec_id: str, files: dict[str, bytes]) -> None:
+    record = store.find_exec("c1", exec_id) or ExecutionRecord(cell="c1", version=1, exec_id=exec_id, runtime="py")
+    store.save_files(record, [(name, io.BytesIO(data)) for name, data in files.items()])
+
+
+def _lock_and_release(store: ResultsStore) -> None:
+    lock = store.try_lock_recorder("key1")
+    if lock is not None:
+        lock.close()
 
 
 @pytest.fixture

@@ -21,15 +21,17 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
     listing = Runner.list_runtimes()
     for problem in listing.problems:
         print(f"njtui: {problem}", file=sys.stderr)
+    # State refused as not private: what is listed may not be all, and the user must act.
+    status = EXIT_FAILED if listing.refused else EXIT_OK
     if args.json:
         for entry in listing.runtimes:
             print(json.dumps(entry.to_dict()))
-        return EXIT_OK
+        return status
     if not listing.runtimes:
         print("no runtimes running")
-        return EXIT_OK
+        return status
     _print_runtimes_table(listing.runtimes)
-    return EXIT_OK
+    return status
 
 
 def _stop_runtimes(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def _stop_runtimes(args: argparse.Namespace) -> int:
             print(f"stopped {entry.key} ({what})")
     for entry, why in stops.failed:
         print(f"njtui: could not stop {entry.key} ({entry.runtime} of {safe(entry.notebook)}): {why}", file=sys.stderr)
-    if stops.failed:
+    if stops.failed or stops.refused:
         return EXIT_FAILED
     if not stops.stopped:
         if args.all:

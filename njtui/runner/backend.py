@@ -39,6 +39,18 @@ class BackendUnavailable(BackendError):
     where none is set up): listing all runtimes says nothing about it; using it still fails."""
 
 
+class EngineGone(BackendError):
+    """The engine a runtime's `engine` (or a remembered placement) names is named by nothing
+    here any more: a Docker context that was removed. Nothing can run there for njtui to find,
+    so what is remembered about it is forgotten once this is said."""
+
+
+class StateRefused(BackendError):
+    """A backend's own state on this machine failed its privacy check (njtui.runner.private:
+    another user's directory, one open to all, a link): refused, never used; the message says
+    why and what to do. Listing or stopping runtimes says it and fails."""
+
+
 @dataclass
 class RuntimeInfo:
     key: str

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from njtui.runner.paths import private_root, runtime_root
-from njtui.runner.private import NotPrivateError, private_dir, read_private, write_private
+from njtui.runner.paths import open_private_root, runtime_root
+from njtui.runner.private import NotPrivateError, PrivateDir
 
 
 def _alive(pid: int) -> bool:
@@ -24,41 +24,63 @@ def _alive(pid: int) -> bool:
 
 class BootBoard:
     """Lives in the runtime root, so it is only used once that is checked private: a board in a
-    directory someone else made could be read, or written through planted links."""
+    directory someone else made could be read, or written through planted links. Its entries
+    are found and written at the descriptor of the board that was checked."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or runtime_root()
         self.dir = self.root / "booting"
 
-    def _private_dir(self) -> Path | None:
+    def _open(self, *, create: bool) -> PrivateDir | None:
+        """The board, opened and checked; None if it is missing (and not `create`d) or refused
+        (the boot itself, or `njtui runtimes`, says why the root is)."""
         try:
-            private_root(self.root)
-            return private_dir(self.dir)
+            with open_private_root(self.root) as root:
+                return root.subdir(self.dir.name, create=create)
         except (NotPrivateError, OSError):
-            return None  # the boot itself reports the refused root
+            return None
 
     def post(self, key: str, entry: dict[str, Any]) -> None:
-        if self._private_dir() is None:
+        board = self._open(create=True)
+        if board is None:
             return
-        try:
-            write_private(self.dir / f"{key}.json", json.dumps({**entry, "pid": os.getpid()}).encode())
-        except (NotPrivateError, OSError):
-            pass
+        with board:
+            try:
+                board.write(f"{key}.json", json.dumps({**entry, "pid": os.getpid()}).encode())
+            except (NotPrivateError, OSError):
+                pass
 
     def clear(self, key: str) -> None:
-        (self.dir / f"{key}.json").unlink(missing_ok=True)
+        board = self._open(create=False)
+        if board is None:
+            return
+        with board:
+            try:
+                board.unlink(f"{key}.json")
+            except OSError:
+                pass
 
     def entries(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        if not self.dir.exists() or self._private_dir() is None:
+        board = self._open(create=False)
+        if board is None:
             return found
-        for path in sorted(self.dir.glob("*.json")):
+        with board:
             try:
-                entry = json.loads(read_private(path))
-            except (NotPrivateError, OSError, ValueError):
-                continue
-            if _alive(int(entry.get("pid", 0))):
-                found.append({**entry, "key": path.stem})
-            else:
-                path.unlink(missing_ok=True)  # its booting process died
+                names = sorted(name for name in board.names() if name.endswith(".json") and not name.startswith("."))
+            except OSError:
+                return found
+            for name in names:
+                try:
+                    entry = json.loads(board.read(name))
+                    pid = int(entry.get("pid", 0))
+                except (NotPrivateError, OSError, ValueError, TypeError, AttributeError):
+                    continue
+                if pid > 0 and _alive(pid):
+                    found.append({**entry, "key": name.removesuffix(".json")})
+                else:
+                    try:
+                        board.unlink(name)  # its booting process died
+                    except OSError:
+                        pass
         return found

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from njtui.model.engine import EngineError, parse_engine
-from njtui.runner.backend import BackendError
+from njtui.runner.backend import BackendError, EngineGone
 
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 
@@ -106,7 +106,7 @@ def context_endpoint(name: str) -> tuple[str, object]:
         host = endpoint["Host"]
     except FileNotFoundError:
         known = sorted(_context_names(contexts / "meta"))
-        raise BackendError(f"no Docker context named {name!r} here (contexts: {', '.join(known) or 'none'}, in {contexts}); create it with `docker context create {name} --docker host=…`, or name the engine by URL") from None
+        raise EngineGone(f"no Docker context named {name!r} here (contexts: {', '.join(known) or 'none'}, in {contexts}); create it with `docker context create {name} --docker host=…`, or name the engine by URL") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackendError(f"Docker context {name!r} could not be read ({meta}): {exc}") from None
     tls_dir = contexts / "tls" / context_id / "docker"

@@ -16,16 +16,14 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from njtui.runner.backend import BackendError, ProgressCallback
 from njtui.runner.docker_connection import container_file
 from njtui.runner.docker_container import remove_container
 from njtui.runner.env_changes import DELETED, DOCKER_KINDS, DPKG_STATUS, ENGINE_FILES, dpkg_packages, since_save, without_mounts
-from njtui.runner.paths import private_runtime_root
-from njtui.runner.private import private_dir
-from njtui.store.atomic import atomic_write_bytes
+from njtui.runner.paths import open_private_root, runtime_root
+from njtui.runner.private import NotPrivateError, PrivateDir
 
 LABEL_ENV_NOTEBOOK = "org.njtui.env.notebook"
 LABEL_ENV_RUNTIME = "org.njtui.env.runtime"
@@ -89,14 +87,17 @@ def container_changes(container, mountpoints: list[str]) -> dict[str, str]:
     return without_mounts({item["Path"]: DOCKER_KINDS.get(item["Kind"], "C") for item in raw}, mountpoints)
 
 
-def _marks_dir() -> Path:
-    return private_runtime_root() / "env-marks"
-
-
-def _mark_path(container_id: str) -> Path:
+def _mark_name(container_id: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{12,64}", container_id):
         raise ValueError(f"not a container id: {container_id!r}")
-    return _marks_dir() / f"{container_id}.json"
+    return f"{container_id}.json"
+
+
+def _marks(*, create: bool) -> PrivateDir:
+    """The marks' directory in the runtime root, opened and checked (njtui.runner.private):
+    marks are read and written at its descriptor."""
+    with open_private_root(runtime_root()) as root:
+        return root.subdir("env-marks", create=create)
 
 
 def read_mark(container) -> dict[str, Any] | None:
@@ -108,31 +109,35 @@ def read_mark(container) -> dict[str, Any] | None:
 
 def read_mark_of(container_id: str) -> dict[str, Any] | None:
     try:
-        mark = json.loads(_mark_path(container_id).read_text("utf-8"))
-    except (OSError, ValueError):
+        name = _mark_name(container_id)
+        with _marks(create=False) as marks:
+            mark = json.loads(marks.read(name))
+    except (OSError, ValueError, NotPrivateError):
         return None
     return mark if isinstance(mark, dict) else None
 
 
 def write_mark(container, mark: dict[str, Any]) -> None:
-    directory = _marks_dir()
-    private_dir(directory)
-    atomic_write_bytes(_mark_path(container.id), json.dumps(mark).encode(), mode=0o600, durable=False)
-    # Marks of containers gone long ago (removed outside njtui) go with the next save.
-    cutoff = time.time() - MARK_LIFETIME
-    for stale in directory.glob("*.json"):
-        try:
-            if stale.stat().st_mtime < cutoff:
-                stale.unlink()
-        except OSError:
-            pass
+    name = _mark_name(container.id)
+    with _marks(create=True) as marks:
+        marks.write(name, json.dumps(mark).encode())
+        # Marks of containers gone long ago (removed outside njtui) go with the next save.
+        cutoff = time.time() - MARK_LIFETIME
+        for stale in marks.names():
+            try:
+                if stale.endswith(".json") and marks.lstat(stale).st_mtime < cutoff:
+                    marks.unlink(stale)
+            except OSError:
+                pass
 
 
 def forget_mark(container_id: str) -> None:
     """The container is gone: so is what its saves recorded."""
     try:
-        _mark_path(container_id).unlink()
-    except (OSError, ValueError):
+        name = _mark_name(container_id)
+        with _marks(create=False) as marks:
+            marks.unlink(name)
+    except (OSError, ValueError, NotPrivateError):
         pass
 
 

@@ -35,10 +35,10 @@ from typing import IO, Any
 import njtui
 from njtui.model import RuntimeSpec
 from njtui.runner.agents import AGENTS_DIR, agent_command_for
-from njtui.runner.backend import Backend, BackendError, ProgressCallback, RuntimeInfo, SocketConnection, staged_files
+from njtui.runner.backend import Backend, BackendError, ProgressCallback, RuntimeInfo, SocketConnection, StateRefused, staged_files
 from njtui.runner.launch import Launch
-from njtui.runner.paths import notebook_identity, private_root, runtime_key, runtime_root, socket_path
-from njtui.runner.private import NotPrivateError, check_private_dir, open_existing, open_private, private_dir, read_private, write_private
+from njtui.runner.paths import notebook_identity, open_private_root, runtime_key, runtime_root, socket_path
+from njtui.runner.private import NotPrivateError, PrivateDir, check_private_dir
 
 START_TIMEOUT = 60.0
 # Directories of runtimes that ended and whose journals nobody collected are removed after this.
@@ -59,9 +59,9 @@ def agent_command(spec: RuntimeSpec, journal: Path) -> list[str]:
     return [interpreter, str(AGENTS_DIR / command.script), "--journal", str(journal), *command.arguments]
 
 
-def _is_alive(runtime_dir: Path) -> bool:
+def _is_alive(directory: PrivateDir) -> bool:
     try:
-        lock = open_existing(runtime_dir / "alive.lock")
+        lock = directory.open_existing("alive.lock")
     except (OSError, NotPrivateError):
         return False  # no relay ever locked it (a planted symlink is refused by the relay)
     try:
@@ -73,11 +73,30 @@ def _is_alive(runtime_dir: Path) -> bool:
     return False
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(directory: PrivateDir, name: str) -> dict[str, Any] | None:
     try:
-        return json.loads(read_private(path))
+        data = json.loads(directory.read(name))
     except (OSError, ValueError, NotPrivateError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _has_journal(directory: PrivateDir) -> bool:
+    try:
+        return stat.S_ISREG(directory.lstat("journal.jsonl").st_mode)
+    except OSError:
+        return False
+
+
+def _made_by_njtui(directory: PrivateDir) -> dict[str, Any] | None:
+    """The info.json of a runtime directory that njtui made, which names the directory it was
+    written in (`dir_id`: device and inode); None for any other. A runtime directory re-created
+    by anything else (an agent's mkdir -p after its directory was removed, a cell) is never
+    taken for a runtime's, whatever it holds."""
+    data = _read_json(directory, "info.json")
+    if data is None or data.get("dir_id") != directory.identity():
+        return None
+    return data
 
 
 @contextmanager
@@ -86,22 +105,21 @@ def _refusing() -> Iterator[None]:
     try:
         yield
     except NotPrivateError as exc:
-        raise BackendError(str(exc)) from None
+        raise StateRefused(str(exc)) from None
 
 
-def _is_private_dir(path: Path) -> bool:
-    """Whether `path` exists and is a private directory; used when scanning, where what is not
-    njtui's own (the boot board, a planted link) is passed over, not used."""
+def _scanned(root: PrivateDir, name: str) -> PrivateDir | None:
+    """The entry `name` of the root, opened, if it is a private directory; used when scanning,
+    where what is not njtui's own (the boot board, a planted link) is passed over, not used."""
     try:
-        check_private_dir(path)
+        return root.subdir(name)
     except (OSError, NotPrivateError):
-        return False
-    return True
+        return None
 
 
-def _remove_secrets(runtime_dir: Path) -> None:
+def _remove_secrets(directory: PrivateDir) -> None:
     """Secret files of a runtime whose agent has ended: nothing may read them any more."""
-    shutil.rmtree(runtime_dir / "secrets", ignore_errors=True)
+    directory.remove_tree("secrets")
 
 
 class HostBackend(Backend):
@@ -114,45 +132,54 @@ class HostBackend(Backend):
         self.root = root or runtime_root()
         self._reapers: list[subprocess.Popen] = []
 
-    def _dir(self, key: str) -> Path:
-        return self.root / key
-
-    def _private_root(self) -> Path:
+    def _open_root(self) -> PrivateDir:
+        """The runtime root, opened and checked; everything in it is found and made at it."""
         with _refusing():
             try:
-                return private_root(self.root)
+                return open_private_root(self.root)
             except OSError as exc:
                 raise BackendError(f"cannot make the runtime directory {self.root}: {exc.strerror or exc}") from None
 
-    def _runtime_dir(self, key: str) -> Path | None:
-        """The runtime directory of `key` if it exists, checked private; None if it does not."""
-        runtime_dir = self._private_root() / key
-        with _refusing():
+    def _open_runtime(self, key: str) -> PrivateDir | None:
+        """The runtime directory `key` if it exists, opened and checked private (refused if it is
+        not); None if it does not."""
+        with self._open_root() as root, _refusing():
             try:
-                check_private_dir(runtime_dir)
+                return root.subdir(key)
             except FileNotFoundError:
                 return None
-        return runtime_dir
 
-    def _info(self, runtime_dir: Path) -> RuntimeInfo | None:
-        data = _read_json(runtime_dir / "info.json")
+    @contextmanager
+    def _runtime_of(self, info: RuntimeInfo) -> Iterator[PrivateDir | None]:
+        """The directory of a runtime this backend found, opened; None if it is gone, or is no
+        longer the one njtui made."""
+        with self._open_root() as root:
+            directory = _scanned(root, Path(info.details["dir"]).name)
+        if directory is None:
+            yield None
+            return
+        with directory:
+            yield directory if _made_by_njtui(directory) is not None else None
+
+    def _info(self, directory: PrivateDir) -> RuntimeInfo | None:
+        data = _made_by_njtui(directory)
         if data is None:
             return None
         info = RuntimeInfo(**{k: v for k, v in data.items() if k in RuntimeInfo.__dataclass_fields__})
-        relay = _read_json(runtime_dir / "relay.json") or {}
+        relay = _read_json(directory, "relay.json") or {}
         info.pid = relay.get("agent_pid")
         info.instance = relay.get("instance")
-        info.alive = _is_alive(runtime_dir)
-        info.details = {"dir": str(runtime_dir), "socket": relay.get("socket"), "relay_pid": relay.get("relay_pid"), "settings": data.get("settings")}
+        info.alive = _is_alive(directory)
+        info.details = {"dir": str(directory.path), "socket": relay.get("socket"), "relay_pid": relay.get("relay_pid"), "settings": data.get("settings")}
         if not info.alive:
-            ended = _read_json(runtime_dir / "exit.json") or {}
+            ended = _read_json(directory, "exit.json") or {}
             info.exit_reason = ended.get("reason") or "relay gone"
         return info
 
     @contextmanager
     def _start_lock(self, key: str) -> Iterator[None]:
-        with _refusing():
-            lock = open_private(self._private_root() / f"{key}.start.lock", os.O_RDWR)
+        with self._open_root() as root, _refusing():
+            lock = root.open(f"{key}.start.lock", os.O_RDWR)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
@@ -160,15 +187,22 @@ class HostBackend(Backend):
             os.close(lock)
 
     def find(self, notebook_path: str, runtime_id: str) -> RuntimeInfo | None:
-        runtime_dir = self._runtime_dir(runtime_key(notebook_path, runtime_id))
-        info = self._info(runtime_dir) if runtime_dir is not None else None
+        directory = self._open_runtime(runtime_key(notebook_path, runtime_id))
+        if directory is None:
+            return None
+        with directory:
+            info = self._info(directory)
         return info if info is not None and info.alive else None
 
     def list(self) -> builtins.list[RuntimeInfo]:
         found = []
-        for child in sorted(self._private_root().iterdir()):
-            if _is_private_dir(child):
-                info = self._info(child)
+        with self._open_root() as root:
+            for name in sorted(root.names()):
+                directory = _scanned(root, name)
+                if directory is None:
+                    continue
+                with directory:
+                    info = self._info(directory)
                 if info is not None and info.alive:
                     found.append(info)
         return found
@@ -179,50 +213,75 @@ class HostBackend(Backend):
             running = self.find(notebook_path, spec.id)
             if running is not None:
                 return running
-            runtime_dir = self._runtime_dir(key) or self._dir(key)
-            if runtime_dir.exists() and (runtime_dir / "journal.jsonl").exists() and not _is_alive(runtime_dir):
-                # An ended runtime whose journal nobody collected: keep it for the recorder.
-                ended = self.root / f"{key}.ended-{time.time_ns()}"
-                runtime_dir.rename(ended)
-                _remove_secrets(ended)
-            with _refusing():
-                private_dir(runtime_dir)
-            info = RuntimeInfo(
-                key=key,
-                notebook=notebook_identity(notebook_path),
-                runtime_id=spec.id,
-                backend=self.name,
-                language=spec.language,
-                environment=spec.environment_label,
-                idle_timeout=spec.idle_timeout_seconds,
-                started_at=time.time(),
-            )
-            payload = info.to_dict()
-            payload["njtui_version"] = njtui.__version__
-            payload["settings"] = launch.settings
-            with _refusing():
-                write_private(runtime_dir / "info.json", json.dumps(payload, indent=1).encode())
-            if progress:
-                progress("Starting", {"command": spec.language})
-            with _refusing():
-                self._spawn_relay(runtime_dir, notebook_path, spec, launch)
-            started = self._info(runtime_dir)
+            with self._fresh_runtime_dir(key) as directory:
+                info = RuntimeInfo(
+                    key=key,
+                    notebook=notebook_identity(notebook_path),
+                    runtime_id=spec.id,
+                    backend=self.name,
+                    language=spec.language,
+                    environment=spec.environment_label,
+                    idle_timeout=spec.idle_timeout_seconds,
+                    started_at=time.time(),
+                )
+                payload = info.to_dict()
+                payload["njtui_version"] = njtui.__version__
+                payload["settings"] = launch.settings
+                # Which directory njtui made: one re-created by anything else is never this runtime's.
+                payload["dir_id"] = directory.identity()
+                with _refusing():
+                    directory.write("info.json", json.dumps(payload, indent=1).encode())
+                if progress:
+                    progress("Starting", {"command": spec.language})
+                with _refusing():
+                    self._spawn_relay(directory, notebook_path, spec, launch)
+                started = self._info(directory)
             assert started is not None
             return started
 
-    def _spawn_relay(self, runtime_dir: Path, notebook_path: str, spec: RuntimeSpec, launch: Launch) -> None:
+    def _fresh_runtime_dir(self, key: str) -> PrivateDir:
+        """The runtime directory of `key`, made now (0700, at the root's descriptor), under the
+        start lock with the runtime not running. What was there is never reused: the directory
+        of an ended runtime whose journal nobody collected is kept aside for the recorder; any
+        other (one re-created by something other than njtui) is removed."""
+        with self._open_root() as root:
+            with _refusing():
+                try:
+                    existing = root.subdir(key)  # refused, and left as it is, if not private
+                except FileNotFoundError:
+                    existing = None
+            if existing is not None:
+                with existing:
+                    made = _made_by_njtui(existing) is not None
+                    if _is_alive(existing):
+                        raise BackendError(f"{existing.path} is in use by a process that njtui did not start from it (its alive.lock is held); end that process, or remove the directory")
+                    if made and _has_journal(existing):
+                        # An ended runtime whose journal nobody collected: kept for the recorder.
+                        root.rename(key, f"{key}.ended-{time.time_ns()}")
+                        _remove_secrets(existing)
+                    else:
+                        root.remove_tree(key)
+            try:
+                os.mkdir(key, 0o700, dir_fd=root.fd)
+            except FileExistsError:
+                raise BackendError(f"{root.path / key} could not be made afresh: something else keeps making it") from None
+            with _refusing():
+                return root.subdir(key)
+
+    def _spawn_relay(self, directory: PrivateDir, notebook_path: str, spec: RuntimeSpec, launch: Launch) -> None:
         env = dict(os.environ)
         env.update(launch.env)
+        runtime_dir = directory.path
         # Secrets a killed relay could not remove go before the new agent gets its own. The
         # relay (hostd) removes this directory when the agent ends; its name is fixed there.
-        _remove_secrets(runtime_dir)
-        secrets = private_dir(runtime_dir / "secrets")
-        env["NJTUI_SECRETS_DIR"] = str(secrets)
+        _remove_secrets(directory)
+        directory.subdir("secrets", create=True).close()
+        env["NJTUI_SECRETS_DIR"] = str(runtime_dir / "secrets")
         env["NJTUI_RUNTIME"] = spec.id
         env["NJTUI_NOTEBOOK"] = notebook_identity(notebook_path)
         # The host's /results: files written here are collected when the cell finishes.
-        results = private_dir(runtime_dir / "results")
-        env["NJTUI_RESULTS"] = str(results)
+        directory.subdir("results", create=True).close()
+        env["NJTUI_RESULTS"] = str(runtime_dir / "results")
         # Cells see a plain terminal-less environment, not the TUI's.
         for name in ("TEXTUAL", "TEXTUAL_DRIVER"):
             env.pop(name, None)
@@ -230,7 +289,7 @@ class HostBackend(Backend):
             relay_socket = socket_path(runtime_dir)
         except OSError as exc:
             raise BackendError(f"cannot make a place for the runtime's socket: {exc}") from None
-        relay_log = os.fdopen(open_private(runtime_dir / "relay.log", os.O_WRONLY | os.O_APPEND), "ab")
+        relay_log = os.fdopen(directory.open("relay.log", os.O_WRONLY | os.O_APPEND), "ab")
         read_fd, write_fd = os.pipe()
         command = [
             sys.executable,
@@ -267,7 +326,7 @@ class HostBackend(Backend):
             answer = ready.readline().strip() if readable else "error the runtime did not start in time"
         if answer != "ok":
             detail = answer.removeprefix("error ").strip() or "the relay exited at start"
-            log = read_private(runtime_dir / "relay.log").decode(errors="replace")[-800:]
+            log = directory.read("relay.log").decode(errors="replace")[-800:]
             raise BackendError(detail + (f"\n{log}" if log.strip() and "Traceback" in log else ""))
 
     def connect(self, info: RuntimeInfo) -> SocketConnection:
@@ -293,68 +352,88 @@ class HostBackend(Backend):
         return SocketConnection(sock)
 
     def stop(self, info: RuntimeInfo, timeout: float = 5.0) -> None:
-        runtime_dir = Path(info.details["dir"])
         try:
             connection = self.connect(info)
             connection.send({"op": "shutdown"})
             connection.close()
         except (BackendError, OSError):
             pass
-        deadline = time.monotonic() + timeout
-        while _is_alive(runtime_dir) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if _is_alive(runtime_dir):
-            for pid_key in ("agent_pid", "relay_pid"):
-                pid = (_read_json(runtime_dir / "relay.json") or {}).get(pid_key)
-                if pid:
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-            while _is_alive(runtime_dir) and time.monotonic() < deadline + 2:
+        with self._runtime_of(info) as directory:
+            if directory is None:
+                return  # gone, or no longer the directory njtui made for it
+            deadline = time.monotonic() + timeout
+            while _is_alive(directory) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if not _is_alive(runtime_dir):
-                # A killed relay could not remove the runtime's secret files itself.
-                shutil.rmtree(runtime_dir / "secrets", ignore_errors=True)
+            if _is_alive(directory):
+                for pid_key in ("agent_pid", "relay_pid"):
+                    pid = (_read_json(directory, "relay.json") or {}).get(pid_key)
+                    if pid:
+                        try:
+                            os.killpg(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
+                while _is_alive(directory) and time.monotonic() < deadline + 2:
+                    time.sleep(0.02)
+                if not _is_alive(directory):
+                    # A killed relay could not remove the runtime's secret files itself.
+                    _remove_secrets(directory)
 
     def ended(self, notebook_path: str) -> builtins.list[RuntimeInfo]:
         """Runtimes of this notebook that ended with a journal nobody has collected yet."""
         identity = notebook_identity(notebook_path)
         found = []
         now = time.time()
-        for child in sorted(self._private_root().iterdir()):
-            if not _is_private_dir(child) or not os.path.isfile(child / "journal.jsonl") or os.path.islink(child / "journal.jsonl"):
-                continue
-            info = self._info(child)
-            if info is None or info.alive:
-                continue
-            _remove_secrets(child)
-            if info.notebook == identity:
-                found.append(info)
-            elif now - child.stat().st_mtime > ENDED_RETENTION:
-                shutil.rmtree(child, ignore_errors=True)
+        with self._open_root() as root:
+            for name in sorted(root.names()):
+                directory = _scanned(root, name)
+                if directory is None:
+                    continue
+                with directory:
+                    if not _has_journal(directory):
+                        continue
+                    info = self._info(directory)
+                    if info is None or info.alive:
+                        continue
+                    _remove_secrets(directory)
+                    if info.notebook == identity:
+                        found.append(info)
+                    elif now - os.fstat(directory.fd).st_mtime > ENDED_RETENTION:
+                        root.remove_tree(name)
         return found
 
     def collect_files(self, info: RuntimeInfo, staged: builtins.list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
         """The copies of its /results files the agent staged as an execution ended."""
-        stage = Path(info.details["dir"]) / "files"
-        for name, staged_name in staged_files(staged):
+        with self._runtime_of(info) as directory:
+            if directory is None:
+                return
             try:
-                fd = open_existing(stage / staged_name)
+                stage = directory.subdir("files")
             except (NotPrivateError, OSError):
-                continue
-            with os.fdopen(fd, "rb") as handle:
-                yield name, handle
+                return
+        with stage:
+            for name, staged_name in staged_files(staged):
+                try:
+                    fd = stage.open_existing(staged_name)
+                except (NotPrivateError, OSError):
+                    continue
+                with os.fdopen(fd, "rb") as handle:
+                    yield name, handle
 
     def journal(self, info: RuntimeInfo) -> Iterator[dict[str, Any]]:
-        with _refusing():
-            fd = open_existing(Path(info.details["dir"]) / "journal.jsonl")
+        with self._runtime_of(info) as directory:
+            if directory is None:
+                raise BackendError(f"the journal of runtime {info.runtime_id} is gone: its directory {info.details['dir']} is missing or was not made by njtui")
+            with _refusing():
+                fd = directory.open_existing("journal.jsonl")
         with os.fdopen(fd, "rb") as journal:
             for line in journal:
                 if line.endswith(b"\n"):
                     yield json.loads(line)
 
     def discard(self, info: RuntimeInfo) -> None:
-        runtime_dir = Path(info.details["dir"])
-        if not _is_alive(runtime_dir):
-            shutil.rmtree(runtime_dir, ignore_errors=True)
+        name = Path(info.details["dir"]).name
+        with self._runtime_of(info) as directory:
+            if directory is None or _is_alive(directory):
+                return
+            with self._open_root() as root:
+                root.remove_tree(name)

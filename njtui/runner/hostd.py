@@ -25,7 +25,6 @@ import fcntl
 import json
 import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from njtui.runner.private import NotPrivateError, check_private_dir, open_existing, open_private, write_private
+from njtui.runner.private import NotPrivateError, PrivateDir, check_private_dir
 from njtui.runner.protocol import AGENT_STDERR, RUNTIME_EXIT, exit_words
 
 CLIENT_BUFFER_LIMIT = 4 << 20
@@ -74,19 +73,21 @@ class Client:
 
 
 class Relay:
-    def __init__(self, runtime_dir: Path, socket_path: Path, agent: subprocess.Popen) -> None:
+    def __init__(self, runtime_dir: Path, socket_path: Path, agent: subprocess.Popen, directory: PrivateDir | None = None) -> None:
         self.dir = runtime_dir
+        # Its files are opened at the descriptor of the directory main() checked.
+        self.directory = directory or PrivateDir.at(runtime_dir)
         self.socket_path = socket_path
         self.agent = agent
         self.journal_path = runtime_dir / "journal.jsonl"
-        self.journal = os.fdopen(open_existing(self.journal_path), "rb")  # open for the relay's lifetime
+        self.journal = os.fdopen(self.directory.open_existing("journal.jsonl"), "rb")  # open for the relay's lifetime
         self.offsets = array.array("q")  # offsets[seq - 1]: where message `seq` starts
         self.end = 0  # journal offset after the last complete line seen on the agent's stdout
         self.partial = bytearray()
         self.clients: dict[int, Client] = {}
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self.agent_log = os.fdopen(open_private(runtime_dir / "agent.log", os.O_WRONLY | os.O_APPEND), "ab")
+        self.agent_log = os.fdopen(self.directory.open("agent.log", os.O_WRONLY | os.O_APPEND), "ab")
         self.agent_handle: int | None = None  # a pidfd selected when the agent ends; None without pidfds
         self.agent_gone_at: float | None = None
         self.group_killed = False
@@ -314,8 +315,8 @@ class Relay:
                 pass
 
     def _report_exit(self, code: int) -> None:
-        reason = exit_reason(self.journal_path, code)
-        write_private(self.dir / "exit.json", json.dumps({"code": code, "reason": reason, "at": time.time()}).encode())
+        reason = exit_reason(self.journal, code)
+        self.directory.write("exit.json", json.dumps({"code": code, "reason": reason, "at": time.time()}).encode())
         self.broadcast({"type": RUNTIME_EXIT, "code": code, "reason": reason})
         for client in list(self.clients.values()):
             client.sock.setblocking(True)
@@ -326,12 +327,12 @@ class Relay:
             client.sock.close()
 
 
-def exit_reason(journal_path: Path, code: int) -> str:
-    """Why the agent ended, in words: its own `exit` message, else how it died."""
+def exit_reason(journal: IO[bytes], code: int) -> str:
+    """Why the agent ended, in words: its own `exit` message (the last line of the `journal`
+    the relay holds open), else how it died."""
     try:
-        with open(journal_path, "rb") as journal:
-            journal.seek(max(0, os.path.getsize(journal_path) - 4096))
-            tail = journal.read().splitlines()
+        journal.seek(max(0, os.fstat(journal.fileno()).st_size - 4096))
+        tail = journal.read().splitlines()
         last = json.loads(tail[-1]) if tail else {}
     except (OSError, ValueError):
         last = {}
@@ -368,42 +369,45 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     # Checked again here, not only by the client that started us: this is where the files are made.
     try:
-        check_private_dir(args.dir)
+        directory = PrivateDir.at(args.dir)
+        made = json.loads(directory.read("info.json")).get("dir_id")
+        if made != directory.identity():
+            raise NotPrivateError(args.dir, "it is not the directory njtui made for this runtime (it was replaced or re-created)", f"start the runtime again; if this persists, remove it (rm -rf {args.dir})")
         check_private_dir(args.socket.parent)
-        alive = open_private(args.dir / "alive.lock", os.O_RDWR)  # held for the relay's lifetime
+        alive = directory.open("alive.lock", os.O_RDWR)  # held for the relay's lifetime
     except NotPrivateError as exc:
         return fail(str(exc))
-    except OSError as exc:
-        return fail(f"cannot use the runtime directory {args.dir}: {exc.strerror or exc}")
+    except (OSError, ValueError, AttributeError) as exc:
+        return fail(f"cannot use the runtime directory {args.dir}: {getattr(exc, 'strerror', None) or exc}")
     try:
         fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return fail("this runtime is already running")
     try:
-        return _serve(args, agent_argv, ready, fail)
+        return _serve(args, directory, agent_argv, ready, fail)
     finally:
         # The agent has ended (or never ran): its secret files go now, not at the next njtui
         # command. Before the process exits, so whoever waits on alive.lock finds them gone.
-        shutil.rmtree(args.dir / "secrets", ignore_errors=True)
+        directory.remove_tree("secrets")
 
 
 class StartFailed(Exception):
     """The agent could not be started and served; the message, for the ready pipe, says why."""
 
 
-def _serve(args: argparse.Namespace, agent_argv: list[str], ready: IO[str], fail: Callable[[str], int]) -> int:
+def _serve(args: argparse.Namespace, directory: PrivateDir, agent_argv: list[str], ready: IO[str], fail: Callable[[str], int]) -> int:
     """Starts the agent and serves it until it ends (main holds the runtime's lock)."""
     try:
-        _fresh_journal(args.dir)
+        _fresh_journal(directory)
         agent = _start_agent(agent_argv, args.cwd)
-        relay = _relay_for(args, agent)
+        relay = _relay_for(args, directory, agent)
         hello = _await_hello(agent, relay)
     except StartFailed as exc:
         return fail(str(exc))
     listener = _listen(args.socket)
     _forward_sigterm(agent)
-    write_private(
-        args.dir / "relay.json",
+    directory.write(
+        "relay.json",
         json.dumps({"relay_pid": os.getpid(), "agent_pid": agent.pid, "instance": hello.get("instance"), "socket": str(args.socket)}).encode(),
     )
     ready.write("ok\n")
@@ -415,11 +419,11 @@ def _serve(args: argparse.Namespace, agent_argv: list[str], ready: IO[str], fail
         args.socket.unlink(missing_ok=True)
 
 
-def _fresh_journal(runtime_dir: Path) -> None:
+def _fresh_journal(directory: PrivateDir) -> None:
     for stale in ("exit.json", "journal.jsonl"):
-        (runtime_dir / stale).unlink(missing_ok=True)
+        directory.unlink(stale)
     try:
-        os.close(open_private(runtime_dir / "journal.jsonl", os.O_WRONLY, exclusive=True))
+        os.close(directory.open("journal.jsonl", os.O_WRONLY, exclusive=True))
     except (NotPrivateError, OSError) as exc:
         raise StartFailed(f"cannot create the journal: {exc}") from None
 
@@ -445,9 +449,9 @@ def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
     return stream
 
 
-def _relay_for(args: argparse.Namespace, agent: subprocess.Popen) -> Relay:
+def _relay_for(args: argparse.Namespace, directory: PrivateDir, agent: subprocess.Popen) -> Relay:
     try:
-        return Relay(args.dir, args.socket, agent)
+        return Relay(args.dir, args.socket, agent, directory)
     except (NotPrivateError, OSError) as exc:
         agent.kill()
         agent.wait()

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from njtui.model.size import format_size
-from njtui.runner.backend import ORPHANS, Backend, BackendError, BackendUnavailable, RuntimeInfo
+from njtui.runner.backend import ORPHANS, Backend, BackendError, BackendUnavailable, EngineGone, RuntimeInfo, StateRefused
 from njtui.runner.boot_board import BootBoard
-from njtui.runner.paths import private_root, runtime_root
-from njtui.runner.private import NotPrivateError, private_dir, read_private, write_private
+from njtui.runner.paths import open_private_root, runtime_root
+from njtui.runner.private import NotPrivateError, PrivateDir
 
 # How long `Runner.list_runtimes` waits for the runtimes to say whether they are busy.
 STATUS_TIMEOUT = 2.0
@@ -105,6 +105,9 @@ class RuntimeEntry:
 class RuntimeListing:
     runtimes: list[RuntimeEntry]
     problems: list[str]  # backends whose runtimes could not be listed, and why, in words
+    # Whether a backend's state here was refused as not private (StateRefused): the listing
+    # is not whole, for a reason the user must act on, and the command fails.
+    refused: bool = False
 
 
 @dataclass
@@ -112,6 +115,7 @@ class RuntimeStops:
     stopped: list[RuntimeEntry]
     failed: list[tuple[RuntimeEntry, str]]  # and why
     problems: list[str]  # as in RuntimeListing: what could not even be looked at
+    refused: bool = False  # as in RuntimeListing
 
 
 def _notebook_missing(notebook: str) -> bool:
@@ -148,19 +152,19 @@ def _activity(backend: Backend, info: RuntimeInfo, timeout: float) -> dict[str, 
 
 
 def _read_record(root: Path, path: Path) -> Any:
-    """A private JSON record of this user's runtimes; None when it is missing, unreadable or
-    not private (then it is as if nothing was recorded)."""
+    """A private JSON record of this user's runtimes (`path`, in `root`); None when it is
+    missing, unreadable or not private (then it is as if nothing was recorded)."""
     try:
-        private_root(root)
-        return json.loads(read_private(path))
+        with open_private_root(root) as directory:
+            return json.loads(directory.read(path.name))
     except (NotPrivateError, OSError, ValueError):
         return None
 
 
 def _write_record(root: Path, path: Path, record: Any) -> None:
     try:
-        private_root(root)
-        write_private(path, json.dumps(record).encode())
+        with open_private_root(root) as directory:
+            directory.write(path.name, json.dumps(record).encode())
     except (NotPrivateError, OSError):
         pass  # a record that can't be kept costs only what it is for (its users say what)
 
@@ -236,6 +240,13 @@ class Placements:
             del placements[key]
             _write_record(self.root, self.path, placements)
 
+    def forget_engine(self, backend: str, engine: str, engine_tls: str | None) -> None:
+        """Every placement on an engine that is gone (EngineGone)."""
+        placements = self._read()
+        kept = {key: entry for key, entry in placements.items() if entry != [backend, engine, engine_tls]}
+        if len(kept) != len(placements):
+            _write_record(self.root, self.path, kept)
+
 
 def _every_backend(backends: Mapping[str, Backend]) -> Iterator[tuple[str, Callable[[], Backend], tuple[str, str, str | None] | None]]:
     """(what, a getter, the known engine it is for, if one) for the default backends and those
@@ -255,15 +266,27 @@ def list_runtimes(backends: Mapping[str, Backend], *, ask: bool = True) -> Runti
     each running one is asked whether it is busy (all at once, within STATUS_TIMEOUT)."""
     entries: list[RuntimeEntry] = []
     problems: list[str] = []
+    refused = False
     now = time.time()
     for name, backend_of, known in _every_backend(backends):
         try:
             backend = backend_of()
             live = backend.list()
+        except EngineGone as exc:
+            if known is None:
+                problems.append(f"{name} runtimes not listed: {exc}")
+            else:
+                # Remembered from a boot there; the engine's name names nothing now, so nothing
+                # can run there for njtui to find: said this once, then forgotten.
+                problems.append(f"{name} runtimes not listed: {exc}; njtui forgets that engine and the runtimes it placed there")
+                KnownEngines().forget(*known)
+                Placements().forget_engine(*known)
+            continue
         except (BackendError, KeyError) as exc:
             # No engine where none is configured is a machine without Docker: nothing to say.
             if not isinstance(exc, BackendUnavailable):
                 problems.append(f"{name} runtimes not listed: {exc}")
+            refused = refused or isinstance(exc, StateRefused)
             continue
         if known is not None and not live:
             KnownEngines().forget(*known)
@@ -280,7 +303,7 @@ def list_runtimes(backends: Mapping[str, Backend], *, ask: bool = True) -> Runti
     if ask:
         _ask_activity([entry for entry in entries if entry.state == "running"])
     entries.extend(_booting_entries())
-    return RuntimeListing(entries, problems)
+    return RuntimeListing(entries, problems, refused)
 
 
 def _booting_entries() -> list[RuntimeEntry]:
@@ -325,39 +348,54 @@ class StopNotes:
         self.root = root or runtime_root()
         self.dir = self.root / "stopping"
 
-    def _private_dir(self) -> Path | None:
+    def _open(self, *, create: bool) -> PrivateDir | None:
+        """The notes' directory, opened and checked; None if it is missing (and not `create`d)
+        or refused: without a usable root, the stop says what the end says."""
         try:
-            private_root(self.root)
-            return private_dir(self.dir)
+            with open_private_root(self.root) as root:
+                return root.subdir(self.dir.name, create=create)
         except (NotPrivateError, OSError):
-            return None  # without a usable root, the stop says what the end says
+            return None
 
     def leave(self, info: RuntimeInfo, reason: str = STOPPED_BY_COMMAND) -> None:
-        directory = self._private_dir()
+        directory = self._open(create=True)
         if directory is None:
             return
         now = time.time()
-        for old in directory.glob("*.json"):
+        with directory:
             try:
-                if now - old.stat().st_mtime > STOP_NOTE_RETENTION:
-                    old.unlink()
+                names = directory.names()
             except OSError:
+                names = []
+            for old in names:
+                try:
+                    if old.endswith(".json") and now - directory.lstat(old).st_mtime > STOP_NOTE_RETENTION:
+                        directory.unlink(old)
+                except OSError:
+                    pass
+            try:
+                directory.write(f"{info.key}.json", json.dumps({"reason": reason, "instance": info.instance, "at": now}).encode())
+            except (NotPrivateError, OSError):
                 pass
-        try:
-            write_private(directory / f"{info.key}.json", json.dumps({"reason": reason, "instance": info.instance, "at": now}).encode())
-        except (NotPrivateError, OSError):
-            pass
 
     def take_back(self, info: RuntimeInfo) -> None:
         """The stop failed: the runtime runs on, and a later end of it is not this stop's."""
-        (self.dir / f"{info.key}.json").unlink(missing_ok=True)
+        directory = self._open(create=False)
+        if directory is not None:
+            with directory:
+                try:
+                    directory.unlink(f"{info.key}.json")
+                except OSError:
+                    pass
 
     def reason_for(self, info: RuntimeInfo) -> str | None:
         """Why the runtime `info` ended, if a stop note is about it."""
-        if not (self.dir / f"{info.key}.json").exists() or self._private_dir() is None:
+        directory = self._open(create=False)
+        if directory is None:
             return None
         try:
-            note = json.loads(read_private(self.dir / f"{info.key}.json"))
+            with directory:
+                note = json.loads(directory.read(f"{info.key}.json"))
         except (NotPrivateError, OSError, ValueError):
             return None
         if not isinstance(note, dict) or not isinstance(note.get("reason"), str) or not isinstance(note.get("at"), (int, float)):
@@ -392,7 +430,7 @@ def stop_runtimes(backends: Mapping[str, Backend], selector: str | None = None) 
             failed.append((entry, str(exc)))
         else:
             stopped.append(entry)
-    return RuntimeStops(stopped, failed, listing.problems)
+    return RuntimeStops(stopped, failed, listing.problems, listing.refused)
 
 
 def _ask_activity(entries: list[RuntimeEntry]) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from njtui.dirs import make_dirs
+
 HISTORY = 5000
 
 
@@ -35,7 +37,7 @@ class RunnerLog:
         self._lock = threading.Lock()
         self._file = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)  # njtui's own: 0700, with any made above it
             self._file = open(path, "a", encoding="utf-8")
 
     def subscribe(self, listener: Callable[[LogEntry], None]) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import platformdirs
 
-from njtui.runner.private import check_ancestors, private_dir
+from njtui.dirs import make_dirs
+from njtui.runner.private import PrivateDir, check_ancestors, private_dir
 
 _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
 
@@ -45,10 +46,24 @@ def _way_out() -> str:
 
 def private_root(root: Path, alternative: str | None = None) -> Path:
     """`root`, created 0700 if missing, checked private (NotPrivateError says why and what to do)."""
-    alternative = alternative or _way_out()
-    private_dir(root, parents=True, alternative=alternative)
-    check_ancestors(root, alternative=alternative)
+    open_private_root(root, alternative).close()
     return root
+
+
+def open_private_root(root: Path, alternative: str | None = None) -> PrivateDir:
+    """`root` opened, created 0700 if missing (and the directories above it that are missing,
+    each 0700), checked private as opened, and its parents checked (NotPrivateError says why
+    and what to do). Everything in the root is made and found at this descriptor."""
+    alternative = alternative or _way_out()
+    if not os.path.lexists(root):
+        make_dirs(root.parent)
+    directory = PrivateDir.at(root, create=True, alternative=alternative)
+    try:
+        check_ancestors(root, alternative=alternative)
+    except BaseException:
+        directory.close()
+        raise
+    return directory
 
 
 def private_runtime_root() -> Path:

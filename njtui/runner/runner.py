@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 from njtui.model import Cell, ExecutionRecord, Notebook, RuntimeSpec
 from njtui.model.engine import parse_engine
 from njtui.runner import protocol
-from njtui.runner.backend import IMAGES, WRITE_BACK, Backend, BackendError, BootCancelled, RuntimeInfo
+from njtui.runner.backend import IMAGES, WRITE_BACK, Backend, BackendError, BootCancelled, EngineGone, RuntimeInfo
 from njtui.runner.boot_board import BootBoard
 from njtui.runner.environments import Environments
 from njtui.runner.events import Listener, RunnerEvent, RuntimeChanged, RuntimeMessage
@@ -188,6 +188,12 @@ class Runner:
         try:
             earlier = self.backends.at(*placed)
             earlier_info = earlier.find(self.path, spec.id)
+        except EngineGone as exc:
+            # Its engine's name names nothing now: nothing runs there for njtui to find. Said
+            # once, then forgotten.
+            self.log.warning(spec.id, f"it was last booted on {where}, which is gone ({exc}); njtui forgets it and goes by its settings now")
+            self.placements.forget(runtime_key(self.path, spec.id), placed)
+            return backend, None
         except (BackendError, KeyError) as exc:
             self.log.warning(spec.id, f"it was last booted on {where}, which can't be asked whether it still runs there ({exc}); `njtui runtimes` lists it once that engine answers; going by its settings now")
             return backend, None

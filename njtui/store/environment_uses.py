@@ -19,6 +19,7 @@ from pathlib import Path
 
 import platformdirs
 
+from njtui.dirs import make_dirs
 from njtui.store.atomic import atomic_write_bytes
 
 
@@ -41,7 +42,7 @@ def _read(path: Path) -> dict[str, dict[str, list[str]]]:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)  # njtui's own: 0700, with any made above it
     with open(path.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

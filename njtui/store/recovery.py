@@ -24,6 +24,7 @@ from typing import Any
 
 import platformdirs
 
+from njtui.dirs import make_dirs
 from njtui.model import Notebook
 from njtui.store import toml_writer
 from njtui.store.atomic import atomic_write_bytes
@@ -164,7 +165,7 @@ class RecoveryJournal:
             "base_text": self._base_text,
         }
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(self.path.parent)  # 0700, and so is each directory made above it
             atomic_write_bytes(self.path, json.dumps(envelope, ensure_ascii=False).encode("utf-8"), mode=0o600, durable=durable)
         except OSError as exc:
             self._problem = f"cannot write {self.path}: {exc.strerror}"

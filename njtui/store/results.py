@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from njtui.model import ExecutionRecord
-from njtui.store.atomic import atomic_write_bytes
 from njtui.store.results_counts import ExecutionCounts
 from njtui.store.results_files import (
     MANIFEST_LIMIT as MANIFEST_LIMIT,
@@ -62,8 +61,11 @@ from njtui.store.results_io import (
     first_line_complete,
     lines_from_end,
     open_append,
+    open_beneath,
     open_regular,
+    replace_beneath,
     tail_lines,
+    unlink_beneath,
     write_all,
 )
 from njtui.store.results_paths import (
@@ -99,18 +101,14 @@ class ResultsStore(ResultFiles, ExecutionCounts):
 
     # -- reading
     def _files(self, cell_id: str) -> dict[int, tuple[str, Path]]:
-        if not valid_cell_id(cell_id) or not self._is_real_dir("cells", cell_id):
+        if not valid_cell_id(cell_id):
             return {}
         directory = self.cell_dir(cell_id)
         found = {}
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    match = _VERSION_FILE.fullmatch(entry.name)
-                    if match and entry.is_file(follow_symlinks=False):
-                        found[int(match.group(1))] = (match.group(2), directory / entry.name)
-        except OSError:
-            return {}
+        for name, is_file in self._names("cells", cell_id):
+            match = _VERSION_FILE.fullmatch(name)
+            if match and is_file:
+                found[int(match.group(1))] = (match.group(2), directory / name)
         return found
 
     def versions(self, cell_id: str) -> list[int]:
@@ -125,7 +123,7 @@ class ResultsStore(ResultFiles, ExecutionCounts):
         assert match is not None  # every path here comes from _files, which lists only names that match
         exec_name = match.group(2)
         try:
-            fd = open_regular(path)
+            fd = open_regular(path, beneath=self.root)
         except OSError as exc:
             return ExecutionRecord(cell=cell_id, version=version, exec_id=exec_name, runtime="", status="error", reason=f"unreadable record {path}: {exc.strerror or exc}")
         with os.fdopen(fd, "rb") as handle:
@@ -142,7 +140,7 @@ class ResultsStore(ResultFiles, ExecutionCounts):
         fields.update(cell=cell_id, version=version, exec_id=exec_id if isinstance(exec_id, str) and file_name(exec_id) == exec_name else exec_name)
         fields.setdefault("runtime", "")
         record = ExecutionRecord.from_dict(fields)
-        for line in lines_from_end(path):
+        for line in lines_from_end(path, beneath=self.root):
             entry = parsed(line)
             if entry is None:
                 continue
@@ -156,10 +154,9 @@ class ResultsStore(ResultFiles, ExecutionCounts):
             break
         return record
 
-    @staticmethod
-    def _count(record: ExecutionRecord, path: Path) -> None:
+    def _count(self, record: ExecutionRecord, path: Path) -> None:
         try:
-            fd = open_regular(path)
+            fd = open_regular(path, beneath=self.root)
         except OSError:
             return
         with os.fdopen(fd, "rb") as handle:
@@ -191,7 +188,7 @@ class ResultsStore(ResultFiles, ExecutionCounts):
 
     def _open_record(self, record: ExecutionRecord) -> IO[bytes] | None:
         try:
-            return os.fdopen(open_regular(self.path_of(record)), "rb")
+            return os.fdopen(open_regular(self.path_of(record), beneath=self.root), "rb")
         except (OSError, InvalidCellId):
             return None
 
@@ -232,7 +229,7 @@ class ResultsStore(ResultFiles, ExecutionCounts):
         # whole too, so a picture (one large line) at the end is never cut off.
         events: list[dict[str, Any]] = []
         spent = 0
-        for line in lines_from_end(self.path_of(record)):
+        for line in lines_from_end(self.path_of(record), beneath=self.root):
             event = parsed(line)
             if event is not None and "record" in event:
                 events.reverse()
@@ -254,17 +251,11 @@ class ResultsStore(ResultFiles, ExecutionCounts):
         store, when its counts begin: before then each runtime counted on its own, so any
         version may hold the highest)."""
         highest = 0
-        if not self._is_real_dir("cells"):
-            return highest
-        try:
-            with os.scandir(self.root / "cells") as entries:
-                cells = [entry.name for entry in entries if valid_cell_id(entry.name)]
-        except OSError:
-            return highest
+        cells = [name for name, _ in self._names("cells") if valid_cell_id(name)]
         for cell_id in cells:
             for _, path in self._files(cell_id).values():
                 try:
-                    fd = open_regular(path)
+                    fd = open_regular(path, beneath=self.root)
                 except OSError:
                     continue
                 with os.fdopen(fd, "rb") as handle:
@@ -291,11 +282,11 @@ class ResultsStore(ResultFiles, ExecutionCounts):
         for version, (name, path) in files.items():
             if name != wanted:
                 continue
-            fd = open_append(path)
+            fd = open_append(path, beneath=self.root)
             try:
                 if first_line_complete(fd):
                     os.close(fd)
-                    return RecordWriter(self._load(path, cell_id, version), path)
+                    return RecordWriter(self._load(path, cell_id, version), path, root=self.root)
                 # Claimed by a recorder that died (or met a full disk) before its first line
                 # was whole: start it afresh.
                 os.ftruncate(fd, 0)
@@ -309,7 +300,7 @@ class ResultsStore(ResultFiles, ExecutionCounts):
                 path = directory / f"{version:06d}.{wanted}.jsonl"
                 try:
                     # Exclusive create claims the version number even if two runtimes record one cell.
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                    fd = open_beneath(self.root, path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND)
                     break
                 except FileExistsError:
                     version += 1
@@ -319,21 +310,21 @@ class ResultsStore(ResultFiles, ExecutionCounts):
         except BaseException:
             os.close(fd)
             raise
-        return RecordWriter(record, path, fd)
+        return RecordWriter(record, path, fd, root=self.root)
 
     def close_lost(self, record: ExecutionRecord, reason: str, at: float) -> None:
         """Ends an execution whose runtime is gone."""
-        writer = RecordWriter(record, self.path_of(record))
+        writer = RecordWriter(record, self.path_of(record), root=self.root)
         writer.finish(status="lost", ended_at=at, reason=reason)
 
     def _prune(self, files: dict[int, tuple[str, Path]]) -> None:
         surplus = len(files) + 1 - KEEP_VERSIONS
         for version in sorted(files)[: max(0, surplus)]:
             path = files[version][1]
-            if any(b'"end"' in line[:8] for line in tail_lines(path, 4096)[:1]):
-                path.unlink(missing_ok=True)
+            if any(b'"end"' in line[:8] for line in tail_lines(path, 4096, beneath=self.root)[:1]):
+                unlink_beneath(self.root, path)
                 # Blobs stay: another version may share them.
-                self._manifest(path.parent.name, version).unlink(missing_ok=True)
+                unlink_beneath(self.root, self._manifest(path.parent.name, version))
 
     # -- the recorder's bookkeeping
     def _cursor_path(self, runtime_key: str, suffix: str) -> Path:
@@ -345,7 +336,7 @@ class ResultsStore(ResultFiles, ExecutionCounts):
         """The last cursor saved; the cursor file is a log of them, appended, never rewritten."""
         if not self._is_real_dir("cursors"):
             return {}
-        for line in tail_lines(self._cursor_path(runtime_key, ".jsonl")):
+        for line in tail_lines(self._cursor_path(runtime_key, ".jsonl"), beneath=self.root):
             entry = parsed(line)
             cursor = _checked_cursor(entry) if entry is not None else None
             if cursor is not None:
@@ -364,7 +355,7 @@ class ResultsStore(ResultFiles, ExecutionCounts):
         self._real_dir("cursors")
         path = self._cursor_path(runtime_key, ".jsonl")
         line = (json.dumps(cursor, sort_keys=True) + "\n").encode()
-        fd = open_append(path, create=True)
+        fd = open_append(path, create=True, beneath=self.root)
         try:
             end = os.fstat(fd).st_size
             # A write cut short (a full disk) left half a line: start on a line of our own.
@@ -375,13 +366,13 @@ class ResultsStore(ResultFiles, ExecutionCounts):
             os.close(fd)
         if end > CURSOR_LOG_LIMIT:
             # Only the last entry matters: start the log again from it.
-            atomic_write_bytes(path, line, durable=False)
+            replace_beneath(self.root, path, line)
 
     def try_lock_recorder(self, runtime_key: str) -> IO[str] | None:
         """The recorder lock of a runtime, or None while another client holds it."""
         self._real_dir("cursors")
         # Not truncated, not followed: a shared results dir may hold a link under this name.
-        handle = os.fdopen(open_append(self._cursor_path(runtime_key, ".lock"), create=True), "r")
+        handle = os.fdopen(open_append(self._cursor_path(runtime_key, ".lock"), create=True, beneath=self.root), "r")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -19,8 +19,7 @@ import re
 import threading
 from pathlib import Path
 
-from njtui.store.atomic import atomic_write_bytes
-from njtui.store.results_io import open_append, tail_lines, write_all
+from njtui.store.results_io import open_append, replace_beneath, tail_lines, write_all
 from njtui.store.results_paths import ResultsDirectory
 from njtui.store.results_records import parsed
 
@@ -99,11 +98,11 @@ class ExecutionCounts(ResultsDirectory):
         """The log's complete lines (its last _LOG_READ_LIMIT bytes: it is cut back long before)."""
         if not self._is_real_dir():
             return b""
-        return b"".join(line + b"\n" for line in reversed(tail_lines(self._counts_path(".jsonl"), _LOG_READ_LIMIT)))
+        return b"".join(line + b"\n" for line in reversed(tail_lines(self._counts_path(".jsonl"), _LOG_READ_LIMIT, beneath=self.root)))
 
     def _allocate(self, exec_id: str, cell_id: str | None) -> int:
         self._real_dir()
-        lock = open_append(self._counts_path(".lock"), create=True)
+        lock = open_append(self._counts_path(".lock"), create=True, beneath=self.root)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             log = self._read_log()
@@ -128,9 +127,9 @@ class ExecutionCounts(ResultsDirectory):
         line = _line(exec_id, count)
         if log.count(b"\n") + 1 >= 2 * COUNTS_KEEP:
             kept = [_line(each, n) for each, n in _entries(log)][-(COUNTS_KEEP - 1) :]
-            atomic_write_bytes(path, b"".join(kept) + line, durable=False)
+            replace_beneath(self.root, path, b"".join(kept) + line)
             return
-        fd = open_append(path, create=True)
+        fd = open_append(path, create=True, beneath=self.root)
         try:
             end = os.fstat(fd).st_size
             # A write cut short (a full disk) left half a line: start on a line of our own.

@@ -11,14 +11,13 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from njtui.dirs import make_dirs
 from njtui.model import ExecutionRecord
-from njtui.store.atomic import atomic_write_bytes
-from njtui.store.results_io import LINK_ERRNOS, READ_FLAGS, Refused, open_directory, open_regular, write_all
+from njtui.store.results_io import LINK_ERRNOS, READ_FLAGS, Refused, directory_beneath, open_directory, open_regular, replace_beneath, write_all
 from njtui.store.results_paths import InvalidCellId, ResultsDirectory, valid_cell_id
 
 MANIFEST_LIMIT = 16 << 20
@@ -66,37 +65,30 @@ class ResultFiles(ResultsDirectory):
         return self.root / "blobs" / digest[:2] / digest
 
     def save_files(self, record: ExecutionRecord, files: Iterable[tuple[str, IO[bytes]]]) -> list[dict[str, Any]]:
-        """Stores the files of one execution; identical contents are stored once."""
+        """Stores the files of one execution; identical contents are stored once. Each is
+        written to a new name in blobs/incoming and renamed to blobs/<ab>/<sha256>, both at the
+        descriptors of those directories (results_io): none is written through a link."""
         entries: list[dict[str, Any]] = []
-        staging = self._real_dir("blobs", "incoming")
+        self._real_dir("blobs", "incoming")
         for name, handle in files:
-            digest = hashlib.sha256()
-            size = 0
-            with tempfile.NamedTemporaryFile(dir=staging, delete=False) as temporary:
+            with directory_beneath(self.root, ("blobs", "incoming")) as staging:
+                digest, size, temporary = _stage(staging, handle)
                 try:
-                    while chunk := handle.read(1 << 20):
-                        digest.update(chunk)
-                        temporary.write(chunk)
-                        size += len(chunk)
-                    temporary.flush()
-                except BaseException:
-                    os.unlink(temporary.name)
-                    raise
-            try:
-                target = self._real_dir("blobs", digest.hexdigest()[:2]) / digest.hexdigest()
-                if os.path.lexists(target):
-                    os.unlink(temporary.name)
-                else:
-                    os.replace(temporary.name, target)
-            except BaseException:
-                if os.path.lexists(temporary.name):
-                    os.unlink(temporary.name)
-                raise
+                    with directory_beneath(self.root, ("blobs", digest[:2]), create=True) as target:
+                        try:
+                            os.stat(digest, dir_fd=target, follow_symlinks=False)
+                        except FileNotFoundError:
+                            os.replace(temporary, digest, src_dir_fd=staging, dst_dir_fd=target)
+                finally:
+                    try:
+                        os.unlink(temporary, dir_fd=staging)  # still there: the content was stored already
+                    except FileNotFoundError:
+                        pass
             kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            entries.append({"name": name, "size": size, "type": kind, "sha256": digest.hexdigest()})
+            entries.append({"name": name, "size": size, "type": kind, "sha256": digest})
         entries.sort(key=lambda entry: entry["name"])
         self._real_dir("cells", self.cell_dir(record.cell).name)
-        atomic_write_bytes(self._manifest(record.cell, record.version), json.dumps({"exec": record.exec_id, "files": entries}, indent=1).encode(), durable=False)
+        replace_beneath(self.root, self._manifest(record.cell, record.version), json.dumps({"exec": record.exec_id, "files": entries}, indent=1).encode())
         return entries
 
     def manifest(self, record: ExecutionRecord) -> tuple[list[dict[str, Any]], list[str]]:
@@ -108,7 +100,7 @@ class ResultFiles(ResultsDirectory):
         if not self._is_real_dir("cells", record.cell):
             return [], []
         try:
-            fd = open_regular(path)
+            fd = open_regular(path, beneath=self.root)
         except FileNotFoundError:
             return [], []
         except OSError as exc:
@@ -180,7 +172,7 @@ class ResultFiles(ResultsDirectory):
             if not (valid_cell_id(part) or _VERSION_DIR.fullmatch(part)):
                 raise ValueError(f"{part!r} is not a cell id or version directory")
         into = Path(into)
-        into.mkdir(parents=True, exist_ok=True)
+        make_dirs(into, 0o777)  # the umask's mode; directories made above it 0700
         top = into.resolve()
         base = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         written = []
@@ -233,3 +225,23 @@ class ResultFiles(ResultsDirectory):
                 os.close(directory)
         finally:
             os.close(blob)
+
+
+def _stage(staging: int, handle: IO[bytes]) -> tuple[str, int, str]:
+    """Copies `handle` to a new file in the directory `staging`: (its sha256, its size, its name)."""
+    temporary = f"tmp-{secrets.token_hex(8)}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=staging)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        try:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                write_all(fd, chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+    except BaseException:
+        os.unlink(temporary, dir_fd=staging)
+        raise
+    return digest.hexdigest(), size, temporary

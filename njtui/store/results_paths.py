@@ -1,16 +1,17 @@
 """Paths in a results directory: cell ids and execution ids checked (or hashed) before they
-become names there, and its directories, which are used only when they are not links."""
+become names there, and its directories, which are used only when they are not links, and
+only through descriptors (results_io.directory_beneath)."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
-import stat
 from pathlib import Path
 
+from njtui.dirs import make_dirs
 from njtui.model import is_cell_id
+from njtui.store.results_io import directory_beneath
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
@@ -49,26 +50,27 @@ class ResultsDirectory:
 
     def _is_real_dir(self, *parts: str) -> bool:
         """Whether root/parts… are directories, none of them a link (the root itself may be)."""
-        path = self.root
-        for part in parts:
-            path = path / part
-            try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    return False
-            except OSError:
-                return False
-        return True
+        try:
+            with directory_beneath(self.root, parts):
+                return True
+        except OSError:
+            return False
+
+    def _names(self, *parts: str) -> list[tuple[str, bool]]:
+        """(name, whether it is a regular file, not a link) of each entry of root/parts…, read
+        at that directory's descriptor (directory_beneath); [] if it is missing or refused."""
+        try:
+            with directory_beneath(self.root, parts) as directory, os.scandir(directory) as entries:
+                return [(entry.name, entry.is_file(follow_symlinks=False)) for entry in entries]
+        except OSError:
+            return []
 
     def _real_dir(self, *parts: str) -> Path:
-        """root/parts…, made as needed; a link or a file in their place is an error, not followed."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root
-        for part in parts:
-            path = path / part
-            try:
-                os.mkdir(path)
-            except FileExistsError:
-                pass
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                raise OSError(errno.ENOTDIR, f"{path} is not a directory (a link or a file is in its place); njtui does not write through it")
-        return path
+        """root/parts…, made as needed, each at the descriptor of the one above (the root with
+        the umask's mode, and only missing directories above it 0700); a link or a file in
+        their place is an error, not followed."""
+        if not os.path.isdir(self.root):
+            make_dirs(self.root, 0o777)
+        with directory_beneath(self.root, parts, create=True):
+            pass
+        return self.root.joinpath(*parts)

@@ -59,12 +59,13 @@ class RecordWriter:
     error (a full disk) is raised at the write that met it, and nothing is left half-flushed in
     memory to be written later out of order."""
 
-    def __init__(self, record: ExecutionRecord, path: Path, fd: int | None = None) -> None:
+    def __init__(self, record: ExecutionRecord, path: Path, fd: int | None = None, *, root: Path) -> None:
         self.record = record
         self.path = path
+        self.root = root  # the results directory: `path` is opened from its descriptor (results_io)
         self._fd = fd
         existing = fd is None
-        self.last_seq = _last_seq(path) if existing else 0
+        self.last_seq = _last_seq(path, root) if existing else 0
         self._pending: list[bytes] = [] if existing else [_dumps({"record": _header(record)})]
         # A finished execution met again in a replay has nothing left to write.
         self.inert = existing and record.finished
@@ -89,7 +90,7 @@ class RecordWriter:
         if not self._pending:
             return
         if self._fd is None:
-            fd = open_append(self.path)
+            fd = open_append(self.path, beneath=self.root)
             try:
                 cut_incomplete_line(fd)
             except BaseException:
@@ -132,9 +133,9 @@ def _header(record: ExecutionRecord) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key not in END_FIELDS or key == "count"}
 
 
-def _last_seq(path: Path) -> int:
+def _last_seq(path: Path, root: Path) -> int:
     """Seq of the last event written: a resumed recording skips what is already there."""
-    for line in lines_from_end(path):
+    for line in lines_from_end(path, beneath=root):
         event = parsed(line)
         if event is None:
             continue

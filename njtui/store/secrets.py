@@ -20,6 +20,7 @@ from pathlib import Path
 import platformdirs
 import tomli_w
 
+from njtui.dirs import make_dirs
 from njtui.store.atomic import atomic_write_bytes
 from njtui.store.errors import StoreError, toml_error_position
 
@@ -114,6 +115,6 @@ class SecretStore:
         return True
 
     def _write(self, data: dict[str, str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(self.path.parent)  # 0700, and so is each directory made above it
         self._check_directory()
         atomic_write_bytes(self.path, tomli_w.dumps(dict(sorted(data.items()))).encode(), mode=0o600)

@@ -14,6 +14,7 @@ from typing import Any
 import platformdirs
 import tomli_w
 
+from njtui.dirs import make_dirs
 from njtui.store.atomic import atomic_write_bytes
 from njtui.store.errors import StoreError, toml_error_position
 
@@ -61,7 +62,7 @@ def save_config(config: UserConfig, path: Path | None = None) -> None:
         data["theme"] = config.theme
     if config.graphics is not None:
         data["graphics"] = config.graphics
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)  # njtui's own (the secret store lives there too): 0700, with any made above it
     atomic_write_bytes(path, tomli_w.dumps(data).encode())
 
 
