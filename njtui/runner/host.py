@@ -36,6 +36,7 @@ import njtui
 from njtui.model import RuntimeSpec
 from njtui.runner.agents import AGENTS_DIR, agent_command_for
 from njtui.runner.backend import Backend, BackendError, ProgressCallback, RuntimeInfo, SocketConnection, StateRefused, staged_files
+from njtui.runner.guard import released_as_it_exits
 from njtui.runner.launch import Launch
 from njtui.runner.paths import notebook_identity, open_private_root, runtime_key, runtime_root, socket_path
 from njtui.runner.private import NotPrivateError, PrivateDir, check_private_dir
@@ -51,12 +52,32 @@ def agent_command(spec: RuntimeSpec, journal: Path) -> list[str]:
     if command.interpreter == "python":
         # The interpreter running njtui: a host Python runtime sees the packages of njtui's
         # environment, and the Jupyter bridge its jupyter_client and the kernels installed there.
-        interpreter = sys.executable
-    else:
-        interpreter = shutil.which("bash")
-        if interpreter is None:
-            raise BackendError("bash is not installed on this machine")
+        return [*own_python(), str(AGENTS_DIR / command.script), "--journal", str(journal), *command.arguments]
+    interpreter = shutil.which("bash")
+    if interpreter is None:
+        raise BackendError("bash is not installed on this machine")
     return [interpreter, str(AGENTS_DIR / command.script), "--journal", str(journal), *command.arguments]
+
+
+def own_python() -> list[str]:
+    """The interpreter for every Python process njtui starts, with a sys.path no other user can
+    write: -P keeps the working directory (and, for a script, the script's directory) off it,
+    so a module planted where the person happens to be (/tmp, a shared project) is never
+    imported in its place. Site-packages, the user's own included, stay: cells use them."""
+    return [sys.executable, "-P"]
+
+
+def own_environment(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a process njtui starts: PYTHONPATH keeps its absolute entries only. An empty
+    or relative entry names the working directory of whichever process reads it, which for an
+    agent is the notebook's directory and for its children anywhere at all."""
+    if "PYTHONPATH" in env:
+        kept = [entry for entry in env["PYTHONPATH"].split(os.pathsep) if os.path.isabs(entry)]
+        if kept:
+            env["PYTHONPATH"] = os.pathsep.join(kept)
+        else:
+            del env["PYTHONPATH"]
+    return env
 
 
 def _is_alive(directory: PrivateDir) -> bool:
@@ -67,7 +88,12 @@ def _is_alive(directory: PrivateDir) -> bool:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
+        # A relay killed a moment ago holds its lock until the kernel has closed all its files,
+        # its sockets first: its client has seen the connection end, and a boot right after
+        # would find the runtime alive and attach to a socket about to go. Not alive, then,
+        # once the lock is let go of.
+        relay_pid = (_read_json(directory, "relay.json") or {}).get("relay_pid")
+        return not (isinstance(relay_pid, int) and released_as_it_exits(lock, relay_pid))
     finally:
         os.close(lock)
     return False
@@ -192,6 +218,14 @@ class HostBackend(Backend):
             return None
         with directory:
             info = self._info(directory)
+            # Alive but not listening yet: another client's boot is under way (its relay holds
+            # alive.lock from its first moment, and says where it listens once its agent said
+            # hello). Attaching now would find no socket; it is ready, or gone, within the start
+            # timeout, and nothing signals it to a process that did not start it.
+            deadline = time.monotonic() + START_TIMEOUT
+            while info is not None and info.alive and not info.details.get("socket") and time.monotonic() < deadline:
+                time.sleep(0.01)
+                info = self._info(directory)
         return info if info is not None and info.alive else None
 
     def list(self) -> builtins.list[RuntimeInfo]:
@@ -269,9 +303,10 @@ class HostBackend(Backend):
                 return root.subdir(key)
 
     def _spawn_relay(self, directory: PrivateDir, notebook_path: str, spec: RuntimeSpec, launch: Launch) -> None:
-        env = dict(os.environ)
-        env.update(launch.env)
-        runtime_dir = directory.path
+        env = own_environment({**os.environ, **launch.env})
+        # The relay starts in its own private directory, not wherever njtui was started, and
+        # every path it is given is absolute for that.
+        runtime_dir = directory.path.absolute()
         # Secrets a killed relay could not remove go before the new agent gets its own. The
         # relay (hostd) removes this directory when the agent ends; its name is fixed there.
         _remove_secrets(directory)
@@ -292,7 +327,7 @@ class HostBackend(Backend):
         relay_log = os.fdopen(directory.open("relay.log", os.O_WRONLY | os.O_APPEND), "ab")
         read_fd, write_fd = os.pipe()
         command = [
-            sys.executable,
+            *own_python(),
             "-m",
             "njtui.runner.hostd",
             "--dir",
@@ -314,6 +349,7 @@ class HostBackend(Backend):
                 stderr=relay_log,
                 pass_fds=(write_fd,),
                 start_new_session=True,
+                cwd=runtime_dir,
                 env=env,
             )
         finally:
