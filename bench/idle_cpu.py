@@ -123,10 +123,15 @@ def runtime_groups(runtime_root: Path) -> list[Group]:
             continue
         if not argv[argv.index("--dir") + 1].startswith(str(runtime_root)):
             continue
-        agents = [child for child in descendants(pid) if child != pid]
+        stat = _stat(pid)
+        if stat is not None and "njtui.runner.hostd" in _cmdline(int(stat[1])):
+            continue  # the agent's guard, a fork of its relay: counted with the relay
+        below = [child for child in descendants(pid) if child != pid]
+        guards = [child for child in below if "njtui.runner.hostd" in _cmdline(child)]
+        agents = [child for child in below if child not in guards]
         language = "bash" if any(arg.endswith("agent.sh") for child in agents for arg in _cmdline(child)) else "python"
         groups.append(Group(f"{language} agent", agents))
-        groups.append(Group(f"relay ({language} runtime)", [pid]))
+        groups.append(Group(f"relay ({language} runtime)", [pid, *guards]))
     return sorted(groups, key=lambda group: group.name)
 
 

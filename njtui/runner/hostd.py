@@ -13,8 +13,12 @@ The relay makes every file of the runtime without following symlinks, in a direc
 checks is private (njtui.runner.private), and removes the agent's secret files when the agent
 ends: it outlives the agent and every client.
 
-Only the standard library, njtui.runner.protocol and njtui.runner.private (standard library
-only itself) are imported: this starts on every boot.
+The agent is started through a guard (njtui.runner.guard): every process of the runtime, a
+cell's background and setsid'd ones included, ends with the agent or the relay, however they
+end; the guard tells the relay when the agent has ended, and then when the rest has.
+
+Only the standard library, njtui.runner.protocol, njtui.runner.private and njtui.runner.guard
+(standard library only themselves) are imported: this starts on every boot.
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from njtui.runner.guard import GUARD_END_TIMEOUT, ORPHAN_GRACE, GuardedAgent, become_subreaper
 from njtui.runner.private import NotPrivateError, PrivateDir, check_private_dir
 from njtui.runner.protocol import AGENT_STDERR, RUNTIME_EXIT, exit_words
 
@@ -41,10 +45,6 @@ CLIENT_BUFFER_LIMIT = 4 << 20
 JOURNAL_READ_CHUNK = 1 << 18
 HELLO_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 5.0
-# When the agent's main process has died but its helpers or a cell's background processes still
-# hold its output pipes, what they wrote within this long is kept, then its process group goes.
-ORPHAN_GRACE = 0.2
-AGENT_POLL = 0.25  # without pidfds: how often to look whether the agent still lives
 
 
 # What starts every journaled line (both agents write `seq` first); the agent's other lines
@@ -73,7 +73,7 @@ class Client:
 
 
 class Relay:
-    def __init__(self, runtime_dir: Path, socket_path: Path, agent: subprocess.Popen, directory: PrivateDir | None = None) -> None:
+    def __init__(self, runtime_dir: Path, socket_path: Path, agent: GuardedAgent, directory: PrivateDir | None = None) -> None:
         self.dir = runtime_dir
         # Its files are opened at the descriptor of the directory main() checked.
         self.directory = directory or PrivateDir.at(runtime_dir)
@@ -88,9 +88,8 @@ class Relay:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.agent_log = os.fdopen(self.directory.open("agent.log", os.O_WRONLY | os.O_APPEND), "ab")
-        self.agent_handle: int | None = None  # a pidfd selected when the agent ends; None without pidfds
-        self.agent_gone_at: float | None = None
-        self.group_killed = False
+        self.agent_gone_at: float | None = None  # when the guard said the agent had ended
+        self.guard_gone_at: float | None = None  # when the guard ended: no process of the runtime is left
         self.open_streams = 2  # the agent's stdout and stderr, until each reads its end
         self.awaited: dict[object, Client] = {}  # request id → the client that asked
 
@@ -247,50 +246,49 @@ class Relay:
         self.selector.register(listener, selectors.EVENT_READ, ("listen", None))
         self.selector.register(_pipe(self.agent.stdout), selectors.EVENT_READ, ("stdout", None))
         self.selector.register(_pipe(self.agent.stderr), selectors.EVENT_READ, ("stderr", None))
-        self._watch_agent_end()
+        # The agent's own end, told by its guard even while other processes keep its pipes open
+        # (a bash agent's helpers outlive a killed main process), and then the guard's, once it
+        # has ended every other process of the runtime.
+        self.selector.register(self.agent.status, selectors.EVENT_READ, ("guard", None))
         drain_deadline = None
         while True:
             for key, events in self.selector.select(self._select_timeout(drain_deadline)):
                 self._on_ready(key, events, listener)
-            if self.agent_handle is None and self.agent_gone_at is None and self.agent.poll() is not None:
-                self.agent_gone_at = time.monotonic()
-            self._kill_orphans_after_grace()
+            self._stop_reading_after_grace()
             if self.open_streams == 0 and drain_deadline is None:
                 drain_deadline = time.monotonic() + DRAIN_TIMEOUT
             if drain_deadline is not None and (self.caught_up() or time.monotonic() >= drain_deadline):
                 break
+        # Once the guard has ended the runtime's last process (GUARD_END_TIMEOUT at most).
         code = self.agent.wait()
-        if self.agent_handle is not None:
-            os.close(self.agent_handle)
         self._report_exit(code)
         return 0
 
-    def _watch_agent_end(self) -> None:
-        # The agent's own end, seen even while other processes keep its pipes open (a bash
-        # agent's helpers outlive a killed main process): without it the runtime would stay busy.
-        try:
-            agent_handle = os.pidfd_open(self.agent.pid)
-            self.selector.register(agent_handle, selectors.EVENT_READ, ("agent", None))
-        except (AttributeError, OSError):
-            agent_handle = None
-        self.agent_handle = agent_handle
+    def _streams_deadline(self) -> float | None:
+        """When the agent's pipes stop being read though still open: held by no process of the
+        runtime (the guard has ended them all), or by one that would not die."""
+        if not self.open_streams:
+            return None
+        if self.guard_gone_at is not None:
+            return self.guard_gone_at + ORPHAN_GRACE
+        if self.agent_gone_at is not None:
+            return self.agent_gone_at + ORPHAN_GRACE + GUARD_END_TIMEOUT
+        return None
 
     def _select_timeout(self, drain_deadline: float | None) -> float | None:
-        deadlines = [drain_deadline] if drain_deadline is not None else []
-        if self.agent_gone_at is not None and not self.group_killed:
-            deadlines.append(self.agent_gone_at + ORPHAN_GRACE)
-        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-        if self.agent_handle is None and self.agent_gone_at is None:
-            timeout = AGENT_POLL if timeout is None else min(timeout, AGENT_POLL)
-        return timeout
+        deadlines = [deadline for deadline in (drain_deadline, self._streams_deadline()) if deadline is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _on_ready(self, key: selectors.SelectorKey, events: int, listener: socket.socket) -> None:
         kind, client = key.data
         if kind == "listen":
             self.accept(listener)
-        elif kind == "agent":
-            self.selector.unregister(key.fileobj)
-            self.agent_gone_at = time.monotonic()
+        elif kind == "guard":
+            if not self.agent.on_status():
+                self.selector.unregister(key.fileobj)
+                self.guard_gone_at = time.monotonic()
+            if self.agent.returncode is not None and self.agent_gone_at is None:
+                self.agent_gone_at = time.monotonic()
         elif kind in ("stdout", "stderr"):
             data = os.read(key.fd, 1 << 16)
             if not data:
@@ -306,13 +304,15 @@ class Relay:
             if events & selectors.EVENT_WRITE and client.sock.fileno() in self.clients:
                 self.on_client_writable(client)
 
-    def _kill_orphans_after_grace(self) -> None:
-        if self.agent_gone_at is not None and self.open_streams and not self.group_killed and time.monotonic() >= self.agent_gone_at + ORPHAN_GRACE:
-            self.group_killed = True
-            try:
-                os.killpg(self.agent.pid, signal.SIGKILL)
-            except OSError:
-                pass
+    def _stop_reading_after_grace(self) -> None:
+        deadline = self._streams_deadline()
+        if deadline is not None and time.monotonic() >= deadline:
+            for stream in (self.agent.stdout, self.agent.stderr):
+                try:
+                    self.selector.unregister(_pipe(stream))
+                except (KeyError, ValueError):
+                    pass
+            self.open_streams = 0
 
     def _report_exit(self, code: int) -> None:
         reason = exit_reason(self.journal, code)
@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # Should the agent's guard ever be killed, the runtime's processes become the relay's, which
+    # ends them (njtui.runner.guard).
+    become_subreaper()
     # The agent must take SIGINT (an interrupt) whatever its starter did: started from a
     # background job of a script, the client ignores SIGINT and a child would inherit that, and
     # bash can't trap, nor its commands take, a signal ignored when it started. The relay runs in
@@ -428,17 +431,10 @@ def _fresh_journal(directory: PrivateDir) -> None:
         raise StartFailed(f"cannot create the journal: {exc}") from None
 
 
-def _start_agent(agent_argv: list[str], cwd: Path | None) -> subprocess.Popen:
+def _start_agent(agent_argv: list[str], cwd: Path | None) -> GuardedAgent:
+    # Its own session (the guard starts it so): the agent leads its process group, as interrupts need.
     try:
-        return subprocess.Popen(
-            agent_argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            start_new_session=True,
-            bufsize=0,
-        )
+        return GuardedAgent(agent_argv, cwd)
     except OSError as exc:
         raise StartFailed(f"cannot start the agent: {exc}") from None
 
@@ -449,7 +445,7 @@ def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
     return stream
 
 
-def _relay_for(args: argparse.Namespace, directory: PrivateDir, agent: subprocess.Popen) -> Relay:
+def _relay_for(args: argparse.Namespace, directory: PrivateDir, agent: GuardedAgent) -> Relay:
     try:
         return Relay(args.dir, args.socket, agent, directory)
     except (NotPrivateError, OSError) as exc:
@@ -458,7 +454,7 @@ def _relay_for(args: argparse.Namespace, directory: PrivateDir, agent: subproces
         raise StartFailed(str(exc)) from None
 
 
-def _await_hello(agent: subprocess.Popen, relay: Relay) -> dict:
+def _await_hello(agent: GuardedAgent, relay: Relay) -> dict:
     """The agent's hello, from its first line; the relay takes that line in like every later one."""
     # Booted means the agent said hello; its first line proves it runs.
     deadline = time.monotonic() + HELLO_TIMEOUT
@@ -491,7 +487,7 @@ def _listen(socket_path: Path) -> socket.socket:
     return listener
 
 
-def _forward_sigterm(agent: subprocess.Popen) -> None:
+def _forward_sigterm(agent: GuardedAgent) -> None:
     stdin = _pipe(agent.stdin)
 
     def forward_stop(signum: int, frame: object) -> None:

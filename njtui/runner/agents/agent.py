@@ -120,6 +120,16 @@ def _copy_no_follow(source: str, target: str) -> int:
         os.close(in_fd)
 
 
+def _own_dir(path: str) -> None:
+    """Makes the directory `path` (mode 0700) if it is missing, never its parents: a runtime
+    directory removed meanwhile (the runtime ended, a new one is starting) is not made again,
+    with the umask's mode (FileNotFoundError)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+
+
 def keep_secrets(secrets: dict, log: Callable[[str, str], None]) -> dict[str, str]:
     """The secrets that are variables (a name and a string value), each also written to a file
     in the secrets directory ($NJTUI_SECRETS_DIR, a tmpfs in containers); `log(level, text)`
@@ -132,7 +142,7 @@ def keep_secrets(secrets: dict, log: Callable[[str, str], None]) -> dict[str, st
         kept[name] = value
         if directory:
             try:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
+                _own_dir(directory)
                 fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
                 with os.fdopen(fd, "w") as handle:
                     handle.write(value)
@@ -168,7 +178,7 @@ def stage_results(stage_dir: str | None, exec_id: str, before: dict[str, tuple[i
     for number, name in enumerate(changed):
         target = f"{exec_id}.{number}"
         try:
-            os.makedirs(stage_dir, mode=0o700, exist_ok=True)
+            _own_dir(stage_dir)
             path = os.path.join(stage_dir, target)
             if os.path.lexists(path):
                 os.unlink(path)

@@ -577,7 +577,9 @@ __njt_stage_results() {
     local root=${NJTUI_RESULTS%/} file name number=0 options
     [[ -n $root && -d $root && $1 =~ ^[A-Za-z0-9_-]{1,64}$ ]] || return 0
     if [[ ! -d $__njt_stage ]]; then
-        [[ -n $__njt_mkdir ]] && "$__njt_mkdir" -m 700 -p -- "$__njt_stage" 2>/dev/null
+        # Never with -p: a runtime directory removed meanwhile (the runtime ended and a new one
+        # is starting) must not be made again, with the umask's mode.
+        [[ -n $__njt_mkdir ]] && "$__njt_mkdir" -m 700 -- "$__njt_stage" 2>/dev/null
         [[ -d $__njt_stage ]] || return 0
     fi
     # The cell's own shell options stay as they were (no subshell: a fork per cell is slow).
