@@ -215,6 +215,27 @@ def njtui(*args: str, cwd: Path | None = None, timeout: float = 120, check: bool
 
 
 @pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MB tmpfs for a notebook and its results (runtimes' journals and staged copies live
+    outside it): a real full disk, filled with tests.helpers.fill. Tests run as root here."""
+    from njtui.runner.host import HostBackend
+
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True, text=True)
+    assert mounted.returncode == 0, f"these tests mount a tmpfs and must run as root: {mounted.stderr}"
+    try:
+        yield mountpoint
+    finally:
+        # The runtimes' working directory is on it: they go first.
+        backend = HostBackend()
+        for info in backend.list():
+            backend.stop(info, timeout=3)
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+@pytest.fixture
 def run_cli():
     return njtui
 

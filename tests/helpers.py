@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,13 @@ def stop_own_runtimes(under: Path) -> list[dict]:
         stopped = njtui("runtimes", "stop", row["id"])
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     return rows
+
+
+def fill(directory: Path, leave: int = 200_000) -> Path:
+    """A file that takes all but `leave` bytes of the file system `directory` is on."""
+    filler = directory / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(directory).free - leave))
+    return filler
 
 
 def make_notebook(tmp_path: Path, cells: list[tuple[str, str, str]], name: str = "nb.toml", **runtime_settings) -> Path:

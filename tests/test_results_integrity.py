@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from njtui.runner.paths import runtime_key
 from njtui.runner.runner import Runner, RuntimeMessage
 from njtui.store import load_notebook
 from njtui.store.results import InvalidCellId, ResultsStore
-from tests.helpers import make_notebook, stop_own_runtimes
+from tests.helpers import fill, make_notebook, stop_own_runtimes
 
 BIG_LINES = 10_000
 BIG_CELL = f"for i in range({BIG_LINES}):\n    print('x' * 99)\n"
@@ -404,30 +403,6 @@ def _lock_and_release(store: ResultsStore) -> None:
     lock = store.try_lock_recorder("key1")
     if lock is not None:
         lock.close()
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 2 MB tmpfs for the notebook and its results; runtimes (journals) live outside it."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True, text=True)
-    assert mounted.returncode == 0, f"these tests mount a tmpfs and must run as root: {mounted.stderr}"
-    try:
-        yield mountpoint
-    finally:
-        # The runtimes' working directory is on it: they go first.
-        backend = HostBackend()
-        for info in backend.list():
-            backend.stop(info, timeout=3)
-        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=True)
-
-
-def fill(directory: Path, leave: int = 200_000) -> Path:
-    filler = directory / "filler"
-    filler.write_bytes(b"\0" * (shutil.disk_usage(directory).free - leave))
-    return filler
 
 
 def full_disk_notebook(small_fs: Path) -> Path:

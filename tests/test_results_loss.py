@@ -29,7 +29,7 @@ from njtui.runner.host import HostBackend
 from njtui.runner.runner import Runner, RuntimeMessage
 from njtui.store import load_notebook
 from njtui.store.results import ResultsStore
-from tests.helpers import make_notebook, open_app, stop_own_runtimes, wait_for, wait_until
+from tests.helpers import fill, make_notebook, open_app, stop_own_runtimes, wait_for, wait_until
 
 RESULT_BYTES = 600_000  # more than the full disk has left, less than it holds once freed
 FILE_CELL = f"import os\nopen(os.path.join(os.environ['NJTUI_RESULTS'], 'big.bin'), 'wb').write(b'r' * {RESULT_BYTES})\nprint('wrote')\n"
@@ -72,29 +72,6 @@ def wait_released(path: Path) -> None:
 
 
 # -- a /results file lost to a full disk
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 2 MB tmpfs for the notebook and its results; runtimes (journals, staged copies) live outside it."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True, text=True)
-    assert mounted.returncode == 0, f"these tests mount a tmpfs and must run as root: {mounted.stderr}"
-    try:
-        yield mountpoint
-    finally:
-        backend = HostBackend()
-        for info in backend.list():
-            backend.stop(info, timeout=3)
-        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=True)
-
-
-def fill(directory: Path, leave: int = 200_000) -> Path:
-    filler = directory / "filler"
-    filler.write_bytes(b"\0" * (shutil.disk_usage(directory).free - leave))
-    return filler
 
 
 def stored_files(path: Path, cell_id: str) -> list[tuple[str, bytes]]:
