@@ -143,6 +143,15 @@ def _scanned(root: PrivateDir, name: str) -> PrivateDir | None:
         return None
 
 
+def _runtime_dirs(root: PrivateDir) -> Iterator[tuple[str, PrivateDir]]:
+    """Each private directory in the root with its name, open while the caller looks at it."""
+    for name in sorted(root.names()):
+        directory = _scanned(root, name)
+        if directory is not None:
+            with directory:
+                yield name, directory
+
+
 def _remove_secrets(directory: PrivateDir) -> None:
     """Secret files of a runtime whose agent has ended: nothing may read them any more."""
     directory.remove_tree("secrets")
@@ -231,12 +240,8 @@ class HostBackend(Backend):
     def list(self) -> builtins.list[RuntimeInfo]:
         found = []
         with self._open_root() as root:
-            for name in sorted(root.names()):
-                directory = _scanned(root, name)
-                if directory is None:
-                    continue
-                with directory:
-                    info = self._info(directory)
+            for _, directory in _runtime_dirs(root):
+                info = self._info(directory)
                 if info is not None and info.alive:
                     found.append(info)
         return found
@@ -420,21 +425,17 @@ class HostBackend(Backend):
         found = []
         now = time.time()
         with self._open_root() as root:
-            for name in sorted(root.names()):
-                directory = _scanned(root, name)
-                if directory is None:
+            for name, directory in _runtime_dirs(root):
+                if not _has_journal(directory):
                     continue
-                with directory:
-                    if not _has_journal(directory):
-                        continue
-                    info = self._info(directory)
-                    if info is None or info.alive:
-                        continue
-                    _remove_secrets(directory)
-                    if info.notebook == identity:
-                        found.append(info)
-                    elif now - os.fstat(directory.fd).st_mtime > ENDED_RETENTION:
-                        root.remove_tree(name)
+                info = self._info(directory)
+                if info is None or info.alive:
+                    continue
+                _remove_secrets(directory)
+                if info.notebook == identity:
+                    found.append(info)
+                elif now - os.fstat(directory.fd).st_mtime > ENDED_RETENTION:
+                    root.remove_tree(name)
         return found
 
     def collect_files(self, info: RuntimeInfo, staged: builtins.list[dict[str, Any]]) -> Iterator[tuple[str, IO[bytes]]]:
