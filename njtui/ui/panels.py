@@ -22,7 +22,8 @@ STATE_STYLES = {
     RuntimeState.RUNNING: "green",
     RuntimeState.ERROR: "red",
 }
-LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red", "agent": "cyan"}
+# "output": what a background process or thread wrote after its cell ended (exec null).
+LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red", "agent": "cyan", "output": "magenta"}
 PROGRESS_WIDTH = 12
 
 

@@ -43,6 +43,7 @@ FLUSH_BYTES = 1 << 16
 FD_CHECK_NS = 100_000
 READ_CHUNK = 1 << 16
 AGENT_FILE = os.path.abspath(__file__)
+_get_ident = _thread.get_ident
 
 
 # After a shutdown or the end of its input, a cell that ignores its interrupt this long is
@@ -260,7 +261,12 @@ class CellStream(io.TextIOBase):
         now = time.monotonic_ns()
         if now - capture.last_fd_check > FD_CHECK_NS:
             capture.check_fds(now)
-        capture.pending.append((self._name, text))
+        # Whose output it is: the running cell's from the main thread, else the cell that
+        # started the writing thread (see Capture.origin; none started yet: no need to ask).
+        if capture.threaded and _get_ident() != capture.main_ident:
+            capture.pending.append((capture.origin(), self._name, text))
+        else:
+            capture.pending.append((capture.cell, self._name, text))
         capture.pending_size += len(text)
         if capture.pending_size > FLUSH_BYTES:
             capture.flush()
@@ -311,13 +317,101 @@ class NoInput(io.TextIOBase):
     readline = read  # type: ignore[assignment]
 
 
+class _Pipe:
+    """One output pipe of one cell (fds 1 and 2 while that cell ran), read until its end."""
+
+    __slots__ = ("name", "decoder", "cell")
+
+    def __init__(self, name: str, cell: int) -> None:
+        self.name = name
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.cell = cell
+
+
+class _Poller:
+    """The pipes the reader thread waits on, changed under the capture's lock. With epoll
+    (Linux) the set changes without waking it; elsewhere it selects on a copy of the set, is
+    woken through a pipe to take the new one, and closes what was given up (never a pipe it may
+    be waiting on)."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._watched: set[int] = set()
+        self._closing: list[int] = []
+        self._wake_read = self._wake_write = -1
+        if self._epoll is None:
+            self._wake_read, self._wake_write = os.pipe()
+            os.set_blocking(self._wake_read, False)
+            os.set_blocking(self._wake_write, False)
+
+    def watch(self, fd: int) -> None:
+        self._watched.add(fd)
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLIN)
+        else:
+            self._wake()
+
+    def forget(self, fd: int, close: bool = False) -> None:
+        """Waits for `fd` no more (and closes it)."""
+        if fd in self._watched:
+            self._watched.discard(fd)
+            if self._epoll is not None:
+                self._epoll.unregister(fd)
+            else:
+                self._wake()
+        if close and self._epoll is not None:
+            os.close(fd)
+        elif close:
+            self._closing.append(fd)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"\0")
+        except BlockingIOError:
+            pass  # a wake-up is pending already
+
+    def settle(self) -> tuple[int, ...]:
+        """The reader thread, under the lock: closes what was given up; the set to wait on."""
+        for fd in self._closing:
+            os.close(fd)
+        self._closing.clear()
+        return (*self._watched, self._wake_read)
+
+    def wait(self, fds: tuple[int, ...]) -> list[int]:
+        """The reader thread, without the lock: the pipes with output, or at their end."""
+        if self._epoll is not None:
+            return [fd for fd, _ in self._epoll.poll()]
+        readable, _, _ = select.select(fds, [], [])
+        if self._wake_read in readable:
+            try:
+                os.read(self._wake_read, 64)
+            except BlockingIOError:
+                pass
+        return [fd for fd in readable if fd != self._wake_read]
+
+
 class Capture:
-    """Captures fds 1 and 2 (subprocesses, C code) and Python-level writes, in order."""
+    """Captures fds 1 and 2 (subprocesses, C code) and Python-level writes, in order.
+
+    Each cell gets a pair of pipes on fds 1 and 2 of its own (made as the cell before it
+    ended). As a cell ends the agent closes its own write ends of them: a pipe then reaches its
+    end at once unless something else holds it (a background process that inherited it), and is
+    read on until it does. Output is its cell's while that cell runs, and `exec: null` once it
+    has ended, so it never lands in a later cell (docs/protocol.md, "Output capture").
+    Python-level writes of other threads belong to the cell that started the thread.
+    """
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.exec_id: str | None = None
-        self.pending: collections.deque[tuple[str, str]] = collections.deque()
+        # The running cell's serial (1, 2, 3 …), 0 between cells: output of an earlier serial
+        # is emitted with exec null.
+        self.cell = 0
+        self._serial = 0
+        self.main_ident = _thread.get_ident()
+        # Set once a cell has started a thread (see track_thread_origins).
+        self.threaded = False
+        self.pending: collections.deque[tuple[int, str, str]] = collections.deque()
         self.pending_size = 0
         self.last_fd_check = 0
         self.last_flush = 0.0
@@ -325,45 +419,111 @@ class Capture:
         self.flusher_asleep = False
         self._flusher_wake = threading.Event()
         self._lock = threading.RLock()
-        self._fds: dict[int, tuple[str, codecs.IncrementalDecoder]] = {}
+        self._poller = _Poller()
+        self._pipes: dict[int, _Pipe] = {}
+        self._fds: tuple[int, ...] = ()
+        self._current: tuple[int, ...] = ()  # the read ends of the pipes now on fds 1 and 2
+        # Read ends of pipes now on fds 1 and 2 that ended early (the cell closed fd 1 and 2):
+        # check_fds still selects on them, so they close when the next pipes come.
+        self._spent: list[int] = []
+        self._new_pipes(0)
+        self.stdout = CellStream(self, "stdout")
+        self.stderr = CellStream(self, "stderr")
+        threading.Thread(target=self._read_fds_forever, name="njtui-fd-reader", daemon=True).start()
+        threading.Thread(target=self._flush_forever, name="njtui-flusher", daemon=True).start()
+
+    def _new_pipes(self, cell: int) -> None:
+        """Fresh pipes on fds 1 and 2, replacing (and closing) the agent's write ends of the
+        ones there before. Under the lock."""
+        current = []
         for target, name in ((1, "stdout"), (2, "stderr")):
             read_end, write_end = os.pipe()
             os.dup2(write_end, target)
             os.close(write_end)
             os.set_blocking(read_end, False)
-            self._fds[read_end] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
-        self.stdout = CellStream(self, "stdout")
-        self.stderr = CellStream(self, "stderr")
-        threading.Thread(target=self._read_fds_forever, name="njtui-fd-reader", daemon=True).start()
-        threading.Thread(target=self._flush_forever, name="njtui-flusher", daemon=True).start()
+            self._pipes[read_end] = _Pipe(name, cell)
+            self._poller.watch(read_end)
+            current.append(read_end)
+        self._current = tuple(current)
+        self._fds = tuple(self._pipes)
+        for fd in self._spent:
+            self._poller.forget(fd, close=True)
+        self._spent.clear()
+
+    def begin(self, exec_id: str, **start_fields: object) -> None:
+        """A cell starts: the pipes made as the previous one ended become its own (what came
+        through them before, from a thread of an earlier cell, goes as exec null), and its
+        `start` message comes before anything it writes."""
+        with self._lock:
+            self._flush_pending()
+            for fd in self._current:
+                self._read_fd(fd)
+            self._serial += 1
+            for fd in self._current:
+                if fd in self._pipes:
+                    self._pipes[fd].cell = self._serial
+            self.exec_id = exec_id
+            self.cell = self._serial
+            self.channel.emit("start", exec_id, **start_fields)
+
+    def end(self, type_: str, exec_id: str | None, **fields: object) -> None:
+        """The cell's last message (`done`), after everything it wrote; what comes later, from
+        what still runs, is emitted with exec null. The next cell's pipes are made now: the
+        cell's own reach their end here unless something else holds them, with no work for
+        the reader thread."""
+        with self._lock:
+            self._flush_pending()
+            for fd in self._fds:
+                self._read_fd(fd)
+            ended = self._current
+            for fd in ended:
+                self._poller.forget(fd)  # (their end wakes nobody)
+            self._new_pipes(0)
+            for fd in ended:
+                self._read_fd(fd, to_the_end=True)
+                if fd in self._pipes:
+                    self._poller.watch(fd)  # a background process holds it: exec null from now
+            self.channel.emit(type_, exec_id, **fields)
+            self.cell = 0
+
+    def origin(self) -> int:
+        """The serial of the cell that started the calling thread (a thread not started
+        through threading.Thread: the running cell's)."""
+        return getattr(threading.current_thread(), "_njtui_cell", self.cell)
 
     def flush(self) -> None:
         with self._lock:
             self._flush_pending()
 
     def _flush_pending(self) -> None:
-        self.last_flush = time.monotonic()
         if not self.pending:
-            return
+            return  # (not a flush: a print with flush=True right after goes out at once)
+        self.last_flush = time.monotonic()
+        running = self.cell
+        running_exec = self.exec_id if running else None
         name: str | None = None
+        exec_id: str | None = None
         parts: list[str] = []
         pending = self.pending
         while pending:
-            item_name, text = pending.popleft()
-            if item_name != name and parts:
-                self.channel.emit("stream", self.exec_id, name=name, text="".join(parts))
+            cell, item_name, text = pending.popleft()
+            item_exec = running_exec if cell == running else None
+            if parts and (item_name != name or item_exec != exec_id):
+                self.channel.emit("stream", exec_id, name=name, text="".join(parts))
                 parts = []
-            name = item_name
+            name, exec_id = item_name, item_exec
             parts.append(text)
         self.pending_size = 0
         if parts:
-            self.channel.emit("stream", self.exec_id, name=name, text="".join(parts))
+            self.channel.emit("stream", exec_id, name=name, text="".join(parts))
 
     def check_fds(self, now: int) -> None:
         self.last_fd_check = now
-        readable, _, _ = select.select(list(self._fds), [], [], 0)
-        if readable:
-            with self._lock:
+        # The running cell's pipes (the order of its own output), under the lock: a thread of
+        # an earlier cell may be here as a cell ends and its pipes close.
+        with self._lock:
+            readable, _, _ = select.select(self._current, [], [], 0)
+            if readable:
                 self._flush_pending()
                 for fd in readable:
                     self._read_fd(fd)
@@ -384,31 +544,46 @@ class Capture:
                 self._read_fd(fd)
             self.channel.emit(type_, exec_id, **fields)
 
-    def _read_fd(self, fd: int) -> None:
-        name, decoder = self._fds[fd]
+    def _read_fd(self, fd: int, to_the_end: bool = False) -> None:
+        """What waits in the pipe, emitted; at the pipe's end, the pipe is given up."""
+        pipe = self._pipes.get(fd)
+        if pipe is None:
+            return  # at its end already (a reader thread's stale wake-up)
         chunks = []
+        ended = False
         while True:
             try:
                 data = os.read(fd, READ_CHUNK)
             except BlockingIOError:
                 break
             if not data:
+                ended = True
                 break
-            chunks.append(decoder.decode(data))
-            if len(data) < READ_CHUNK:
+            chunks.append(pipe.decoder.decode(data))
+            if len(data) < READ_CHUNK and not to_the_end:
                 break
+        if ended:
+            chunks.append(pipe.decoder.decode(b"", final=True))
+            del self._pipes[fd]
+            self._fds = tuple(self._pipes)
+            if fd in self._current:
+                self._poller.forget(fd)
+                self._spent.append(fd)
+            else:
+                self._poller.forget(fd, close=True)
         text = "".join(chunks)
         if text:
-            self.channel.emit("stream", self.exec_id, name=name, text=text)
+            self.channel.emit("stream", self.exec_id if pipe.cell and pipe.cell == self.cell else None, name=pipe.name, text=text)
 
     def _read_fds_forever(self) -> None:
-        fds = list(self._fds)
         while True:
-            readable, _, _ = select.select(fds, [], [])
+            with self._lock:
+                fds = self._poller.settle()
+            ready = self._poller.wait(fds)
             with self._lock:
                 # Python-level output printed before this fd output came first.
                 self._flush_pending()
-                for fd in readable:
+                for fd in ready:
                     self._read_fd(fd)
 
     def wake_flusher(self) -> None:
@@ -775,6 +950,26 @@ def install_display(capture: Capture) -> RichOutput:
     return _rich_output
 
 
+def track_thread_origins(capture: Capture) -> None:
+    """Each thread remembers the cell that started it (a thread started by a thread, that
+    thread's cell), as ipykernel does: its Python-level output is that cell's while the cell
+    runs, and exec null once it has ended, never a later cell's."""
+    start = threading.Thread.start
+
+    def start_in_cell(self: threading.Thread) -> None:
+        cell = capture.cell if _thread.get_ident() == capture.main_ident else capture.origin()
+        if cell:
+            capture.threaded = True  # the agent's own threads (no cell) write nothing
+        try:
+            setattr(self, "_njtui_cell", cell)  # noqa: B010 - an attribute Thread does not declare
+        except AttributeError:
+            pass  # a subclass with slots and no __dict__: the running cell's output, as before
+        start(self)
+
+    start_in_cell.__doc__ = start.__doc__
+    threading.Thread.start = start_in_cell  # type: ignore[method-assign]
+
+
 class Agent:
     def __init__(self, channel: Channel, capture: Capture, idle_timeout: float, stage_dir: str | None = None) -> None:
         self.channel = channel
@@ -986,11 +1181,10 @@ class Agent:
     def run_cell(self, exec_id: str, code: str, meta: dict) -> None:
         self.count += 1
         count = self.count
-        self.capture.exec_id = exec_id
         self._interrupt_raised = False
         self.current = exec_id
         results_before = _results_snapshot()
-        self.channel.emit("start", exec_id, meta=meta, count=count)
+        self.capture.begin(exec_id, meta=meta, count=count)
         started = time.perf_counter()
         status = "ok"
         filename = f"<cell {meta.get('cell') or exec_id}>"
@@ -1023,7 +1217,7 @@ class Agent:
         with self._ending:
             if self._ended:
                 return
-            self.channel.emit("done", exec_id, status=status, count=count, duration=duration, files=files, **extra)
+            self.capture.end("done", exec_id, status=status, count=count, duration=duration, files=files, **extra)
             self.current = None
 
     def _execute(self, code: str, filename: str, exec_id: str, count: int) -> None:
@@ -1229,6 +1423,7 @@ def main(argv: list[str] | None = None) -> int:
     channel = Channel(proto_out, args.journal)
     capture = Capture(channel)
     install_display(capture)
+    track_thread_origins(capture)
     agent = Agent(channel, capture, args.idle_timeout, os.path.join(os.path.dirname(os.path.abspath(args.journal)), "files"))
     sys.stdout, sys.stderr, sys.stdin = capture.stdout, capture.stderr, NoInput()
     sys.modules["__main__"] = agent.main_module

@@ -8,13 +8,16 @@
 #              and the working directory persist between cells; a cell's stdout and stderr go to
 #              two pipes, its stdin is /dev/null; between cells it answers completions;
 #   forwarders one per output pipe: each reads its pipe a chunk at a time (so partial lines
-#              arrive within milliseconds) and hands the chunks to the emitter;
+#              arrive within milliseconds) and hands the chunks to the emitter; a cell whose
+#              background process keeps its pipes leaves them to their forwarders, and the next
+#              cell gets new ones (see __njt_open_output);
 #   emitter    the only writer of messages: it numbers them (seq), appends each to the journal,
 #              then writes it to stdout; it reads the control pipe where main, the reader and the
 #              forwarders report; it answers `status` and ends the agent when idle;
 #   reader     reads requests from stdin, passes cells to main in order, and turns `interrupt`
 #              into SIGINT for the cell's process group.
-# Pipes come from `exec {fd}<> <(:)`: a pipe opened read-write, shared by all the processes.
+# Pipes come from `exec {fd}<> <(:)`: a pipe opened read-write, shared by all the processes
+# (the cells' output pipes, each with separate ends, from __njt_pipe).
 
 __njt_journal=""
 __njt_idle=1200
@@ -110,8 +113,7 @@ __njt_unesc() {
     REPLY=${out//$placeholder/\\}
 }
 
-exec {__njt_out}<> <(:)
-exec {__njt_err}<> <(:)
+exec {__njt_fwd}<> <(:)
 exec {__njt_ctl}<> <(:)
 exec {__njt_req}<> <(:)
 exec {__njt_ack}<> <(:)
@@ -140,13 +142,25 @@ __njt_cursor() { # the request line: its cursor (characters into the code) in RE
 # ---------------------------------------------------------------- forwarders
 # One per output pipe: it waits for output with a blocking read (an idle agent never wakes),
 # gathers what follows within 2 ms into a chunk, and hands it to the emitter on the control pipe
-# as `O<1|2><length>\t<JSON string body>\n`, one write (at most 4 KiB: atomic among the pipe's
-# writers). It works on bytes (C locale) and holds back a UTF-8 sequence cut at a chunk's end.
-# It reports a cell's end marker as `M<1|2>` in its place in the output.
-__njt_forwarder() { # 1|2 fd
+# as `O<1|2><c|n><length>\t<JSON string body>\n`, one write (at most 4 KiB: atomic among the
+# pipe's writers); `c`: the running cell's output, `n`: output after its cell ended (exec null).
+# It works on bytes (C locale) and holds back a UTF-8 sequence cut at a chunk's end. It reports
+# a cell's end marker as `M<1|2>` in its place in the output.
+#
+# Each pipe serves one cell at a time (see __njt_open_output): main holds its write end only
+# while the cell runs, so once the cell has ended the pipe reaches its end as soon as nothing
+# else holds it. Then the forwarder tells main it is free (`F`), and waits on its wake pipe for
+# main's `g` (the next cell writes here) or its end (main is gone, or chose another pipe). Output
+# after the marker is a background process's that still holds the pipe: the forwarder tells
+# main so (`B`: main gives the next cell a new pipe and forwarder) and forwards it until the
+# pipe ends, then exits. Both verdicts go on main's own pipe, with the stream and generation.
+__njt_forwarder() { # 1|2 generation data-fd wake-fd
     trap '' INT PIPE
     LC_ALL=C
-    local stream=$1 fd=$2 chunk more text held= tail rc
+    local stream=$1 generation=$2 fd=$3 wake=$4 chunk more text held= tail rc tag=c verdict= go ended
+    # Only main holds a wake pipe's write end: its end tells a waiting forwarder that main is gone.
+    [[ -z ${__njt_wake_1-} ]] || exec {__njt_wake_1}>&-
+    [[ -z ${__njt_wake_2-} ]] || exec {__njt_wake_2}>&-
     send() { # text
         [[ -n $1 ]] || return 0
         __njt_esc "$1"
@@ -156,40 +170,80 @@ __njt_forwarder() { # 1|2 fd
             send "${1:half}"
             return 0
         fi
-        printf 'O%s%d\t%s\n' "$stream" "${#REPLY}" "$REPLY" >&"$__njt_ctl"
+        printf 'O%s%s%d\t%s\n' "$stream" "$tag" "${#REPLY}" "$REPLY" >&"$__njt_ctl"
     }
+    tell() { # F|B: the pipe's verdict, once per cell
+        [[ -z $verdict ]] || return 0
+        verdict=$1
+        printf '%s\t%s\t%s\n' "$1" "$stream" "$generation" >&"$__njt_fwd"
+    }
+    await_go() { # until main's go (0), or the end of the wake pipe (1)
+        while :; do
+            go=
+            IFS= read -r -u "$wake" go
+            rc=$?
+            ((rc > 128)) && continue
+            [[ $go == g ]] && return 0
+            ((rc == 0)) || return 1
+        done
+    }
+    await_go || return 0
     while :; do
+        ended=0
         chunk=
         IFS= read -r -d '' -N 1 -u "$fd" chunk
         rc=$?
         if ((rc != 0)) && [[ -z $chunk ]]; then
             ((rc > 128)) && continue
-            break # the end of the pipe: the agent is gone
+            ended=1
+        else
+            # `read -N` with a timeout keeps what it read but did not return for the next read;
+            # only this pipe is read here, so that is the right place for it. It returns at once
+            # at the pipe's end (status 1): main closes its end right after the marker.
+            more=
+            IFS= read -r -d '' -N 511 -t 0.002 -u "$fd" more
+            (($? == 1)) && ended=1
+            text=$held$chunk$more
+            held=
+            if [[ $tag == c ]]; then
+                if [[ $text == *"$__njt_end"* ]]; then
+                    send "${text%%"$__njt_end"*}"
+                    text=${text#*"$__njt_end"}
+                    tag=n
+                    # At the pipe's end already (nothing else holds it): main knows before `done`.
+                    if [[ -n $text ]]; then tell B; elif ((ended)); then tell F; fi
+                    printf 'M%s\n' "$stream" >&"$__njt_ctl"
+                else
+                    # A marker may be cut between two reads: hold back what could be its beginning.
+                    tail=${text##*$'\037'}
+                    if [[ $text == *$'\037'* && $__njt_end == $'\037'"$tail"* ]]; then
+                        held=$'\037'"$tail"
+                    fi
+                fi
+            else
+                tell B
+            fi
+            if [[ -z $held ]]; then
+                if [[ $text == *[$'\xc0'-$'\xff'] ]]; then
+                    held=${text:${#text}-1}
+                elif [[ $text == *[$'\xe0'-$'\xff'][$'\x80'-$'\xbf'] ]]; then
+                    held=${text:${#text}-2}
+                elif [[ $text == *[$'\xf0'-$'\xff'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf'] ]]; then
+                    held=${text:${#text}-3}
+                fi
+            fi
+            text=${text:0:${#text}-${#held}}
+            send "$text"
         fi
-        # `read -N` with a timeout keeps what it read but did not return for the next read; only
-        # this pipe is read here, so that is the right place for it.
-        more=
-        IFS= read -r -d '' -N 511 -t 0.002 -u "$fd" more
-        text=$held$chunk$more
+        ((ended)) || continue
+        # The end of the pipe: nothing holds it any more. It is not read again before main's go:
+        # once main knows it is free, main may open it for the next cell at any moment.
+        send "$held"
         held=
-        while [[ $text == *"$__njt_end"* ]]; do
-            send "${text%%"$__njt_end"*}"
-            printf 'M%s\n' "$stream" >&"$__njt_ctl"
-            text=${text#*"$__njt_end"}
-        done
-        # A marker may be cut between two reads: hold back what could be its beginning.
-        tail=${text##*$'\037'}
-        if [[ $text == *$'\037'* && $__njt_end == $'\037'"$tail"* ]]; then
-            held=$'\037'"$tail"
-        elif [[ $text == *[$'\xc0'-$'\xff'] ]]; then
-            held=${text:${#text}-1}
-        elif [[ $text == *[$'\xe0'-$'\xff'][$'\x80'-$'\xbf'] ]]; then
-            held=${text:${#text}-2}
-        elif [[ $text == *[$'\xf0'-$'\xff'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf'] ]]; then
-            held=${text:${#text}-3}
-        fi
-        text=${text:0:${#text}-${#held}}
-        send "$text"
+        [[ $tag == n && $verdict != B ]] || break # main gone mid-cell, or a pipe main gave up
+        tell F
+        await_go || break
+        tag=c verdict=
     done
 }
 
@@ -219,12 +273,12 @@ __njt_emitter() {
         printf '%s\n' "$1" 2>/dev/null
     }
     take() { # the rest of a forwarder's O message: output, the cell's until its end marker
-        local header text name=stdout exec=$running ended
+        local header text name=stdout exec=null
         IFS= read -r -d $'\t' -u "$__njt_ctl" header
-        IFS= read -r -N $((10#${header:1} + 1)) -u "$__njt_ctl" text
+        IFS= read -r -N $((10#${header:2} + 1)) -u "$__njt_ctl" text
         [[ ${header:0:1} == 1 ]] || name=stderr
-        ended=ended_${header:0:1}
-        ((${!ended})) && exec=null # after its cell's end: a background process's output
+        # After its cell's end (n): a background process's output, no cell's.
+        [[ ${header:1:1} != c ]] || exec=$running
         emit "$exec" stream ",\"name\":\"$name\",\"text\":\"${text%$'\n'}\""
     }
     end_cell() { # main has ended the cell (D) and both streams have passed its end marker
@@ -371,7 +425,7 @@ __njt_emitter() {
         printf 'EXIT\n' >&"$__njt_req"
         printf 'EXIT\n' >&"$__njt_ack"
         ((reader_pid)) && kill -TERM "$reader_pid" 2>/dev/null
-        kill -TERM "$__njt_forwarder_1" "$__njt_forwarder_2" 2>/dev/null
+        # The forwarders end with main: their pipes and wake pipes end.
         if ((abandoned)); then
             # The cell ignores its interrupt and holds main: it ends with the runtime.
             if ((__njt_pgid == __njt_main)); then kill -KILL -- "-$__njt_pgid" 2>/dev/null; fi
@@ -507,16 +561,110 @@ __njt_interrupt() {
 trap '__njt_stop=interrupt' INT
 trap '' PIPE
 trap 'builtin exit 0' TERM
-__njt_forwarder 1 "$__njt_out" &
-__njt_forwarder_1=$!
-__njt_forwarder 2 "$__njt_err" &
-__njt_forwarder_2=$!
 __njt_emitter &
 __njt_emitter_pid=$!
 __njt_reader <&"$__njt_stdin" &
 __njt_reader=$!
 exec {__njt_stdin}<&-
 exec 1>/dev/null
+
+# ---------------------------------------------------------------- a cell's output pipes
+# Each cell writes to a pipe per stream that nothing else holds: the previous cell's, once its
+# forwarder found it free, else a new one with a forwarder of its own. A cell that leaves a
+# background process holding its pipes so gets nothing of what that process writes later: its
+# old forwarder forwards that as exec null until the pipe ends (docs/protocol.md). Main holds
+# each pipe's read end (to open its write end again), a write end of its forwarder's wake pipe,
+# and the pipe's write end only while a cell runs.
+
+# A new pipe, the fd of its read end in REPLY: a here-string's (a pipe from bash 5.1 on, without
+# a fork), else a pipeline's (its last part runs here). Neither is a background job: `$!`, the
+# cells' last background process, stays theirs.
+__njt_pipe() {
+    local fd lastpipe=1
+    exec {fd}<<<''
+    if [[ -p /proc/self/fd/$fd ]]; then
+        IFS= read -r -u "$fd" REPLY # the here-string's newline
+    else
+        exec {fd}<&-
+        shopt -q lastpipe || lastpipe=0
+        shopt -s lastpipe
+        : | exec {fd}<&0
+        ((lastpipe)) || shopt -u lastpipe
+    fi
+    REPLY=$fd
+}
+
+# A new forwarder of stream $1 (1 or 2) on a new pipe; it waits for its first go.
+__njt_spawn() {
+    local data wake go
+    __njt_pipe
+    data=$REPLY
+    __njt_pipe
+    wake=$REPLY
+    __njt_generation=$((${__njt_generation:-0} + 1))
+    # The wake pipe's write end before the fork (a pipe without one reads as ended); the
+    # forwarder closes its copy, as of every wake pipe.
+    exec {go}>"/proc/self/fd/$wake"
+    printf -v "__njt_wake_$1" %s "$go"
+    # Forked from a subshell: not main's job, so a cell's `wait` never waits for it. SIGINT is
+    # ignored from its start (an interrupt may come now; the cell's DEBUG trap still sees it).
+    trap '' INT
+    (__njt_forwarder "$1" "$__njt_generation" "$data" "$wake" &)
+    trap '__njt_stop=interrupt' INT
+    exec {wake}<&-
+    printf -v "__njt_r_$1" %s "$data"
+    printf -v "__njt_gen_$1" %s "$__njt_generation"
+    printf -v "__njt_free_$1" %s F
+}
+
+# A forwarder's verdict on its pipe (F: free, B: a background process holds it): `F<tab>1<tab>7`.
+__njt_take_verdict() {
+    local stream=${1:2:1} current
+    [[ $stream == [12] ]] || return 0
+    current=__njt_gen_$stream
+    if [[ ${1:4} == "${!current}" ]]; then printf -v "__njt_free_$stream" %s "${1:0:1}"; fi
+}
+
+# Before a cell: the write ends of its pipes, __njt_w_1 and __njt_w_2.
+__njt_open_output() {
+    local line s free data fd
+    while read -t 0 -u "$__njt_fwd"; do
+        IFS= read -r -u "$__njt_fwd" line && __njt_take_verdict "$line"
+    done
+    for s in 1 2; do
+        free=__njt_free_$s data=__njt_r_$s
+        if [[ -z ${!free} ]]; then
+            if read -t 0 -u "${!data}"; then
+                # Output, or the pipe's end, waits for the forwarder: its verdict comes at once.
+                while [[ -z ${!free} ]]; do
+                    IFS= read -r -u "$__njt_fwd" line && __njt_take_verdict "$line"
+                done
+            else
+                printf -v "$free" %s B # held by a process that has written nothing since
+            fi
+        fi
+        if [[ ${!free} == B ]]; then
+            fd=${!data}
+            exec {fd}<&-
+            fd=__njt_wake_$s
+            fd=${!fd}
+            exec {fd}>&-
+            printf -v "__njt_wake_$s" %s ''
+            __njt_spawn "$s"
+        fi
+    done
+    for s in 1 2; do
+        data=__njt_r_$s
+        exec {fd}>"/proc/self/fd/${!data}"
+        printf -v "__njt_w_$s" %s "$fd"
+        printf -v "__njt_free_$s" %s ''
+        fd=__njt_wake_$s
+        printf 'g\n' >&"${!fd}"
+    done
+}
+
+__njt_spawn 1
+__njt_spawn 2
 
 __njt_two() { return 2; }
 exit() {
@@ -761,6 +909,7 @@ while :; do
     printf '%s\n' "$REPLY" >"$__njt_cellfile"
     __njt_count=$((__njt_count + 1))
     printf 'S\t%s\t%d\t%s\n' "$__njt_exec" "$__njt_count" "$__njt_meta" >&"$__njt_ctl"
+    __njt_open_output
     __njt_past_mark
     __njt_await_ack
     __njt_now; __njt_started=$REPLY
@@ -774,7 +923,7 @@ while :; do
     # Only commands of the cell itself return (a DEBUG trap returning non-zero elsewhere, here
     # in the agent, would skip the agent's own commands).
     trap '[[ $- != *e* ]] || { set +e; __njt_errexit=1; }; ! read -t 0 -u "$__njt_intp" || __njt_stop=interrupt; [[ -z $__njt_stop || ${BASH_SOURCE[0]} != "$__njt_cellfile" ]] || __njt_two' DEBUG
-    . "$__njt_cellfile" </dev/null >&"$__njt_out" 2>&"$__njt_err"
+    . "$__njt_cellfile" </dev/null >&"$__njt_w_1" 2>&"$__njt_w_2"
     __njt_rc=$?
     trap - DEBUG
     trap - ERR
@@ -791,9 +940,12 @@ while :; do
     fi
     __njt_stage_results "$__njt_exec"
     : >"$__njt_mark" 2>/dev/null
-    # The end markers, then `done`: the emitter reads each pipe up to its marker first.
-    printf '%s' "$__njt_end" >&"$__njt_out"
-    printf '%s' "$__njt_end" >&"$__njt_err"
+    # The end markers, then `done`: the emitter reads each pipe up to its marker first. Main's
+    # write ends close: a pipe that nothing else holds ends at once, and is free for the next.
+    printf '%s' "$__njt_end" >&"$__njt_w_1"
+    exec {__njt_w_1}>&-
+    printf '%s' "$__njt_end" >&"$__njt_w_2"
+    exec {__njt_w_2}>&-
     printf 'D\t%s\t%s\t%d\t%s\t%d\t%s\n' "$__njt_exec" "$__njt_status" "$__njt_count" "$__njt_duration" "$__njt_rc" "$__njt_files" >&"$__njt_ctl"
     __njt_await_ack
     __njt_status=
