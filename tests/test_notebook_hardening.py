@@ -372,7 +372,7 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path, monkeypatch):
     assert result.returncode == 2 and "named pipe (FIFO)" in result.stderr and "Traceback" not in result.stderr, result.stderr
     opened = []
     real_open = os.open
-    monkeypatch.setattr(os, "open", lambda path, *args: opened.append(path) or real_open(path, *args))
+    monkeypatch.setattr(os, "open", lambda path, *args, **options: opened.append(path) or real_open(path, *args, **options))
     with pytest.raises(NotebookError, match="not a regular file"):
         load_notebook(fifo)
     assert opened == [], "refused before it is opened"
