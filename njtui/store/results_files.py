@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from njtui.dirs import make_dirs
 from njtui.model import ExecutionRecord
-from njtui.store.results_io import LINK_ERRNOS, READ_FLAGS, Refused, directory_beneath, open_directory, open_regular, replace_beneath, write_all
+from njtui.store.results_io import LINK_ERRNOS, READ_FLAGS, Refused, directory_beneath, new_file_at, open_directory, open_regular, replace_beneath, write_all
 from njtui.store.results_paths import InvalidCellId, ResultsDirectory, valid_cell_id
 
 MANIFEST_LIMIT = 16 << 20
@@ -202,25 +202,13 @@ class ResultFiles(ResultsDirectory):
             mode = stat.S_IMODE(os.fstat(blob).st_mode) & 0o777
             directory = open_directory(base, parts[:-1], create=True)
             try:
-                temporary = f".njtui-{secrets.token_hex(8)}.tmp"
-                out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=directory)
-                try:
-                    try:
-                        digest_of_copy = hashlib.sha256()
-                        while chunk := os.read(blob, 1 << 20):
-                            digest_of_copy.update(chunk)
-                            write_all(out, chunk)
-                    finally:
-                        os.close(out)
+                with new_file_at(directory, parts[-1], mode) as out:
+                    digest_of_copy = hashlib.sha256()
+                    while chunk := os.read(blob, 1 << 20):
+                        digest_of_copy.update(chunk)
+                        write_all(out, chunk)
                     if digest_of_copy.hexdigest() != digest:
                         raise Refused("its blob's content does not match its sha256")
-                    os.rename(temporary, parts[-1], src_dir_fd=directory, dst_dir_fd=directory)
-                except BaseException:
-                    try:
-                        os.unlink(temporary, dir_fd=directory)
-                    except OSError:
-                        pass
-                    raise
             finally:
                 os.close(directory)
         finally:

@@ -96,22 +96,32 @@ def replace_beneath(root: Path, path: Path, data: bytes) -> None:
             mode: int | None = stat.S_IMODE(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode)
         except FileNotFoundError:
             mode = None
-        temporary = f".{name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=directory)
+        with new_file_at(directory, name, 0o666) as fd:
+            write_all(fd, data)
+            if mode is not None:
+                os.fchmod(fd, mode)
+
+
+@contextmanager
+def new_file_at(directory: int, name: str, mode: int) -> Iterator[int]:
+    """A descriptor of a new file in `directory`, under a temporary name, renamed to `name` (over
+    what is there) when the block ends, or removed if it fails: a reader sees the old file or
+    the whole new one. Made O_EXCL and O_NOFOLLOW at the directory's descriptor, so nothing
+    planted under the temporary name is written through."""
+    temporary = f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=directory)
+    try:
         try:
-            try:
-                write_all(fd, data)
-                if mode is not None:
-                    os.fchmod(fd, mode)
-            finally:
-                os.close(fd)
-            os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
-        except BaseException:
-            try:
-                os.unlink(temporary, dir_fd=directory)
-            except OSError:
-                pass
-            raise
+            yield fd
+        finally:
+            os.close(fd)
+        os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        try:
+            os.unlink(temporary, dir_fd=directory)
+        except OSError:
+            pass
+        raise
 
 
 def open_regular(path: Path, *, beneath: Path) -> int:
