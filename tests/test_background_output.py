@@ -202,8 +202,10 @@ def burst_round(agent: Agent, language: str, kind: str, tmp_path: Path, r: int) 
     agent.execute(second, waiting_cell(language, hold.path, r))
     prefix = f"bg{r}-"
 
-    def burst_lines(messages: list[dict]) -> int:  # (a chunk may end in the middle of a line)
-        return (texts(messages, first) + texts(messages, None)).count(f"\n{prefix}")
+    def burst_whole(messages: list[dict]) -> bool:
+        # Its last line, to its end: a chunk may end in the middle of a line, so a count of the
+        # lines begun (as this once was) can be whole while the last line's end is still on its way.
+        return (texts(messages, first) + texts(messages, None)).endswith(f"{prefix}{BURST - 1}\n")
 
     def in_the_next(messages: list[dict]) -> bool:
         return prefix[:-1] in texts(messages, second)
@@ -212,11 +214,11 @@ def burst_round(agent: Agent, language: str, kind: str, tmp_path: Path, r: int) 
         if not shown(messages, f"begin-{r}"):
             return False
         begun = next(i for i, m in enumerate(messages) if m["type"] == "start" and m["exec"] == second)
-        return any(m["type"] == "stream" and prefix in m["text"] for m in messages[begun:]) or burst_lines(messages) == BURST or in_the_next(messages)
+        return any(m["type"] == "stream" and prefix in m["text"] for m in messages[begun:]) or burst_whole(messages) or in_the_next(messages)
 
     agent.until(came_while_the_next_ran, "burst output while the next cell runs")
     hold.release()
-    agent.until(lambda messages: done(messages, second) and (burst_lines(messages) == BURST or in_the_next(messages)), "the whole burst")
+    agent.until(lambda messages: done(messages, second) and (burst_whole(messages) or in_the_next(messages)), "the whole burst")
     messages = agent.messages
     assert texts(messages, second) == f"begin-{r}\nend-{r}\n", f"round {r}: the next cell got {texts(messages, second)!r}"
     ended = next(i for i, m in enumerate(messages) if m["type"] == "done" and m["exec"] == first)
