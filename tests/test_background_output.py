@@ -142,10 +142,15 @@ CASES = [("python", "subprocess"), ("python", "thread"), ("bash", "job")]
 
 @pytest.mark.parametrize(("language", "kind"), CASES)
 def test_late_output_of_a_background_job_is_no_later_cells(tmp_path, language, kind):
+    play_rounds(late_output_round, ROUNDS, language, kind, tmp_path)
+
+
+def play_rounds(play, rounds: int, language: str, kind: str, tmp_path: Path) -> None:
+    """`play(agent, language, kind, tmp_path, round)` for each round, on one agent."""
     agent = Agent(language, tmp_path)
     try:
-        for r in range(ROUNDS):
-            late_output_round(agent, language, kind, tmp_path, r)
+        for r in range(rounds):
+            play(agent, language, kind, tmp_path, r)
     finally:
         agent.close()
 
@@ -187,12 +192,7 @@ def test_a_burst_crossing_the_end_of_its_cell_is_split_exactly(tmp_path, languag
     """Each line of the burst is its cell's (before its `done`) or exec null (after), once and in
     order; none is the next cell's, which runs until some of the burst came while it ran, or
     all of it had come."""
-    agent = Agent(language, tmp_path)
-    try:
-        for r in range(BURST_ROUNDS):
-            burst_round(agent, language, kind, tmp_path, r)
-    finally:
-        agent.close()
+    play_rounds(burst_round, BURST_ROUNDS, language, kind, tmp_path)
 
 
 def burst_round(agent: Agent, language: str, kind: str, tmp_path: Path, r: int) -> None:
